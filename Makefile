@@ -1,0 +1,60 @@
+# The two commands: `make run` starts the whole portal on its embedded defaults; `make test` runs the whole suite.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+.PHONY: run test install engine system-deps lint typecheck format migrations-check bench-pool bench-retrieval bench-guard bench-chat clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@echo "[install] Python dependencies (first time: several minutes)"
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q torch==2.13.0
+	@$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+engine: $(STAMP)
+	@PIP="$(BIN)/python -m pip" scripts/prepare_engine.sh >/dev/null
+
+system-deps:
+	@scripts/install_system_deps.sh
+
+run: install engine
+	@$(BIN)/python manage.py run_portal
+
+test: install engine system-deps
+	@PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-test-var.XXXXXX) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint:
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+format:
+	@$(BIN)/ruff format .
+	@$(BIN)/ruff check --fix .
+
+typecheck:
+	@PORTAL_EPHEMERAL_DB=1 $(BIN)/mypy .
+
+migrations-check:
+	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python manage.py makemigrations --check --dry-run
+
+bench-pool: install engine
+	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_pool.py
+
+bench-retrieval: install engine
+	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_retrieval.py
+
+bench-guard: install
+	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_guard.py
+
+bench-chat: install
+	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_chat.py
+
+clean:
+	rm -rf $(VENV) var

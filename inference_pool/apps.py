@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class InferencePoolConfig(AppConfig):
+    name = "inference_pool"

@@ -1,0 +1,184 @@
+"""``make run``: the whole portal on its embedded defaults, supervised in one process tree.
+
+Starts (in order) the embedded PostgreSQL (settings already did), migrations, the demo seed, the managed
+llama-server engines, the ASGI web server, a Celery worker and Celery beat. Ctrl-C stops every child cleanly.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+
+from inference_pool.local_engines import EngineStartError, ManagedEngine, local_engine_specs, port_in_use
+
+
+class Command(BaseCommand):
+    help = "Run the portal with its embedded services (database, engine, web, worker, beat)."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--host", default=os.environ.get("PORTAL_HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORTAL_PORT", "8000")))
+        parser.add_argument("--no-engine", action="store_true", help="do not start llama-server")
+        parser.add_argument("--worker-concurrency", type=int, default=2)
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        var_dir = Path(settings.VAR_DIR)
+        var_dir.mkdir(parents=True, exist_ok=True)
+        (var_dir / "logs").mkdir(exist_ok=True)
+        lock = open(var_dir / "portal.lock", "w")  # noqa: SIM115 - held for the life of the process
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CommandError(f"another portal is already running with the data directory {var_dir}") from None
+        if port_in_use(opts["host"], opts["port"]):
+            raise CommandError(f"port {opts['port']} is already in use; stop what runs there or set PORTAL_PORT")
+
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.engines: list[ManagedEngine] = []
+        self._stopping = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            self._start(opts)
+            self._wait()
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopping…")
+        except (EngineStartError, OSError) as exc:
+            self._shutdown()
+            raise CommandError(str(exc)) from None
+        finally:
+            self._shutdown()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    def _start(self, opts: dict[str, Any]) -> None:
+        self.stdout.write(
+            "Database: embedded PostgreSQL ready"
+            if "DATABASE_URL" not in os.environ or os.environ.get("PORTAL_EMBEDDED")
+            else "Database: DATABASE_URL"
+        )
+        call_command("migrate", interactive=False, verbosity=0)
+        self.stdout.write("Migrations applied")
+        call_command("seed_demo")
+        connection.close()
+
+        env = os.environ.copy()
+        db = settings.DATABASES["default"]
+        if "DATABASE_URL" not in env:
+            env["DATABASE_URL"] = f"postgresql://{db['USER']}:@/{db['NAME']}?host={db['HOST']}"
+
+        if not opts["no_engine"]:
+            for spec in local_engine_specs():
+                engine = ManagedEngine(spec)
+                self.stdout.write(f"Engine: starting llama-server {spec.name} on {spec.base_url}")
+                engine.start(timeout=120)
+                engine.supervise()
+                self.engines.append(engine)
+            if _has_command("pool_sync_local"):
+                call_command("pool_sync_local", verbosity=0)
+
+        python = sys.executable
+        celery = str(Path(python).with_name("celery"))
+        self._spawn(
+            "web",
+            [
+                python,
+                "-m",
+                "uvicorn",
+                "portal.asgi:application",
+                "--host",
+                opts["host"],
+                "--port",
+                str(opts["port"]),
+                "--no-access-log",
+                "--ws",
+                "websockets",
+            ],
+            env,
+        )
+        self._spawn(
+            "worker",
+            [
+                celery,
+                "-A",
+                "portal",
+                "worker",
+                "-l",
+                "INFO",
+                "--concurrency",
+                str(opts["worker_concurrency"]),
+                "-Q",
+                "celery,ingest,agents",
+                "-n",
+                "worker@%h",
+            ],
+            env,
+        )
+        self._spawn(
+            "beat",
+            [celery, "-A", "portal", "beat", "-l", "INFO", "-s", str(Path(settings.VAR_DIR) / "celerybeat-schedule")],
+            env,
+        )
+        deadline = time.monotonic() + 30
+        while not port_in_use(opts["host"], opts["port"]):
+            if time.monotonic() > deadline:
+                raise OSError("the web server did not start within 30 s; see var/logs/web.log")
+            self._check_children()
+            time.sleep(0.2)
+        self.stdout.write(self.style.SUCCESS(f"\nThe portal is running at http://{opts['host']}:{opts['port']}/"))
+        self.stdout.write("Press Ctrl-C to stop every part.")
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+        log = open(Path(settings.VAR_DIR) / "logs" / f"{name}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.children.append((name, proc))
+        self.stdout.write(f"Started {name} (pid {proc.pid}, log var/logs/{name}.log)")
+
+    def _check_children(self) -> None:
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                raise OSError(f"{name} exited with code {proc.returncode}; see var/logs/{name}.log")
+
+    def _wait(self) -> None:
+        while True:
+            self._check_children()
+            time.sleep(0.5)
+
+    def _shutdown(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        for _name, proc in self.children:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _name, proc in self.children:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        for engine in self.engines:
+            engine.stop()
+        connection.close()
+        from portal.embedded import stop_server
+
+        stop_server()
+        self.stdout.write("Stopped.")
+
+
+def _has_command(name: str) -> bool:
+    from django.core.management import get_commands
+
+    return name in get_commands()

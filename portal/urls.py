@@ -1,0 +1,24 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from portal import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/password/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path("accounts/password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
+    path("tenants/", include("tenants.urls")),
+    path("chat/", include("chat.urls")),
+    path("knowledge/", include("knowledge.urls")),
+    path("console/", include("console.urls")),
+    path("agents/", include("agents.urls")),
+    path("adapters/", include("adapters.urls")),
+    path("pool/", include("inference_pool.urls")),
+    path("guardrails/", include("guardrails.urls")),
+    path("django-admin/", admin.site.urls),
+    path("", include("django_prometheus.urls")),
+]

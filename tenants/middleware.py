@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponse
+
+from tenants.models import Membership
+from tenants.selectors import membership_list_for_user
+
+SESSION_KEY = "tenant_id"
+
+
+def resolve_membership(request: HttpRequest) -> Membership | None:
+    """The browser session's current department: the one chosen in the session if the user still belongs to it
+    and it is active, else the first active membership. Never a tenant the user is not a member of."""
+    user = request.user
+    if not user.is_authenticated:
+        return None
+    memberships = list(membership_list_for_user(user=user))
+    chosen = request.session.get(SESSION_KEY)
+    for m in memberships:
+        if m.tenant_id == chosen:
+            return m
+    if memberships:
+        request.session[SESSION_KEY] = memberships[0].tenant_id
+        return memberships[0]
+    return None
+
+
+class CurrentTenantMiddleware:
+    """Sets ``request.tenant``, ``request.membership`` and ``request.memberships`` lazily for browser sessions.
+    API requests resolve their tenant from the API key in the API's authentication class instead."""
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        membership = resolve_membership(request)
+        request.membership = membership  # type: ignore[attr-defined]
+        request.tenant = membership.tenant if membership else None  # type: ignore[attr-defined]
+        return self.get_response(request)

@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from portal.errors import Conflict, InvalidInput, NotFound
+from tenants import apikeys
+from tenants.models import ApiKey, AuditEvent, Membership, Quota, Role, Tenant
+
+# Keys in audit details that must never be stored, whatever a caller passes.
+_FORBIDDEN_DETAIL_KEYS = {"secret", "password", "key", "token", "text", "prompt", "content", "value", "email"}
+
+
+def audit_record(
+    *,
+    action: str,
+    tenant: Tenant | None = None,
+    actor: User | None = None,
+    actor_label: str = "",
+    target: Any = None,
+    ip: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    safe = {k: v for k, v in (details or {}).items() if k.lower() not in _FORBIDDEN_DETAIL_KEYS}
+    target_type, target_id = "", ""
+    if target is not None:
+        target_type = type(target).__name__
+        target_id = str(getattr(target, "pk", target))
+    label = actor_label or (getattr(actor, "get_username", lambda: "")() if actor is not None else "system")
+    return AuditEvent.objects.create(
+        action=action,
+        tenant=tenant,
+        actor=actor if actor is not None and getattr(actor, "pk", None) else None,
+        actor_label=label,
+        target_type=target_type,
+        target_id=target_id,
+        ip=ip,
+        details=safe,
+    )
+
+
+@transaction.atomic
+def tenant_create(*, name: str, slug: str = "", actor: User | None = None, **quota: int) -> Tenant:
+    slug = slug or slugify(name)
+    if not slug:
+        raise InvalidInput("A department needs a name.")
+    if Tenant.objects.filter(slug=slug).exists():
+        raise Conflict(f"A department with the slug '{slug}' already exists.")
+    tenant = Tenant.objects.create(name=name, slug=slug)
+    Quota.objects.create(tenant=tenant, **quota)
+    audit_record(action="tenant.create", tenant=tenant, actor=actor, target=tenant)
+    return tenant
+
+
+@transaction.atomic
+def tenant_set_status(*, tenant: Tenant, status: str, actor: User | None = None) -> Tenant:
+    if status not in Tenant.Status.values:
+        raise InvalidInput(f"Unknown status '{status}'.")
+    tenant.status = status
+    tenant.save(update_fields=["status"])
+    audit_record(action=f"tenant.{status}", tenant=tenant, actor=actor, target=tenant)
+    return tenant
+
+
+@transaction.atomic
+def membership_set(*, tenant: Tenant, user: User, role: str, actor: User | None = None) -> Membership:
+    if role not in Role.values:
+        raise InvalidInput(f"Unknown role '{role}'.")
+    membership, created = Membership.objects.for_tenant(tenant).update_or_create(
+        user=user, defaults={"role": role, "tenant": tenant}
+    )
+    audit_record(
+        action="membership.add" if created else "membership.role",
+        tenant=tenant,
+        actor=actor,
+        target=membership,
+        details={"role": role, "user_id": user.pk},
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, tenant: Tenant, user_id: int, actor: User | None = None) -> None:
+    deleted, _ = Membership.objects.for_tenant(tenant).filter(user_id=user_id).delete()
+    if not deleted:
+        raise NotFound()
+    audit_record(action="membership.remove", tenant=tenant, actor=actor, details={"user_id": user_id})
+
+
+@transaction.atomic
+def api_key_create(
+    *,
+    tenant: Tenant,
+    name: str,
+    role: str = Role.MEMBER,
+    scopes: list[str] | None = None,
+    expires_at: datetime | None = None,
+    created_by: User | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key; the full secret is returned once and never stored."""
+    if not name.strip():
+        raise InvalidInput("An API key needs a name.")
+    if role not in Role.values:
+        raise InvalidInput(f"Unknown role '{role}'.")
+    scopes = scopes if scopes is not None else [ApiKey.Scope.CHAT, ApiKey.Scope.KNOWLEDGE_READ]
+    unknown = set(scopes) - set(ApiKey.Scope.values)
+    if unknown:
+        raise InvalidInput(f"Unknown scopes: {', '.join(sorted(unknown))}.")
+    full, prefix, hashed = apikeys.generate_key()
+    key = ApiKey.objects.create(
+        tenant=tenant,
+        name=name.strip(),
+        prefix=prefix,
+        hashed_secret=hashed,
+        role=role,
+        scopes=scopes,
+        expires_at=expires_at,
+        created_by=created_by,
+    )
+    audit_record(
+        action="api_key.create",
+        tenant=tenant,
+        actor=created_by,
+        target=key,
+        details={"prefix": prefix, "scopes": scopes, "role": role},
+    )
+    return key, full
+
+
+@transaction.atomic
+def api_key_revoke(*, tenant: Tenant, key_id: int, actor: User | None = None) -> ApiKey:
+    key = ApiKey.objects.for_tenant(tenant).select_for_update().filter(pk=key_id).first()
+    if key is None:
+        raise NotFound()
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+        audit_record(action="api_key.revoke", tenant=tenant, actor=actor, target=key, details={"prefix": key.prefix})
+    return key
+
+
+def api_key_touch(*, key: ApiKey) -> None:
+    """Record last use, at most once a minute per key (cheap on hot paths)."""
+    now = timezone.now()
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
+        ApiKey.unscoped.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+
+
+@transaction.atomic
+def quota_update(*, tenant: Tenant, actor: User | None = None, **fields: Any) -> Quota:
+    quota, _ = Quota.objects.get_or_create(tenant=tenant)
+    allowed = {f.name for f in Quota._meta.fields} - {"id", "tenant"}
+    for name, value in fields.items():
+        if name not in allowed:
+            raise InvalidInput(f"Unknown quota field '{name}'.")
+        if value is None or (isinstance(value, int | float) and value < 0):
+            raise InvalidInput(f"{name} must be zero or more.")
+        setattr(quota, name, value)
+    quota.save()
+    audit_record(
+        action="quota.update", tenant=tenant, actor=actor, target=quota, details={k: str(v) for k, v in fields.items()}
+    )
+    return quota
+
+
+@transaction.atomic
+def demo_seed(*, username: str = "admin", password: str | None = None) -> tuple[Tenant, str | None]:
+    """Create the demo department and an admin user; return the password only when the user was created."""
+    import secrets
+
+    tenant = Tenant.objects.filter(slug="demo").first() or tenant_create(name="Demo Department", slug="demo")
+    user = User.objects.filter(username=username).first()
+    created_password = None
+    if user is None:
+        created_password = password or secrets.token_urlsafe(12)
+        user = User.objects.create_superuser(username=username, email="", password=created_password)
+    membership_set(tenant=tenant, user=user, role=Role.OWNER)
+    return tenant, created_password
