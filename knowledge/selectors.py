@@ -1,0 +1,341 @@
+"""Reads: knowledge bases a role may read, documents, and the hybrid retrieval ``chunk_search``.
+
+Retrieval (see ARCHITECTURE.md, "Retrieval"):
+- dense candidates from the HNSW index (``vector_cosine_ops`` with ``<=>``), with ``hnsw.ef_search`` raised to the
+  candidate count and ``hnsw.iterative_scan`` so that tenant and knowledge-base filters still return enough rows;
+  small scopes are searched exactly (a filtered sequential scan is both faster and exact there);
+- lexical candidates matched through the tsvector GIN index and ranked by a real BM25 (k1 0.9, b 0.4): term
+  frequency from the tsvector, chunk length, and document frequencies kept per knowledge base at ingestion and
+  deletion;
+- the two lists fused by Reciprocal Rank Fusion.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q, QuerySet
+
+from knowledge.embeddings import get_embedder
+from knowledge.models import Access, Chunk, Document, KnowledgeBase
+from portal.errors import InvalidInput, NotFound, PermissionDenied
+from tenants.models import Role, Tenant
+
+BM25_K1 = 0.9
+BM25_B = 0.4
+TS_CONFIG = "english"
+MODES = ("hybrid", "dense", "lexical")
+
+
+def _setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chunk_id: int
+    document_id: int
+    document_name: str
+    knowledge_base_id: int
+    page: int | None
+    heading: str
+    score: float
+    text: str
+    snippet: str
+    knowledge_base_name: str = ""
+    ordinal: int = 0
+
+
+# --- knowledge bases and documents ------------------------------------------------------------------------
+
+
+def knowledge_base_list_readable(*, tenant: Tenant, role: str) -> QuerySet[KnowledgeBase]:
+    """The tenant's knowledge bases that ``role`` may read (admins and owners read all)."""
+    qs = KnowledgeBase.objects.for_tenant(tenant)
+    if role in (Role.OWNER, Role.ADMIN):
+        return qs.order_by("name", "id")
+    return qs.filter(Q(read_access=Access.TENANT) | Q(read_roles__contains=[role])).order_by("name", "id")
+
+
+def knowledge_base_get(*, tenant: Tenant, role: str, knowledge_base_id: int) -> KnowledgeBase:
+    """One readable knowledge base; another tenant's or an unreadable one answers the same 404."""
+    kb = knowledge_base_list_readable(tenant=tenant, role=role).filter(pk=knowledge_base_id).first()
+    if kb is None:
+        raise NotFound("Knowledge base not found.")
+    return kb
+
+
+def knowledge_base_get_for_upload(*, tenant: Tenant, role: str, knowledge_base_id: int) -> KnowledgeBase:
+    kb = knowledge_base_get(tenant=tenant, role=role, knowledge_base_id=knowledge_base_id)
+    if not kb.may_upload(role):
+        raise PermissionDenied("Your role may not upload to this knowledge base.")
+    return kb
+
+
+def document_list(*, knowledge_base: KnowledgeBase) -> QuerySet[Document]:
+    return Document.objects.for_tenant(knowledge_base.tenant_id).filter(knowledge_base=knowledge_base)
+
+
+def document_get(*, knowledge_base: KnowledgeBase, document_id: int) -> Document:
+    doc = document_list(knowledge_base=knowledge_base).filter(pk=document_id).first()
+    if doc is None:
+        raise NotFound("Document not found.")
+    return doc
+
+
+def document_stats(*, knowledge_base: KnowledgeBase) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in document_list(knowledge_base=knowledge_base).values_list("status", flat=True):
+        counts[row] = counts.get(row, 0) + 1
+    return counts
+
+
+# --- retrieval --------------------------------------------------------------------------------------------
+
+
+def _vector_literal(vec: Sequence[float]) -> str:
+    return "[" + ",".join(f"{x:.7g}" for x in vec) + "]"
+
+
+def _tsquery_literal(terms: Iterable[str]) -> str:
+    """An OR-query of already normalized lexemes (quoted for ``::tsquery``, no second normalization)."""
+    quoted = []
+    for term in terms:
+        escaped = term.replace("\\", "\\\\").replace("'", "''")
+        quoted.append(f"'{escaped}'")
+    return " | ".join(quoted)
+
+
+def _query_terms(query: str) -> list[str]:
+    with connection.cursor() as cur:
+        cur.execute("SELECT tsvector_to_array(to_tsvector(%s::regconfig, %s))", [TS_CONFIG, query])
+        row = cur.fetchone()
+    return list(row[0] or []) if row else []
+
+
+def _dense_candidates(
+    *, tenant_id: int, kb_ids: list[int], vector: Sequence[float], n: int, exact: bool
+) -> list[tuple[int, float]]:
+    literal = _vector_literal(vector)
+    with transaction.atomic(), connection.cursor() as cur:
+        if exact:
+            # a small scope: score every chunk in it (exact, and cheaper than walking the global graph)
+            cur.execute(
+                "SELECT c.id, (c.embedding <=> %s::vector) + 0 AS dist FROM knowledge_chunk c "
+                "WHERE c.tenant_id = %s AND c.knowledge_base_id = ANY(%s) ORDER BY dist, c.id LIMIT %s",
+                [literal, tenant_id, kb_ids, n],
+            )
+        else:
+            ef = max(min(n, 1000), 40)
+            cur.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
+            cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cur.execute(f"SET LOCAL hnsw.max_scan_tuples = {int(_setting('KNOWLEDGE_HNSW_MAX_SCAN_TUPLES', 50000))}")
+            cur.execute(
+                "SELECT id, dist FROM ("
+                "  SELECT c.id, c.embedding <=> %s::vector AS dist FROM knowledge_chunk c"
+                "  WHERE c.tenant_id = %s AND c.knowledge_base_id = ANY(%s)"
+                "  ORDER BY c.embedding <=> %s::vector LIMIT %s"
+                ") s ORDER BY dist, id",
+                [literal, tenant_id, kb_ids, literal, n],
+            )
+        return [(int(r[0]), float(r[1])) for r in cur.fetchall()]
+
+
+def _lexical_candidates(*, tenant_id: int, kbs: list[KnowledgeBase], query: str, n: int) -> list[tuple[int, float]]:
+    terms = _query_terms(query)
+    if not terms:
+        return []
+    kb_ids = [kb.pk for kb in kbs]
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT term, sum(df) FROM knowledge_knowledgebaseterm "
+            "WHERE tenant_id = %s AND knowledge_base_id = ANY(%s) AND term = ANY(%s) AND df > 0 GROUP BY term",
+            [tenant_id, kb_ids, terms],
+        )
+        dfs = {str(t): int(df) for t, df in cur.fetchall()}
+    if not dfs:
+        return []
+    total = sum(kb.bm25_chunk_count for kb in kbs)
+    length = sum(kb.bm25_total_length for kb in kbs)
+    if total <= 0:
+        return []
+    avgdl = max(length / total, 1.0)
+    ordered = sorted(dfs, key=lambda t: (dfs[t], t))
+    idfs = [math.log(1.0 + (total - dfs[t] + 0.5) / (dfs[t] + 0.5)) for t in ordered]
+    # candidates: chunks holding at least one of the rarer terms, within a postings budget (the most common terms
+    # alone cannot lift a chunk into the top n while enough chunks hold rarer ones); every query term is scored.
+    budget = int(_setting("KNOWLEDGE_LEXICAL_POSTINGS_BUDGET", 20000))
+    match_terms: list[str] = []
+    used = 0
+    for term in ordered:
+        if match_terms and used + dfs[term] > budget:
+            break
+        match_terms.append(term)
+        used += dfs[term]
+    with connection.cursor() as cur:
+        cur.execute(
+            """
+            SELECT c.id,
+                   sum(t.idf * (u.tf * (%(k1)s + 1.0))
+                       / (u.tf + %(k1)s * (1.0 - %(b)s + %(b)s * c.length / %(avgdl)s))) AS score
+            FROM knowledge_chunk c
+            CROSS JOIN LATERAL (
+                SELECT lexeme, coalesce(array_length(positions, 1), 1) AS tf
+                FROM unnest(ts_filter(setweight(setweight(c.search, 'D'), 'A', %(terms)s::text[]), '{a}'))
+            ) u
+            JOIN unnest(%(terms)s::text[], %(idfs)s::float8[]) AS t(term, idf) ON t.term = u.lexeme
+            WHERE c.tenant_id = %(tenant)s AND c.knowledge_base_id = ANY(%(kbs)s)
+              AND c.search @@ %(tsq)s::tsquery
+            GROUP BY c.id
+            ORDER BY score DESC, c.id
+            LIMIT %(n)s
+            """,
+            {
+                "k1": BM25_K1,
+                "b": BM25_B,
+                "avgdl": avgdl,
+                "terms": ordered,
+                "idfs": idfs,
+                "tenant": tenant_id,
+                "kbs": kb_ids,
+                "tsq": _tsquery_literal(match_terms),
+                "n": n,
+            },
+        )
+        return [(int(r[0]), float(r[1])) for r in cur.fetchall()]
+
+
+def _rrf(lists: list[list[int]], *, k: int) -> list[tuple[int, float]]:
+    scores: dict[int, float] = {}
+    for ranked in lists:
+        for rank, chunk_id in enumerate(ranked, start=1):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def make_snippet(text: str, query: str, *, width: int = 240) -> str:
+    """A window of the chunk around the first query word it contains (plain text, no markup)."""
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    words = {w.lower() for w in _WORD.findall(query) if len(w) > 2}
+    lower = flat.lower()
+    positions = [lower.find(w) for w in words]
+    hits = [p for p in positions if p >= 0]
+    start = max(0, min(hits) - width // 4) if hits else 0
+    if start:
+        space = flat.find(" ", start)
+        start = space + 1 if 0 <= space < start + 20 else start
+    end = min(len(flat), start + width)
+    snippet = flat[start:end]
+    return ("…" if start else "") + snippet + ("…" if end < len(flat) else "")
+
+
+def chunk_search(
+    *,
+    tenant: Tenant,
+    knowledge_base_ids: Iterable[int] | None,
+    query: str,
+    k: int = 8,
+    role: str,
+    mode: str = "hybrid",
+    candidates: int | None = None,
+) -> list[SearchHit]:
+    """Rank the chunks of the readable knowledge bases among ``knowledge_base_ids`` (None: all readable) for
+    ``query``. Ids of other tenants or of knowledge bases the role may not read are ignored (fail closed)."""
+    if mode not in MODES:
+        raise InvalidInput(f"Unknown search mode '{mode}'.")
+    query = (query or "").strip()
+    if not query or k <= 0:
+        return []
+    if len(query) > 4000:
+        raise InvalidInput("The search text is too long (at most 4,000 characters).")
+    k = min(int(k), 200)
+    readable = knowledge_base_list_readable(tenant=tenant, role=role)
+    if knowledge_base_ids is not None:
+        wanted = {int(i) for i in knowledge_base_ids}
+        readable = readable.filter(pk__in=wanted)
+    kbs = list(readable)
+    if not kbs:
+        return []
+    n = candidates or max(2 * k, int(_setting("KNOWLEDGE_SEARCH_CANDIDATES", 100)))
+    ranked_lists: list[list[int]] = []
+    dense_scores: dict[int, float] = {}
+    lexical_scores: dict[int, float] = {}
+    if mode in ("hybrid", "dense"):
+        by_model: dict[str, list[KnowledgeBase]] = {}
+        for kb in kbs:
+            by_model.setdefault(kb.embedding_model, []).append(kb)
+        exact_max = int(_setting("KNOWLEDGE_EXACT_SEARCH_MAX", 10000))
+        for model_id, group in by_model.items():
+            vector = get_embedder(model_id).embed([query])[0]
+            scope = sum(kb.bm25_chunk_count for kb in group)
+            dense = _dense_candidates(
+                tenant_id=tenant.pk,
+                kb_ids=[kb.pk for kb in group],
+                vector=vector,
+                n=n,
+                exact=scope <= exact_max,
+            )
+            ranked_lists.append([cid for cid, _ in dense])
+            dense_scores.update({cid: 1.0 - dist for cid, dist in dense})
+    if mode in ("hybrid", "lexical"):
+        lexical = _lexical_candidates(tenant_id=tenant.pk, kbs=kbs, query=query, n=n)
+        ranked_lists.append([cid for cid, _ in lexical])
+        lexical_scores = dict(lexical)
+    if mode == "hybrid":
+        fused = _rrf(ranked_lists, k=int(_setting("KNOWLEDGE_RRF_K", 60)))[:k]
+    elif mode == "dense":
+        fused = sorted(dense_scores.items(), key=lambda i: (-i[1], i[0]))[:k]
+    else:
+        fused = sorted(lexical_scores.items(), key=lambda i: (-i[1], i[0]))[:k]
+    if not fused:
+        return []
+    ids = [cid for cid, _ in fused]
+    rows = {
+        c.pk: c
+        for c in Chunk.objects.for_tenant(tenant)
+        .filter(pk__in=ids)
+        .select_related("document", "knowledge_base")
+        .only(
+            "id",
+            "ordinal",
+            "text",
+            "page",
+            "heading",
+            "document_id",
+            "knowledge_base_id",
+            "document__filename",
+            "knowledge_base__name",
+        )
+    }
+    hits = []
+    for cid, score in fused:
+        chunk = rows.get(cid)
+        if chunk is None:  # deleted between the two reads
+            continue
+        hits.append(
+            SearchHit(
+                chunk_id=chunk.pk,
+                document_id=chunk.document_id,
+                document_name=chunk.document.filename,
+                knowledge_base_id=chunk.knowledge_base_id,
+                page=chunk.page,
+                heading=chunk.heading,
+                score=round(float(score), 6),
+                text=chunk.text,
+                snippet=make_snippet(chunk.text, query),
+                knowledge_base_name=chunk.knowledge_base.name,
+                ordinal=chunk.ordinal,
+            )
+        )
+    return hits
