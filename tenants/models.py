@@ -183,3 +183,43 @@ class UsageRecord(TenantOwned):
 
     def __str__(self) -> str:
         return f"usage:{self.tenant_id}:{self.tokens_in}+{self.tokens_out}"
+
+
+class QuotaCounter(TenantOwned):
+    """Token and request counters of one tenant for one window (minute, day or month); see ``tenants.quota``.
+
+    ``used`` holds settled tokens, ``reserved`` the maximum still held by requests in flight; a reservation only
+    succeeds while ``used + reserved + n <= limit`` (a conditional UPDATE, atomic under concurrency).
+    """
+
+    class Period(models.TextChoices):
+        MINUTE = "minute", "Minute"
+        DAY = "day", "Day"
+        MONTH = "month", "Month"
+
+    period = models.CharField(max_length=8, choices=Period.choices)
+    window_start = models.DateTimeField()
+    used = models.PositiveBigIntegerField(default=0)
+    reserved = models.PositiveBigIntegerField(default=0)
+    requests = models.PositiveIntegerField(default=0)
+
+    class Meta(TenantOwned.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "period", "window_start"], name="uniq_quota_counter_window")
+        ]
+
+    def __str__(self) -> str:
+        return f"quota-counter:{self.tenant_id}:{self.period}:{self.window_start:%Y-%m-%d %H:%M}"
+
+
+class QuotaReservation(TenantOwned):
+    """Tokens held by one request in flight, until it is settled or released (stale ones are swept)."""
+
+    tokens = models.PositiveBigIntegerField()
+    day_start = models.DateTimeField()
+    month_start = models.DateTimeField()
+    request_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"quota-reservation:{self.tenant_id}:{self.tokens}"
