@@ -270,20 +270,38 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
 }
-SPECTACULAR_SETTINGS = {"TITLE": "Enterprise LLM Portal API", "VERSION": "1.0.0", "SERVE_INCLUDE_SCHEMA": False}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Enterprise LLM Portal API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "portal.api.schema.add_error_responses",
+    ],
+}
 
 # --- Logging --------------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_context": {"()": "portal.logging.RequestContextFilter"}},
-    "formatters": {"json": {"()": "portal.logging.JsonFormatter"}},
+    "filters": {
+        "request_context": {"()": "portal.logging.RequestContextFilter"},
+        "redact": {"()": "portal.logging.RedactingFilter"},
+    },
+    "formatters": {"json": {"()": "portal.logging.JsonFormatter"}, "text": {"()": "portal.logging.TextFormatter"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_context"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "text" if env.str("LOG_FORMAT", default="json") == "text" else "json",
+            "filters": ["request_context", "redact"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        "uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.db.backends": {"level": "WARNING"},
         "presidio-analyzer": {"level": "ERROR"},
         "httpx": {"level": "WARNING"},

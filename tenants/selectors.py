@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from portal.errors import NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
+from portal.errors import InvalidInput, NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
 from tenants import apikeys
-from tenants.models import ApiKey, AuditEvent, Membership, Tenant, role_at_least
+from tenants.models import ApiKey, AuditEvent, Membership, Tenant, UsageRecord, role_at_least
 
 
 def membership_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Membership]:
@@ -60,8 +63,13 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey:
     return key
 
 
-def api_key_list(*, tenant: Tenant) -> QuerySet[ApiKey]:
-    return ApiKey.objects.for_tenant(tenant).order_by("-created_at")
+def api_key_list(*, tenant: Tenant, active: bool | None = None) -> QuerySet[ApiKey]:
+    """A department's keys, newest first; ``active`` True: only usable keys, False: only revoked or expired ones."""
+    qs = ApiKey.objects.for_tenant(tenant).order_by("-created_at", "-id")
+    if active is None:
+        return qs
+    usable = Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+    return qs.filter(usable) if active else qs.exclude(usable)
 
 
 def audit_event_list(*, tenant: Tenant | None, filters: dict[str, Any] | None = None) -> QuerySet[AuditEvent]:
@@ -95,3 +103,100 @@ def require_staff(*, user: User | AnonymousUser) -> None:
         raise NotAuthenticated()
     if not getattr(user, "is_staff", False):
         raise PermissionDenied("Platform staff only.")
+
+
+USAGE_GROUPS = ("day", "user", "adapter", "model", "api_key", "source")
+
+
+def usage_summary(
+    *,
+    tenant: Tenant,
+    group_by: str,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    filters: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Settled usage of one department grouped by day, user, adapter, model, API key or source.
+
+    Each row: ``key`` (the group's value as text; "" for the base model / no user / no key), ``label`` (for people),
+    ``requests``, ``tokens_in``, ``tokens_out``, ``cost``. Ordered by key (days ascending).
+    """
+    if group_by not in USAGE_GROUPS:
+        raise InvalidInput(f"group_by must be one of: {', '.join(USAGE_GROUPS)}.")
+    qs = UsageRecord.objects.for_tenant(tenant)
+    if since is not None:
+        qs = qs.filter(created_at__gte=since)
+    if until is not None:
+        qs = qs.filter(created_at__lt=until)
+    for field in ("model", "adapter", "source", "user_id", "api_key_id"):
+        value = (filters or {}).get(field)
+        if value not in (None, ""):
+            qs = qs.filter(**{field: value})
+    group_fields: dict[str, tuple[str, ...]] = {
+        "day": ("day",),
+        "user": ("user_id", "user__username"),
+        "adapter": ("adapter",),
+        "model": ("model",),
+        "api_key": ("api_key_id", "api_key__prefix", "api_key__name"),
+        "source": ("source",),
+    }
+    grouped = qs.annotate(day=TruncDate("created_at")) if group_by == "day" else qs
+    fields = group_fields[group_by]
+    rows = (
+        grouped.values(*fields)
+        .annotate(
+            requests=Count("id"),
+            tokens_in=Coalesce(Sum("tokens_in"), 0),
+            tokens_out=Coalesce(Sum("tokens_out"), 0),
+            cost=Coalesce(Sum("cost"), Decimal(0)),
+        )
+        .order_by(fields[0])
+    )
+    result = []
+    for row in rows:
+        raw = row[fields[0]]
+        key = "" if raw is None else str(raw)
+        if group_by == "user":
+            label = row["user__username"] or "(API key or deleted user)"
+        elif group_by == "api_key":
+            label = f"{row['api_key__name']} ({row['api_key__prefix']}…)" if raw is not None else "(browser session)"
+        elif group_by == "adapter":
+            label = key or "(base model)"
+        else:
+            label = key
+        result.append(
+            {
+                "key": key,
+                "label": label,
+                "requests": row["requests"],
+                "tokens_in": row["tokens_in"],
+                "tokens_out": row["tokens_out"],
+                "cost": row["cost"],
+            }
+        )
+    return result
+
+
+def membership_list(*, tenant: Tenant) -> QuerySet[Membership]:
+    return Membership.objects.for_tenant(tenant).select_related("user").order_by("user__username")
+
+
+def membership_get_in_tenant(*, tenant: Tenant, user_id: int) -> Membership:
+    membership = Membership.objects.for_tenant(tenant).select_related("user").filter(user_id=user_id).first()
+    if membership is None:
+        raise NotFound()
+    return membership
+
+
+def api_key_get(*, tenant: Tenant, key_id: int) -> ApiKey:
+    key = ApiKey.objects.for_tenant(tenant).select_related("created_by").filter(pk=key_id).first()
+    if key is None:
+        raise NotFound()
+    return key
+
+
+def user_get_by_username(*, username: str) -> User:
+    user = User.objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise InvalidInput("There is no active user with that username.", details={"username": ["unknown user"]})
+    return user

@@ -8,9 +8,9 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from portal.errors import Conflict, InvalidInput, NotFound
+from portal.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from tenants import apikeys
-from tenants.models import ApiKey, AuditEvent, Membership, Quota, Role, Tenant
+from tenants.models import ApiKey, AuditEvent, Membership, Quota, Role, Tenant, role_at_least
 
 # Keys in audit details that must never be stored, whatever a caller passes.
 _FORBIDDEN_DETAIL_KEYS = {"secret", "password", "key", "token", "text", "prompt", "content", "value", "email"}
@@ -182,3 +182,86 @@ def demo_seed(*, username: str = "admin", password: str | None = None) -> tuple[
         user = User.objects.create_superuser(username=username, email="", password=created_password)
     membership_set(tenant=tenant, user=user, role=Role.OWNER)
     return tenant, created_password
+
+
+@transaction.atomic
+def tenant_update(
+    *, tenant: Tenant, actor: User | None = None, name: str | None = None, system_prompt: str | None = None
+) -> Tenant:
+    """What a department's admins may change about it (status is for platform staff: ``tenant_set_status``)."""
+    fields: list[str] = []
+    if name is not None:
+        if not name.strip():
+            raise InvalidInput("A department needs a name.")
+        tenant.name = name.strip()
+        fields.append("name")
+    if system_prompt is not None:
+        tenant.system_prompt = system_prompt
+        fields.append("system_prompt")
+    if fields:
+        tenant.save(update_fields=fields)
+        audit_record(action="tenant.update", tenant=tenant, actor=actor, target=tenant, details={"fields": fields})
+    return tenant
+
+
+def _owner_count(tenant: Tenant) -> int:
+    return Membership.objects.for_tenant(tenant).filter(role=Role.OWNER).count()
+
+
+@transaction.atomic
+def membership_assign(
+    *, tenant: Tenant, user: User, role: str, actor_role: str, actor: User | None = None
+) -> Membership:
+    """Add a member or change a member's role on behalf of an admin: only owners grant or take away the owner
+    role, and the last owner stays an owner."""
+    if role not in Role.values:
+        raise InvalidInput(f"Unknown role '{role}'.")
+    current = Membership.objects.for_tenant(tenant).select_for_update().filter(user_id=user.pk).first()
+    touches_owner = role == Role.OWNER or (current is not None and current.role == Role.OWNER)
+    if touches_owner and actor_role != Role.OWNER:
+        raise PermissionDenied("Only an owner can grant or change the owner role.")
+    if current is not None and current.role == Role.OWNER and role != Role.OWNER and _owner_count(tenant) <= 1:
+        raise Conflict("A department needs at least one owner; make someone else owner first.")
+    return membership_set(tenant=tenant, user=user, role=role, actor=actor)
+
+
+@transaction.atomic
+def membership_revoke(*, tenant: Tenant, user_id: int, actor_role: str, actor: User | None = None) -> None:
+    """Remove a member on behalf of an admin, with the same owner rules as ``membership_assign``."""
+    current = Membership.objects.for_tenant(tenant).select_for_update().filter(user_id=user_id).first()
+    if current is None:
+        raise NotFound()
+    if current.role == Role.OWNER:
+        if actor_role != Role.OWNER:
+            raise PermissionDenied("Only an owner can remove an owner.")
+        if _owner_count(tenant) <= 1:
+            raise Conflict("A department needs at least one owner; make someone else owner first.")
+    membership_remove(tenant=tenant, user_id=user_id, actor=actor)
+
+
+def api_key_issue(
+    *,
+    tenant: Tenant,
+    name: str,
+    role: str,
+    scopes: list[str] | None,
+    expires_at: datetime | None,
+    issuer_role: str,
+    issuer_scopes: set[str] | None,
+    created_by: User | None = None,
+) -> tuple[ApiKey, str]:
+    """``api_key_create`` on behalf of a caller: a key never gets a higher role or more scopes than its issuer has
+    (``issuer_scopes`` None: a browser session, which holds every scope of its role)."""
+    if role in Role.values and not role_at_least(issuer_role, role):
+        raise PermissionDenied(f"You cannot issue a key with the {role} role.")
+    if issuer_scopes is not None and scopes is not None:
+        extra = set(scopes) - issuer_scopes
+        if extra:
+            raise PermissionDenied(f"You cannot issue a key with scopes you lack: {', '.join(sorted(extra))}.")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise InvalidInput("The expiry date must be in the future.")
+    if scopes is None and issuer_scopes is not None:
+        scopes = sorted({ApiKey.Scope.CHAT, ApiKey.Scope.KNOWLEDGE_READ} & issuer_scopes)
+    return api_key_create(
+        tenant=tenant, name=name, role=role, scopes=scopes, expires_at=expires_at, created_by=created_by
+    )

@@ -5,8 +5,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from django.urls import include, path
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from portal.api import schema  # noqa: F401  (registers the authentication schemes with drf-spectacular)
 
 API_APPS = ["tenants", "knowledge", "chat", "adapters", "inference_pool", "agents"]
 
@@ -24,8 +27,14 @@ def _app_patterns() -> list[Any]:
     return patterns
 
 
+def api_not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
+    """Unknown /api/ paths (and ids that are not ids) answer the API's error body, not the HTML 404 page."""
+    return JsonResponse({"code": "not_found", "message": "Not found.", "details": {}}, status=404)
+
+
 urlpatterns = [
     path("v1/", include(_app_patterns())),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    re_path(r"^(?P<rest>.*)$", api_not_found),
 ]
