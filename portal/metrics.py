@@ -1,12 +1,33 @@
 """The portal's own Prometheus metrics, defined once here and imported where they are observed.
 
-Labels never carry PII or free text: only tenant slugs, model/adapter/backend names, stages and decisions.
-Celery workers export through prometheus_client's multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set.
+Labels never carry PII or free text: only tenant slugs, model/adapter/backend names, stages and decisions
+(pass names read from the database through :func:`label_value`).
+
+- Celery workers export through prometheus_client's multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set (``make
+  run`` sets it under ``var/``; the container entrypoint under ``/tmp``): every process writes its samples there and
+  ``/metrics`` merges them (:func:`metrics_registry`). In containers each worker also serves its own merged samples on
+  ``PORTAL_METRICS_PORT`` (see ``portal/metrics_views.py``).
+- State gauges (documents by ingestion state, the ingestion queue depth, backend up, breaker open) are set from the
+  database at scrape time by :func:`metrics_refresh_state`; other code need not set them.
+- ``/metrics`` is served by ``portal.metrics_views.metrics`` (a bearer token or an allowed network).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+import re
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
@@ -46,3 +67,126 @@ PIPELINE_STAGE = Histogram(
     "portal_pipeline_stage_seconds", "Chat pipeline stage durations", ["stage"], buckets=_LATENCY_BUCKETS
 )
 AGENT_STEPS = Counter("portal_agent_steps_total", "Agent steps by kind", ["kind"])
+
+# --- Celery workers --------------------------------------------------------------------------------------
+CELERY_TASKS = Counter("portal_celery_tasks_total", "Celery tasks finished, by task and state", ["task", "state"])
+CELERY_TASK_SECONDS = Histogram(
+    "portal_celery_task_seconds", "Celery task run time", ["task"], buckets=(*_LATENCY_BUCKETS, 60, 300, 900)
+)
+
+#: Every metric family the portal defines, by name (the Grafana dashboards may only query these, django-prometheus's
+#: and the engines' own; tests/test_docker.py checks it).
+PORTAL_METRIC_NAMES: frozenset[str] = frozenset(
+    m._name
+    for m in (
+        TTFT,
+        TPOT,
+        TOKENS,
+        COST,
+        REQUESTS,
+        GUARDRAIL_DECISIONS,
+        PII_ENTITIES,
+        INGESTION_DOCUMENTS,
+        INGESTION_QUEUE_DEPTH,
+        INGESTION_CHUNKS,
+        POOL_BACKEND_UP,
+        POOL_INFLIGHT,
+        POOL_BREAKER_OPEN,
+        QUOTA_REJECTIONS,
+        PIPELINE_STAGE,
+        AGENT_STEPS,
+        CELERY_TASKS,
+        CELERY_TASK_SECONDS,
+    )
+)
+
+_SAFE_LABEL = re.compile(r"[^A-Za-z0-9_.:/@+-]")
+
+
+def label_value(value: object, *, default: str = "none") -> str:
+    """A label value that cannot carry free text: empty → ``default``, anything outside ``[A-Za-z0-9_.:/@+-]``
+    replaced by ``_``, at most 64 characters. Use it for names taken from the database (adapters, models)."""
+    text = "" if value is None else str(value)
+    if not text:
+        return default
+    return _SAFE_LABEL.sub("_", text)[:64]
+
+
+# --- Collection ------------------------------------------------------------------------------------------
+def multiprocess_dir() -> str | None:
+    """The directory where every process writes its samples (prometheus_client multiprocess mode), if enabled.
+
+    It must be in the environment before ``prometheus_client`` is imported (the launcher and the container
+    entrypoint set it), so it is read from there and not from Django settings."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def metrics_registry() -> CollectorRegistry:
+    """What to export: in multiprocess mode a fresh registry that merges the samples of every process (web, Celery
+    worker children, beat) from the shared directory; otherwise this process's default registry."""
+    path = multiprocess_dir()
+    if path is None:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=path)
+    return registry
+
+
+def metrics_render() -> tuple[bytes, str]:
+    """The Prometheus text exposition of :func:`metrics_registry` and its content type."""
+    return generate_latest(metrics_registry()), CONTENT_TYPE_LATEST
+
+
+def metrics_mark_process_dead(pid: int) -> None:
+    """Forget a dead process's live gauges (Celery calls it when a prefork child exits)."""
+    path = multiprocess_dir()
+    if path is not None:
+        multiprocess.mark_process_dead(pid, path)
+
+
+def metrics_multiprocess_dir_reset(path: Path) -> None:
+    """Empty (or create) a multiprocess directory before the processes that write to it start."""
+    path.mkdir(parents=True, exist_ok=True)
+    for file in path.glob("*.db"):
+        file.unlink(missing_ok=True)
+
+
+_seen_backends: set[str] = set()
+
+
+def metrics_refresh_state() -> None:
+    """Set the state gauges from the database, at scrape time: documents by ingestion state, the ingestion queue
+    depth, and per backend whether it is up and whether its circuit breaker is open. The database is the one truth
+    for these (health probes and ingestion tasks write it), so every replica reports the same values."""
+    from django.apps import apps
+    from django.db.models import Count
+
+    try:
+        document = apps.get_model("knowledge", "Document")
+    except LookupError:  # pragma: no cover - the knowledge app is always installed
+        document = None
+    if document is not None:
+        rows = document.unscoped.values("status").annotate(n=Count("id")).order_by()
+        counts = {row["status"]: row["n"] for row in rows}
+        for state in document.Status.values:
+            INGESTION_DOCUMENTS.labels(state=state).set(counts.get(state, 0))
+        INGESTION_QUEUE_DEPTH.set(counts.get(document.Status.QUEUED, 0))
+
+    try:
+        backend = apps.get_model("inference_pool", "Backend")
+    except LookupError:  # pragma: no cover
+        return
+    current: set[str] = set()
+    for name, health, breaker in backend.objects.filter(enabled=True).values_list("name", "health", "breaker"):
+        label = label_value(name)
+        current.add(label)
+        POOL_BACKEND_UP.labels(backend=label).set(1 if health == "up" else 0)
+        POOL_BREAKER_OPEN.labels(backend=label).set(1 if breaker == "open" else 0)
+    for gone in _seen_backends - current:
+        for gauge in (POOL_BACKEND_UP, POOL_BREAKER_OPEN):
+            try:
+                gauge.remove(gone)
+            except KeyError:
+                pass
+    _seen_backends.clear()
+    _seen_backends.update(current)

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from portal import views
+from portal import metrics_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -22,5 +22,5 @@ urlpatterns = [
     path("api/", include("portal.api.urls")),
     path("v1/", include("chat.openai_urls")),
     path("django-admin/", admin.site.urls),
-    path("", include("django_prometheus.urls")),
+    path("metrics", metrics_views.metrics, name="metrics"),
 ]

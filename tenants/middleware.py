@@ -5,6 +5,7 @@ from collections.abc import Callable
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
+from portal.logging import tenant_id_var, user_id_var
 from tenants.models import Membership
 from tenants.selectors import membership_list_for_user
 
@@ -44,4 +45,7 @@ class CurrentTenantMiddleware:
         membership = resolve_membership(request)
         request.membership = membership  # type: ignore[attr-defined]
         request.tenant = membership.tenant if membership else None  # type: ignore[attr-defined]
+        # for the JSON logs (RequestContextMiddleware resets both when the request ends)
+        tenant_id_var.set(membership.tenant_id if membership else None)
+        user_id_var.set(request.user.pk if request.user.is_authenticated else None)
         return self.get_response(request)

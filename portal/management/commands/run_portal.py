@@ -7,6 +7,7 @@ llama-server engines, the ASGI web server, a Celery worker and Celery beat. Ctrl
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import signal
 import subprocess
@@ -21,6 +22,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from inference_pool.local_engines import EngineStartError, ManagedEngine, local_engine_specs, port_in_use
+from portal.logging import TextFormatter
+from portal.metrics import metrics_multiprocess_dir_reset
 
 
 class Command(BaseCommand):
@@ -33,6 +36,8 @@ class Command(BaseCommand):
         parser.add_argument("--worker-concurrency", type=int, default=2)
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        for handler in logging.getLogger().handlers:  # this terminal is read by people; the children log JSON
+            handler.setFormatter(TextFormatter())
         var_dir = Path(settings.VAR_DIR)
         var_dir.mkdir(parents=True, exist_ok=True)
         (var_dir / "logs").mkdir(exist_ok=True)
@@ -74,6 +79,11 @@ class Command(BaseCommand):
         connection.close()
 
         env = os.environ.copy()
+        # Prometheus multiprocess mode: web, worker children and beat write their samples here; /metrics merges them.
+        metrics_dir = Path(settings.VAR_DIR) / "prometheus"
+        metrics_multiprocess_dir_reset(metrics_dir)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        env.setdefault("LOG_FORMAT", "json")  # children write JSON lines to var/logs/<name>.log
         db = settings.DATABASES["default"]
         if "DATABASE_URL" not in env:
             env["DATABASE_URL"] = f"postgresql://{db['USER']}:@/{db['NAME']}?host={db['HOST']}"

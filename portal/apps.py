@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class PortalConfig(AppConfig):
+    name = "portal"
+    verbose_name = "Portal"
+
+    def ready(self) -> None:
+        from portal.tracing import tracing_configure
+
+        tracing_configure()  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
