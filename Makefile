@@ -25,7 +25,7 @@ system-deps:
 	@scripts/install_system_deps.sh
 
 run: install engine
-	@$(BIN)/python manage.py run_portal
+	@PYTHONUNBUFFERED=1 $(BIN)/python manage.py run_portal
 
 test: install engine system-deps
 	@PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-test-var.XXXXXX) $(BIN)/python -m pytest $(PYTEST_ARGS)

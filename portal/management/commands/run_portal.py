@@ -68,10 +68,9 @@ class Command(BaseCommand):
         raise KeyboardInterrupt
 
     def _start(self, opts: dict[str, Any]) -> None:
+        embedded = "PORTAL_EMBEDDED_DATABASE_URL" in os.environ
         self.stdout.write(
-            "Database: embedded PostgreSQL ready"
-            if "DATABASE_URL" not in os.environ or os.environ.get("PORTAL_EMBEDDED")
-            else "Database: DATABASE_URL"
+            "Database: " + (f"embedded PostgreSQL under {settings.VAR_DIR}" if embedded else "DATABASE_URL")
         )
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("Migrations applied")
@@ -84,9 +83,9 @@ class Command(BaseCommand):
         metrics_multiprocess_dir_reset(metrics_dir)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         env.setdefault("LOG_FORMAT", "json")  # children write JSON lines to var/logs/<name>.log
-        db = settings.DATABASES["default"]
         if "DATABASE_URL" not in env:
-            env["DATABASE_URL"] = f"postgresql://{db['USER']}:@/{db['NAME']}?host={db['HOST']}"
+            # children share the embedded server this process started (not a server of their own)
+            env["DATABASE_URL"] = env["PORTAL_EMBEDDED_DATABASE_URL"]
 
         if not opts["no_engine"]:
             for spec in local_engine_specs():
@@ -172,13 +171,16 @@ class Command(BaseCommand):
         self._stopping = True
         for _name, proc in self.children:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for _name, proc in self.children:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                # the main process only: Celery's prefork pool must shut its own children down
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(proc.poll() is None for _n, proc in self.children):
+            time.sleep(0.1)
+        for name, proc in self.children:
+            if proc.poll() is None:
+                self.stdout.write(f"{name} did not stop in time; killing it")
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait(5)
         for engine in self.engines:
             engine.stop()
         connection.close()
@@ -186,6 +188,13 @@ class Command(BaseCommand):
 
         stop_server()
         self.stdout.write("Stopped.")
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _has_command(name: str) -> bool:
