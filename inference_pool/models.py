@@ -78,7 +78,9 @@ class Backend(models.Model):
     enabled = models.BooleanField(default=True)
     draining = models.BooleanField(default=False, help_text="finish running requests, take no new ones")
     managed = models.BooleanField(default=False, help_text="a local llama-server started by the portal")
-    api_key = models.CharField(max_length=500, blank=True, default="", help_text="bearer token, if the engine needs one")
+    api_key = models.CharField(
+        max_length=500, blank=True, default="", help_text="bearer token, if the engine needs one"
+    )
     # Observed state, written by health probes and the router (never per token).
     health = models.CharField(max_length=16, choices=HealthState.choices, default=HealthState.UNKNOWN)
     health_detail = models.CharField(max_length=300, blank=True, default="")

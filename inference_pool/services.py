@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from inference_pool.local_engines import local_engine_specs
+from inference_pool.models import Backend, BackendAdapter, BaseModel, EngineKind, Quantization
 from inference_pool.types import ChatRequest, PoolEvent
+from portal.errors import InvalidInput
 
 
 async def pool_stream(*, request: ChatRequest) -> AsyncIterator[PoolEvent]:
@@ -19,3 +27,94 @@ async def pool_stream(*, request: ChatRequest) -> AsyncIterator[PoolEvent]:
 
     async for event in get_router().stream(request):
         yield event
+
+
+def backend_sync_local() -> list[Backend]:
+    """Register the managed local llama-server engines (``ENGINE_REPLICAS``) as Backend rows.
+
+    Idempotent: updates the rows of engines that exist, disables managed rows whose engine is no longer configured.
+    Their LoRA files (if any) are registered as unconfirmed adapters; the next health probe confirms them.
+    """
+    specs = local_engine_specs()
+    with transaction.atomic():
+        base, _ = BaseModel.objects.get_or_create(
+            name=settings.LLAMA_MODEL_NAME,
+            defaults={
+                "family": "SmolLM2",
+                "params_b": 0.135,
+                "context_length": 8192,
+                "layers": 30,
+                "kv_heads": 3,
+                "head_dim": 64,
+            },
+        )
+        rows: list[Backend] = []
+        for spec in specs:
+            row, _ = Backend.objects.update_or_create(
+                name=spec.name,
+                defaults={
+                    "kind": EngineKind.LLAMACPP,
+                    "base_url": spec.base_url,
+                    "base_model": base,
+                    "served_name": settings.LLAMA_MODEL_NAME,
+                    "quantization": Quantization.GGUF_Q4,
+                    "context_length": spec.context // max(spec.slots, 1),
+                    "max_concurrent": spec.slots,
+                    "managed": True,
+                    "enabled": True,
+                },
+            )
+            for index, path in enumerate(spec.loras):
+                BackendAdapter.objects.update_or_create(
+                    backend=row,
+                    name=Path(path).stem,
+                    defaults={"engine_ref": str(index), "source_path": path},
+                )
+            rows.append(row)
+        Backend.objects.filter(managed=True).exclude(name__in=[s.name for s in specs]).update(enabled=False)
+    return rows
+
+
+def backend_register(
+    *,
+    name: str,
+    kind: str,
+    base_url: str,
+    model: str,
+    served_name: str = "",
+    max_concurrent: int = 8,
+    context_length: int = 4096,
+    weight: float = 1.0,
+    quantization: str = Quantization.NONE,
+    adapters: dict[str, str] | None = None,
+    confirm_adapters: bool = False,
+) -> Backend:
+    """Create or update a backend (and its base model and adapters: name -> engine ref)."""
+    if kind not in EngineKind.values:
+        raise InvalidInput(f"Unknown engine kind “{kind}”; use one of {', '.join(EngineKind.values)}.")
+    with transaction.atomic():
+        base, _ = BaseModel.objects.get_or_create(name=model)
+        row, _ = Backend.objects.update_or_create(
+            name=name,
+            defaults={
+                "kind": kind,
+                "base_url": base_url,
+                "base_model": base,
+                "served_name": served_name,
+                "max_concurrent": max_concurrent,
+                "context_length": context_length,
+                "weight": weight,
+                "quantization": quantization,
+            },
+        )
+        for adapter_name, ref in (adapters or {}).items():
+            BackendAdapter.objects.update_or_create(
+                backend=row,
+                name=adapter_name,
+                defaults={
+                    "engine_ref": ref,
+                    "confirmed": confirm_adapters,
+                    "confirmed_at": timezone.now() if confirm_adapters else None,
+                },
+            )
+    return row

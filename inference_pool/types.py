@@ -53,6 +53,7 @@ class TokenEvent:
 class UsageEvent:
     prompt_tokens: int
     completion_tokens: int
+    estimated: bool = False  # True when the engine reported no usage and the pool counted itself
     type: Literal["usage"] = "usage"
 
 

@@ -180,6 +180,7 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_in": str(CELERY_QUEUE_DIR / "in"),
         "data_folder_out": str(CELERY_QUEUE_DIR / "in"),
         "processed_folder": str(CELERY_QUEUE_DIR / "processed"),
+        "control_folder": str(CELERY_QUEUE_DIR / "control"),
         "store_processed": False,
     }
 else:
@@ -213,6 +214,16 @@ ENGINE_SLOTS = env.int("ENGINE_SLOTS", default=4)
 ENGINE_CONTEXT = env.int("ENGINE_CONTEXT", default=8192)
 ENGINE_HOST = env.str("ENGINE_HOST", default="127.0.0.1")
 ENGINE_BASE_PORT = env.int("ENGINE_BASE_PORT", default=8081)
+# Inference pool (inference_pool/router.py): timeouts in seconds, retries before the first token, breaker, probes.
+POOL_CONNECT_TIMEOUT = env.float("POOL_CONNECT_TIMEOUT", default=2.0)
+POOL_FIRST_TOKEN_TIMEOUT = env.float("POOL_FIRST_TOKEN_TIMEOUT", default=60.0)
+POOL_READ_TIMEOUT = env.float("POOL_READ_TIMEOUT", default=60.0)
+POOL_MAX_RETRIES = env.int("POOL_MAX_RETRIES", default=2)
+POOL_QUEUE_TIMEOUT = env.float("POOL_QUEUE_TIMEOUT", default=10.0)
+POOL_RETRY_AFTER = env.int("POOL_RETRY_AFTER", default=2)
+POOL_BREAKER_THRESHOLD = env.int("POOL_BREAKER_THRESHOLD", default=3)
+POOL_BREAKER_COOLDOWN = env.float("POOL_BREAKER_COOLDOWN", default=10.0)
+POOL_PROBE_INTERVAL = env.float("POOL_PROBE_INTERVAL", default=5.0)
 EMBEDDING_MODEL = env.str("EMBEDDING_MODEL", default="all-MiniLM-L6-v2")
 EMBEDDING_MODEL_PATH = env.str("EMBEDDING_MODEL_PATH", default="")
 TEI_URL = env.str("TEI_URL", default="")
