@@ -1,0 +1,239 @@
+"""The browser's chat socket: ``/ws/chat/<conversation id>/``.
+
+Client frames: ``{"type": "send", "text", "knowledge_bases"?: [ids], "adapter"?: name, "max_tokens"?: n}``,
+``{"type": "stop"}``, ``{"type": "regenerate"}``.
+Server frames: ``start`` (message ids), ``citations``, ``token`` (display text), ``done`` (status, final text, usage,
+TTFT, TPOT, warnings), ``error`` (``code`` and a ``message`` a person understands).
+
+Thin: identity and access are resolved here, the work is ``chat.pipeline.ChatRun``. A missing conversation and
+another user's or department's answer the same ``not_found``; the socket then closes with 4404 (4401 signed out,
+4403 suspended department or role too low).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from chat.models import Conversation
+from chat.pipeline import ChatInput, ChatRun, Citations, Done, Failed, Started, Token
+from portal.errors import ApplicationError, InvalidInput, NotAuthenticated, NotFound
+from tenants.middleware import SESSION_KEY
+from tenants.models import Membership, Role
+from tenants.selectors import membership_get, membership_list_for_user, membership_require
+
+logger = logging.getLogger(__name__)
+
+CLOSE_CODES = {401: 4401, 403: 4403, 404: 4404}
+STOP_GRACE_S = 15.0
+
+
+def resolve_chat_membership(*, user: Any, session: Any) -> Membership:
+    """The session's current department (as the pages resolve it), checked like every door: 401 signed out,
+    ``tenant_suspended`` for a suspended department, 404 for no membership."""
+    if user is None or not user.is_authenticated:
+        raise NotAuthenticated("Sign in to chat.")
+    chosen = session.get(SESSION_KEY) if session is not None else None
+    membership = membership_get(user=user, tenant=chosen) if chosen else None
+    if membership is None:
+        membership = membership_list_for_user(user=user).first()
+    if membership is None:
+        # maybe the only departments are suspended: say so rather than "not found"
+        any_membership = Membership.unscoped.filter(user_id=user.pk).select_related("tenant").first()
+        return membership_require(user=user, tenant=any_membership.tenant if any_membership else None)
+    return membership_require(user=user, tenant=membership.tenant, min_role=Role.VIEWER)
+
+
+def error_frame(error: ApplicationError, *, message_id: int | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "code": error.code, "message": error.message}
+    if error.retry_after:
+        frame["retry_after"] = error.retry_after
+    if message_id is not None:
+        frame["message_id"] = message_id
+    return frame
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    conversation: Conversation | None = None
+    task: asyncio.Task[None] | None = None
+    run: ChatRun | None = None
+    open = False
+
+    async def connect(self) -> None:
+        await self.accept()
+        self.open = True
+        try:
+            self.conversation = await database_sync_to_async(self._load)()
+        except ApplicationError as exc:
+            await self.send_json(error_frame(exc))
+            await self.close(code=CLOSE_CODES.get(exc.status, 4400))
+            self.open = False
+
+    def _load(self) -> Conversation:
+        from chat.selectors import conversation_get
+
+        membership = resolve_chat_membership(user=self.scope.get("user"), session=self.scope.get("session"))
+        conversation_id = self.scope["url_route"]["kwargs"].get("conversation_id")
+        conversation = conversation_get(
+            tenant=membership.tenant, user=self.scope["user"], conversation_id=conversation_id
+        )
+        conversation.tenant = membership.tenant
+        return conversation
+
+    def _membership_for_turn(self, content: dict[str, Any]) -> Membership:
+        """Fresh access for each turn (roles, suspension and the conversation may have changed)."""
+        from chat.selectors import conversation_get
+        from chat.services import conversation_set_options
+
+        assert self.conversation is not None
+        membership = resolve_chat_membership(user=self.scope.get("user"), session=self.scope.get("session"))
+        if membership.tenant_id != self.conversation.tenant_id:
+            raise NotFound("Conversation not found.")
+        conversation = conversation_get(
+            tenant=membership.tenant, user=self.scope["user"], conversation_id=self.conversation.pk
+        )
+        kb_ids = content.get("knowledge_bases")
+        adapter = content.get("adapter")
+        if kb_ids is not None and not isinstance(kb_ids, list):
+            raise InvalidInput("knowledge_bases is a list of ids.")
+        if adapter is not None and not isinstance(adapter, str):
+            raise InvalidInput("adapter is an adapter's name.")
+        if kb_ids is not None or adapter is not None:
+            conversation_set_options(
+                conversation=conversation, role=membership.role, knowledge_base_ids=kb_ids, adapter=adapter
+            )
+        self.conversation = conversation
+        return membership
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not self.open or self.conversation is None:
+            return
+        kind = content.get("type") if isinstance(content, dict) else None
+        try:
+            if kind in ("send", "regenerate"):
+                await self._start(content, regenerate=kind == "regenerate")
+            elif kind == "stop":
+                await self._stop()
+            else:
+                raise InvalidInput("Unknown frame: send, stop or regenerate.")
+        except ApplicationError as exc:
+            await self._send(error_frame(exc))
+
+    async def _start(self, content: dict[str, Any], *, regenerate: bool) -> None:
+        if self.task is not None and not self.task.done():
+            raise ApplicationError(
+                "An answer is still being written. Wait for it to finish or press Stop.", code="busy_conversation"
+            )
+        text = content.get("text", "")
+        if not isinstance(text, str):
+            raise InvalidInput("text is a string.")
+        max_tokens = content.get("max_tokens")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
+            raise InvalidInput("max_tokens is a whole number.")
+        membership = await database_sync_to_async(self._membership_for_turn)(content)
+        inp = ChatInput(
+            tenant=membership.tenant,
+            role=membership.role,
+            user=self.scope["user"],
+            conversation=self.conversation,
+            text=text,
+            regenerate=regenerate,
+            max_tokens=max_tokens,
+        )
+        self.run = ChatRun(inp)
+        self.task = asyncio.create_task(self._generate(self.run))
+
+    async def _generate(self, run: ChatRun) -> None:
+        events = run.stream()
+        try:
+            async for event in events:
+                if isinstance(event, Token):
+                    await self._send({"type": "token", "text": event.text})
+                elif isinstance(event, Started):
+                    await self._send(
+                        {
+                            "type": "start",
+                            "message_id": event.message_id,
+                            "user_message_id": event.user_message_id,
+                            "model": event.model,
+                            "adapter": event.adapter,
+                        }
+                    )
+                elif isinstance(event, Citations):
+                    await self._send({"type": "citations", "citations": event.citations})
+                elif isinstance(event, Done):
+                    await self._send(
+                        {
+                            "type": "done",
+                            "status": "complete",
+                            "message_id": event.message_id,
+                            "text": event.text,
+                            "usage": event.usage.as_dict(),
+                            "ttft_ms": event.ttft_ms,
+                            "tpot_ms": event.tpot_ms,
+                            "finish_reason": event.finish_reason,
+                            "warnings": event.warnings,
+                        }
+                    )
+                elif isinstance(event, Failed):
+                    await self._send(
+                        {
+                            "type": "error",
+                            "code": event.code,
+                            "message": event.message + " The partial answer was kept.",
+                            "message_id": event.message_id,
+                        }
+                    )
+        except asyncio.CancelledError:
+            await events.aclose()  # stop arrived while a frame was being sent: end the run here
+            await self._send(
+                {
+                    "type": "done",
+                    "status": "stopped",
+                    "message_id": run.message_id,
+                    "text": run.text,
+                    "usage": run.usage.as_dict(),
+                    "ttft_ms": run.ttft_ms,
+                    "tpot_ms": run.tpot_ms,
+                    "finish_reason": "stopped",
+                    "warnings": [],
+                }
+            )
+        except ApplicationError as exc:
+            await self._send(error_frame(exc, message_id=run.message_id))
+        except Exception:
+            logger.exception("chat generation failed", extra={"request_id": run.request_id})
+            await self._send(
+                {
+                    "type": "error",
+                    "code": "internal_error",
+                    "message": "Something went wrong while answering. The question was kept; try Regenerate.",
+                    "message_id": run.message_id,
+                }
+            )
+        finally:
+            await events.aclose()
+
+    async def _stop(self) -> None:
+        task = self.task
+        if task is None or task.done():
+            return
+        task.cancel()
+        await asyncio.wait([task], timeout=STOP_GRACE_S)
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        if not self.open:
+            return
+        try:
+            await self.send_json(frame)
+        except Exception:  # the client went away mid-frame
+            self.open = False
+
+    async def disconnect(self, code: int) -> None:
+        self.open = False
+        # a closed tab stops the answer; the pipeline keeps the partial text as "stopped"
+        await self._stop()

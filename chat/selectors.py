@@ -1,0 +1,85 @@
+"""Reads on conversations and messages. A conversation is private to the user who started it: another user's or
+another department's conversation answers the same 404 as a missing one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser, User
+from django.db.models import QuerySet
+
+from chat.models import Conversation, Message
+from portal.errors import NotFound
+from tenants.models import Tenant
+
+
+def conversation_list(*, tenant: Tenant, user: User | AnonymousUser, query: str = "") -> QuerySet[Conversation]:
+    qs = Conversation.objects.for_tenant(tenant).filter(user_id=user.pk)
+    query = " ".join(query.split())[:200]
+    if query:
+        qs = qs.filter(title__icontains=query)
+    return qs.order_by("-updated_at", "-id")
+
+
+def conversation_get(*, tenant: Tenant, user: User | AnonymousUser, conversation_id: int | str) -> Conversation:
+    try:
+        pk = int(conversation_id)
+    except (TypeError, ValueError):
+        raise NotFound("Conversation not found.") from None
+    conversation = conversation_list(tenant=tenant, user=user).filter(pk=pk).first()
+    if conversation is None:
+        raise NotFound("Conversation not found.")
+    return conversation
+
+
+def message_list(*, conversation: Conversation) -> QuerySet[Message]:
+    return (
+        Message.objects.for_tenant(conversation.tenant_id)
+        .filter(conversation=conversation)
+        .order_by("created_at", "id")
+    )
+
+
+def message_get(*, tenant: Tenant, user: User | AnonymousUser, message_id: int | str) -> Message:
+    try:
+        pk = int(message_id)
+    except (TypeError, ValueError):
+        raise NotFound("Message not found.") from None
+    message = (
+        Message.objects.for_tenant(tenant)
+        .filter(pk=pk, conversation__user_id=user.pk)
+        .select_related("conversation")
+        .first()
+    )
+    if message is None:
+        raise NotFound("Message not found.")
+    return message
+
+
+@dataclass(frozen=True)
+class ChatOption:
+    id: Any
+    name: str
+    description: str = ""
+    is_default: bool = False
+
+
+def chat_knowledge_base_options(*, tenant: Tenant, role: str) -> list[ChatOption]:
+    """Knowledge bases this role may read (the picker shows only these)."""
+    from knowledge.selectors import knowledge_base_list_readable
+
+    return [
+        ChatOption(id=kb.pk, name=kb.name, description=kb.description)
+        for kb in knowledge_base_list_readable(tenant=tenant, role=role)
+    ]
+
+
+def chat_adapter_options(*, tenant: Tenant) -> list[ChatOption]:
+    """Adapters assigned to the department (the picker shows only these), default first."""
+    from adapters.selectors import adapter_list_for_tenant
+
+    return [
+        ChatOption(id=a.name, name=a.name, description=a.description, is_default=bool(getattr(a, "is_default", False)))
+        for a in adapter_list_for_tenant(tenant=tenant)
+    ]
