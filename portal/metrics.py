@@ -184,6 +184,9 @@ def metrics_refresh_state() -> None:
         POOL_BREAKER_OPEN.labels(backend=label).set(1 if breaker == "open" else 0)
     for gone in _seen_backends - current:
         for gauge in (POOL_BACKEND_UP, POOL_BREAKER_OPEN):
+            if multiprocess_dir() is not None:  # samples cannot be removed from the shared files: report 0
+                gauge.labels(backend=gone).set(0)
+                continue
             try:
                 gauge.remove(gone)
             except KeyError:
