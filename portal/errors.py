@@ -79,6 +79,14 @@ class GuardrailBlocked(ApplicationError):
     default_message = "The request was blocked by the content policy."
 
 
+class GuardrailUnavailable(GuardrailBlocked):
+    """A guard failed (error or timeout): the request fails closed. A subclass of GuardrailBlocked on purpose."""
+
+    code = "guardrail_unavailable"
+    status = 503
+    default_message = "The safety checks are unavailable right now, so the request was not sent. Try again shortly."
+
+
 class UpstreamError(ApplicationError):
     code = "upstream_error"
     status = 502

@@ -1,0 +1,56 @@
+"""Readers for the shared evaluation sets (../shared/eval, or PORTAL_EVAL_DIR). Never copied into the project."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.conf import settings
+
+INJECTION_TRAIN = "jailbreak_dataset_train_balanced.csv"
+INJECTION_TEST = "jailbreak_dataset_test_balanced.csv"
+DEEPSET_ATTACKS = "opensource_deepset_attacks.yaml"
+DEEPSET_BENIGN = "opensource_deepset_benign.yaml"
+NOTINJECT = "opensource_notinject_benign.yaml"
+PII_SYNTH = "synth_dataset_v2.json"
+PII_SMALL = "generated_small.json"
+
+
+def eval_dir() -> Path:
+    configured = os.environ.get("PORTAL_EVAL_DIR")
+    if configured:
+        return Path(configured)
+    return Path(settings.BASE_DIR).parent / "shared" / "eval"
+
+
+@dataclass(frozen=True)
+class Labeled:
+    text: str
+    malicious: bool
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_jackhhao(name: str) -> list[Labeled]:
+    path = eval_dir() / "injection" / name
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [Labeled(row["prompt"], row["type"].strip() == "jailbreak") for row in csv.DictReader(fh)]
+
+
+def read_parapet_yaml(name: str) -> list[Labeled]:
+    path = eval_dir() / "injection" / name
+    rows = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    return [Labeled(str(row["content"]), str(row["label"]).strip() == "malicious") for row in rows]
+
+
+def read_pii(name: str = PII_SYNTH) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads((eval_dir() / "pii" / name).read_text(encoding="utf-8"))
+    return rows
