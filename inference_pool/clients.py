@@ -127,7 +127,7 @@ def _error_text(body: str) -> str:
 
 def parse_openai_chunk(obj: dict[str, Any]) -> tuple[str | None, str | None, tuple[int, int] | None]:
     """One ``chat.completion.chunk`` → (content delta, finish reason, (prompt, completion) usage)."""
-    if obj.get("error"):
+    if obj.get("error") or obj.get("object") == "error":
         raise EngineError(f"the engine reported an error mid-stream: {_error_text(json.dumps(obj))}", kind="stream")
     text = finish = None
     choices = obj.get("choices")
