@@ -1,0 +1,227 @@
+"""Console writes that compose the tenants services: members by username or email, new users with a one-time
+password, the owner-role rules, and model prices. Every change is an AuditEvent (the tenants services record their
+own; the ones here record theirs)."""
+
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+from django.contrib.auth.models import User
+from django.contrib.auth.validators import UnicodeUsernameValidator
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+
+from portal.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from tenants.models import Membership, ModelPrice, Role, Tenant
+from tenants.services import audit_record, membership_assign, membership_revoke
+
+if TYPE_CHECKING:
+    from inference_pool.models import Backend
+
+ONE_TIME_PASSWORD_BYTES = 12
+
+
+def _check_role(role: str) -> None:
+    if role not in Role.values:
+        raise InvalidInput(f"Unknown role '{role}'. Choose one of: {', '.join(Role.values)}.")
+
+
+def user_find(*, identifier: str) -> User:
+    identifier = identifier.strip()
+    if not identifier:
+        raise InvalidInput("Enter a username or an email address.")
+    user = User.objects.filter(username__iexact=identifier).first()
+    if user is None and "@" in identifier:
+        matches = list(User.objects.filter(email__iexact=identifier)[:2])
+        if len(matches) > 1:
+            raise InvalidInput("Several users share that email address; enter the username instead.")
+        user = matches[0] if matches else None
+    if user is None or not user.is_active:
+        raise InvalidInput("No active user has that username or email. Create the user instead.")
+    return user
+
+
+@transaction.atomic
+def member_add(*, tenant: Tenant, identifier: str, role: str, actor: User, actor_role: str) -> Membership:
+    """Add an existing user (found by username or email) to the department with a role. ``actor_role`` is the
+    caller's role in the department (platform staff act as owners): only owners grant the owner role."""
+    _check_role(role)
+    user = user_find(identifier=identifier)
+    current = Membership.objects.for_tenant(tenant).filter(user_id=user.pk).first()
+    if current is not None:
+        raise Conflict(f"{user.get_username()} is already a member (role {current.role}); change the role instead.")
+    return membership_assign(tenant=tenant, user=user, role=role, actor_role=actor_role, actor=actor)
+
+
+@transaction.atomic
+def member_create_user(
+    *, tenant: Tenant, username: str, email: str, role: str, actor: User, actor_role: str
+) -> tuple[Membership, str]:
+    """Create a user with a random password (returned once, never stored in clear) and add them to the department."""
+    _check_role(role)
+    username = username.strip()
+    email = email.strip()
+    if not username:
+        raise InvalidInput("A new user needs a username.")
+    try:
+        UnicodeUsernameValidator()(username)
+    except ValidationError:
+        raise InvalidInput("Usernames may hold letters, digits and @ . + - _ only.") from None
+    if len(username) > 150:
+        raise InvalidInput("Usernames are at most 150 characters.")
+    if email:
+        try:
+            validate_email(email)
+        except ValidationError:
+            raise InvalidInput("That email address is not valid.") from None
+    if User.objects.filter(username__iexact=username).exists():
+        raise Conflict(f"The username '{username}' is taken; add the existing user instead.")
+    if role == Role.OWNER and actor_role != Role.OWNER:
+        raise PermissionDenied("Only an owner can grant or change the owner role.")
+    password = secrets.token_urlsafe(ONE_TIME_PASSWORD_BYTES)
+    user = User.objects.create_user(username=username, email=email, password=password)
+    audit_record(action="user.create", tenant=tenant, actor=actor, target=user, details={"user_id": user.pk})
+    membership = membership_assign(tenant=tenant, user=user, role=role, actor_role=actor_role, actor=actor)
+    return membership, password
+
+
+@transaction.atomic
+def member_set_role(*, tenant: Tenant, user_id: int, role: str, actor: User, actor_role: str) -> Membership:
+    _check_role(role)
+    current = Membership.objects.for_tenant(tenant).select_related("user").filter(user_id=user_id).first()
+    if current is None:
+        raise NotFound()
+    if current.role == role:
+        return current
+    return membership_assign(tenant=tenant, user=current.user, role=role, actor_role=actor_role, actor=actor)
+
+
+def member_remove(*, tenant: Tenant, user_id: int, actor: User, actor_role: str) -> None:
+    membership_revoke(tenant=tenant, user_id=user_id, actor_role=actor_role, actor=actor)
+
+
+def _price(value: Any, field: str) -> Decimal:
+    try:
+        price = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise InvalidInput(f"The {field} price must be a number, like 0.0015.") from None
+    if not price.is_finite() or price < 0:
+        raise InvalidInput(f"The {field} price must be zero or more.")
+    if price >= Decimal("10000"):
+        raise InvalidInput(f"The {field} price must be below 10,000 per 1,000 tokens.")
+    return price.quantize(Decimal("0.000001"))
+
+
+@transaction.atomic
+def model_price_set(*, model: str, input_per_1k: Any, output_per_1k: Any, actor: User) -> ModelPrice:
+    """Create or change the price per 1,000 tokens of a base model or adapter (applies to usage settled from now)."""
+    model = model.strip()
+    if not model:
+        raise InvalidInput("Name the model or adapter the price is for.")
+    if len(model) > 200:
+        raise InvalidInput("Model names are at most 200 characters.")
+    price_in = _price(input_per_1k, "input")
+    price_out = _price(output_per_1k, "output")
+    price, created = ModelPrice.objects.update_or_create(
+        model=model, defaults={"input_per_1k": price_in, "output_per_1k": price_out}
+    )
+    audit_record(
+        action="price.create" if created else "price.update",
+        actor=actor,
+        target=price,
+        details={"model": model, "input_per_1k": str(price_in), "output_per_1k": str(price_out)},
+    )
+    return price
+
+
+@transaction.atomic
+def model_price_delete(*, price_id: int, actor: User) -> None:
+    price = ModelPrice.objects.filter(pk=price_id).first()
+    if price is None:
+        raise NotFound()
+    audit_record(action="price.delete", actor=actor, target=price, details={"model": price.model})
+    price.delete()
+
+
+# ------------------------------------------------------------------------------------------------ pool backends
+# The pool exposes ``backend_register`` for its own bootstrapping; the console's edits go through these, each an
+# AuditEvent. The router picks changes up with its next registry snapshot (every POOL_REFRESH_INTERVAL seconds).
+BACKEND_FIELDS = (
+    "name",
+    "kind",
+    "base_url",
+    "base_model",
+    "served_name",
+    "quantization",
+    "context_length",
+    "max_concurrent",
+    "weight",
+    "api_key",
+)
+
+
+@transaction.atomic
+def backend_create(*, actor: User, **fields: Any) -> Backend:
+    from inference_pool.models import Backend
+
+    unknown = set(fields) - set(BACKEND_FIELDS)
+    if unknown:
+        raise InvalidInput(f"Unknown backend fields: {', '.join(sorted(unknown))}.")
+    if Backend.objects.filter(name=fields.get("name", "")).exists():
+        raise Conflict(f"A backend named '{fields.get('name')}' already exists.")
+    backend = Backend.objects.create(**fields)
+    audit_record(
+        action="backend.create",
+        actor=actor,
+        target=backend,
+        details={"backend": backend.name, "kind": backend.kind, "model": backend.base_model.name},
+    )
+    return backend
+
+
+@transaction.atomic
+def backend_update(*, backend: Backend, actor: User, **fields: Any) -> Backend:
+    unknown = set(fields) - set(BACKEND_FIELDS) - {"name"}
+    if unknown:
+        raise InvalidInput(f"Unknown backend fields: {', '.join(sorted(unknown))}.")
+    if "base_model" in fields and fields["base_model"] != backend.base_model and backend.adapters.exists():
+        raise Conflict("Remove the backend's adapters before changing its base model.")
+    changed = [k for k, v in fields.items() if getattr(backend, k) != v]
+    for key in changed:
+        setattr(backend, key, fields[key])
+    if changed:
+        backend.save()
+        audit_record(
+            action="backend.update",
+            actor=actor,
+            target=backend,
+            # never the API key itself: only that it changed
+            details={"backend": backend.name, "fields": sorted(changed)},
+        )
+    return backend
+
+
+BACKEND_STATES = {
+    "enable": {"enabled": True, "draining": False},
+    "drain": {"draining": True},
+    "undrain": {"draining": False},
+    "disable": {"enabled": False},
+}
+
+
+@transaction.atomic
+def backend_set_state(*, backend: Backend, state: str, actor: User) -> Backend:
+    """``drain``: finish running requests, take no new ones; ``disable``: out of the pool; ``enable``: back in."""
+    if state not in BACKEND_STATES:
+        raise InvalidInput(f"Unknown state '{state}'. Use one of: {', '.join(BACKEND_STATES)}.")
+    updates = BACKEND_STATES[state]
+    if all(getattr(backend, k) == v for k, v in updates.items()):
+        return backend
+    for key, value in updates.items():
+        setattr(backend, key, value)
+    backend.save(update_fields=[*updates, "updated_at"])
+    audit_record(action=f"backend.{state}", actor=actor, target=backend, details={"backend": backend.name})
+    return backend
