@@ -103,6 +103,10 @@ class Message(TenantOwned):
         if out.get("decision") in ("warn", "block"):
             warnings.append("The answer was flagged by the output check.")
         groundedness = out.get("groundedness")
-        if groundedness is not None and self.citations and groundedness < getattr(settings, "CHAT_LOW_GROUNDEDNESS", 0.5):
+        if (
+            groundedness is not None
+            and self.citations
+            and groundedness < getattr(settings, "CHAT_LOW_GROUNDEDNESS", 0.5)
+        ):
             warnings.append("The answer is poorly supported by the cited documents.")
         return warnings

@@ -27,7 +27,6 @@ import asyncio
 import logging
 import math
 import re
-import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -42,6 +41,7 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from chat.models import Conversation, Message
+from guardrails.output import canary_new
 from portal.errors import ApplicationError, InvalidInput, NotFound, PermissionDenied, TenantSuspended
 from portal.logging import request_id_var
 from portal.metrics import PIPELINE_STAGE
@@ -299,7 +299,7 @@ class ChatRun:
         self._finished = False
         self._tokens_seen = 0
         self._prompt_chars = 0
-        self._canary = "ref-" + secrets.token_hex(6)
+        self._canary = canary_new()
         self._mask_counts: dict[str, int] = {}
 
     @property
@@ -485,27 +485,52 @@ class ChatRun:
             return self._inspect_and_mask_chunks(hits)
 
     def _inspect_and_mask_chunks(self, hits: list[Any]) -> list[tuple[dict[str, Any], str]]:
-        from guardrails.services import inspect_chunks, mask
+        """Drop passages the injection check blocks, quote the ones it warns about, and mask their PII in the
+        conversation's vault (documents hold personal data too) before they reach the engine."""
+        from guardrails.services import inspect_chunks, mask, quote_untrusted
+        from portal.errors import GuardrailBlocked, GuardrailUnavailable
 
-        verdicts = inspect_chunks(tenant=self.inp.tenant, texts=[h.text for h in hits])
-        kept = [h for h, v in zip(hits, verdicts, strict=False) if v.decision != "block"]
+        tenant, scope = self.inp.tenant, self.scope_key
+        verdicts = inspect_chunks(tenant=tenant, texts=[h.text for h in hits])
+        kept = [(h, v) for h, v in zip(hits, verdicts, strict=True) if v.decision != "block"]
+        counts: dict[str, int] = {}
+        masked_texts: list[str | None]
+        try:
+            joined = mask(tenant=tenant, scope_key=scope, text=_CHUNK_SEPARATOR.join(h.text for h, _ in kept))
+            parts = [t.strip() for t in joined.text.split(_CHUNK_SEPARATOR.strip())]
+            if len(parts) != len(kept):
+                raise ValueError("separator lost")
+            masked_texts = list(parts)
+            counts = dict(joined.counts)
+        except GuardrailUnavailable:
+            raise
+        except (GuardrailBlocked, ValueError):
+            # one passage holds data the policy blocks (or the separator was touched): mask one by one, and
+            # leave out the passages that cannot be sent
+            masked_texts = []
+            for h, _ in kept:
+                try:
+                    r = mask(tenant=tenant, scope_key=scope, text=h.text)
+                except GuardrailUnavailable:
+                    raise
+                except GuardrailBlocked:
+                    masked_texts.append(None)
+                    continue
+                masked_texts.append(r.text)
+                for k, n in r.counts.items():
+                    counts[k] = counts.get(k, 0) + n
+        for k, n in counts.items():
+            self._mask_counts[f"context:{k}"] = self._mask_counts.get(f"context:{k}", 0) + n
+        passages = []
+        for (hit, verdict), masked_text in zip(kept, masked_texts, strict=True):
+            if masked_text is None:
+                continue
+            text = quote_untrusted(masked_text) if verdict.decision == "warn" else masked_text
+            passages.append((citation_from_hit(len(passages) + 1, hit), text))
         self.guard["chunks"] = {
             "decisions": [v.decision for v in verdicts],
-            "dropped": len(hits) - len(kept),
+            "dropped": len(hits) - len(passages),
         }
-        # documents can hold PII too: mask the passages in the same vault before they reach the engine
-        joined = mask(
-            tenant=self.inp.tenant, scope_key=self.scope_key, text=_CHUNK_SEPARATOR.join(h.text for h in kept)
-        )
-        masked_texts = joined.text.split(_CHUNK_SEPARATOR.strip())
-        masked_texts = [t.strip() for t in masked_texts]
-        if len(masked_texts) != len(kept):
-            masked_texts = [mask(tenant=self.inp.tenant, scope_key=self.scope_key, text=h.text).text for h in kept]
-        for k, v in joined.counts.items():
-            self._mask_counts[f"context:{k}"] = self._mask_counts.get(f"context:{k}", 0) + v
-        passages = []
-        for n, (hit, masked_text) in enumerate(zip(kept, masked_texts, strict=True), start=1):
-            passages.append((citation_from_hit(n, hit), masked_text))
         return passages
 
     # 6 ------------------------------------------------------------------------------------------------------
@@ -713,7 +738,6 @@ class ChatRun:
 
     async def stream(self) -> AsyncIterator[PipelineEvent]:
         from guardrails.services import inspect_output, unmask
-
         from inference_pool.services import pool_stream
         from inference_pool.types import ChatRequest, DoneEvent, ErrorEvent, TokenEvent, UsageEvent
 
@@ -766,7 +790,7 @@ class ChatRun:
                         self._timed("ttft", t_pool)
                     self._tokens_seen += 1
                     self.masked += event.text
-                    if self._canary in self.masked:
+                    if self._canary in self.masked[-(len(self._canary) + len(event.text) + 8) :]:
                         # the model is quoting the system prompt: cut it off here
                         self.masked = self.masked.replace(self._canary, "")
                         self.guard["canary_leaked"] = True

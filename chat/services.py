@@ -120,9 +120,9 @@ def conversation_delete(*, conversation: Conversation, actor: User) -> None:
             "messages": Message.objects.for_tenant(conversation.tenant_id).filter(conversation=conversation).count()
         },
     )
-    from guardrails.services import vault_delete
+    from guardrails.services import pii_vault_delete
 
-    vault_delete(tenant=conversation.tenant, scope_key=conversation.scope_key)
+    pii_vault_delete(tenant=conversation.tenant, scope_key=conversation.scope_key)
     Conversation.objects.for_tenant(conversation.tenant_id).filter(pk=conversation.pk).delete()
 
 
