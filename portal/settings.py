@@ -167,6 +167,8 @@ else:
     DATABASES = {"default": embedded_database_settings(VAR_DIR)}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_portal")}
+# the same PostgreSQL backend, counted by django-prometheus (queries, errors, connections on /metrics)
+DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis, Celery, Channels ----------------------------------------------------------------------------
@@ -197,10 +199,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 if REDIS_URL:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "portal.cache.RedisCache", "LOCATION": REDIS_URL}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {"default": {"BACKEND": "portal.cache.LocMemCache"}}
 
 # --- Model engine and models ----------------------------------------------------------------------------
 LLAMA_CPP_PY_VERSION = env.str("LLAMA_CPP_PY_VERSION", default="0.3.36")
