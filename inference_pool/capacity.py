@@ -1,10 +1,10 @@
 """Capacity planning: how much GPU memory a model's weights take, what one token of KV cache costs, and how many
 full-context sequences fit beside the weights. Pure functions (the admin console renders them).
 
-- weights = parameters × bytes per weight (fp16/bf16 2, fp8/int8 1, int4 0.5): a 70B model is ~140 GB at FP16,
+- weights = parameters x bytes per weight (fp16/bf16 2, fp8/int8 1, int4 0.5): a 70B model is ~140 GB at FP16,
   70 GB at INT8, 35 GB at INT4 (GB = 10⁹ bytes, as GPU data sheets count);
-- KV cache per token = 2 (K and V) × layers × KV heads × head dim × bytes per KV element;
-- concurrency = (usable memory − weights) / (KV per token × context), usable memory being the GPUs' total times the
+- KV cache per token = 2 (K and V) x layers x KV heads x head dim x bytes per KV element;
+- concurrency = (usable memory - weights) / (KV per token x context), usable memory being the GPUs' total times the
   fraction an engine may take (vLLM's ``--gpu-memory-utilization``, 0.9 by default).
 """
 
@@ -83,7 +83,7 @@ def capacity_plan(
     kv_precision: str = "fp16",
     memory_utilization: float = 0.9,
 ) -> CapacityPlan:
-    """Weights, KV bytes per token and how many ``context``-long sequences fit on ``gpus`` × ``gpu_memory_gb``."""
+    """Weights, KV bytes per token and how many ``context``-long sequences fit on ``gpus`` x ``gpu_memory_gb``."""
     for name, value in (("layers", layers), ("kv_heads", kv_heads), ("head_dim", head_dim), ("context", context)):
         if value <= 0:
             raise InvalidInput(f"{name} must be a positive number.", code="capacity")

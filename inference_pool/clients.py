@@ -12,7 +12,7 @@
   with the server's own chat template through ``/chat_tokenize`` (which also gives the prompt's token count).
 
 Adapter selection: vLLM/openai ``model=<adapter>``; TGI ``adapter_id``; llama.cpp ``lora: [{"id": N, "scale": 1}]``
-(``lora: []`` for the base model, so adapters loaded without ``--lora-init-without-apply`` never leak in).
+with every other loaded adapter listed at scale 0 (an empty list would apply all of them: see llamacpp_lora_field).
 When an engine reports no usage, tokens are counted here (one streamed chunk is one token; the prompt estimated).
 """
 
@@ -47,6 +47,7 @@ class BackendTarget:
     context_length: int = 4096
     api_key: str = ""
     adapters: dict[str, str] = field(default_factory=dict)  # confirmed adapter name -> engine ref
+    lora_ids: tuple[int, ...] = ()  # llama.cpp: every adapter id the engine has loaded (from the last probe)
     health: str = "unknown"
     breaker: str = "closed"
     load: dict[str, float] = field(default_factory=dict)
@@ -86,6 +87,16 @@ def estimate_prompt_tokens(messages: list[dict[str, str]]) -> int:
     """A fallback count when an engine reports no usage: ~4 characters a token plus a few per message."""
     chars = sum(len(m.get("content") or "") for m in messages)
     return math.ceil(chars / 4) + 4 * len(messages)
+
+
+def llamacpp_lora_field(loaded: tuple[int, ...], adapter_ref: str | None) -> list[dict[str, float]]:
+    """llama.cpp's per-request ``lora`` list: the chosen adapter at scale 1, every other loaded one at 0.
+
+    Every loaded id is listed because an empty list means "the server's default scales", which apply every
+    adapter loaded at start (``--lora-init-without-apply`` notwithstanding), not "the base model"."""
+    chosen = int(adapter_ref) if adapter_ref else None
+    ids = sorted({*loaded, *([chosen] if chosen is not None else [])})
+    return [{"id": i, "scale": 1.0 if i == chosen else 0.0} for i in ids]
 
 
 def _error_from_status(status: int, body: str, *, engine: str) -> EngineError:
@@ -215,7 +226,7 @@ class EngineClient:
         model = self.target.model_id
         extra: dict[str, Any] = {}
         if kind == "llamacpp":
-            extra["lora"] = [{"id": int(adapter_ref), "scale": 1.0}] if adapter_ref else []
+            extra["lora"] = llamacpp_lora_field(self.target.lora_ids, adapter_ref)
         elif adapter_ref:  # vLLM, TGI's /v1 and generic OpenAI-compatible servers pick the adapter by model name
             model = adapter_ref
         elif kind == "tgi":

@@ -31,7 +31,7 @@ class ProbeResult:
     backend_id: int
     health: str
     detail: str = ""
-    load: dict[str, float] = field(default_factory=dict)
+    load: dict[str, Any] = field(default_factory=dict)
     loaded_adapters: dict[str, str] | None = None  # engine ref -> source (path or parent); None: engine can't say
 
 
@@ -66,6 +66,8 @@ async def backend_probe(*, client: httpx.AsyncClient, backend: Backend) -> Probe
             r = await client.get(f"{root}/lora-adapters", headers=headers)
             if r.status_code == 200:
                 result.loaded_adapters = {str(a["id"]): str(a.get("path", "")) for a in r.json()}
+                # Every request names each loaded id (see clients.llamacpp_lora_field), so the router needs them all.
+                result.load["lora_ids"] = sorted(int(i) for i in result.loaded_adapters)
         elif kind in (EngineKind.VLLM, EngineKind.OPENAI):
             r = await client.get(f"{root}/v1/models", headers=headers)
             if r.status_code == 200:

@@ -7,8 +7,9 @@ Kubernetes Deployment manifest.
   ``--tensor-parallel-size`` (splits each layer's matrices across the GPUs of a node) and
   ``--pipeline-parallel-size`` (splits the stack of layers across nodes; more than one stage needs a Ray cluster
   spanning the nodes, e.g. a LeaderWorkerSet).
-- llama.cpp ``llama-server``: ``--parallel N`` slots (the context is shared: ``-c`` is per-slot context × slots),
-  ``--lora path`` per adapter with ``--lora-init-without-apply`` so requests without an adapter get the base model.
+- llama.cpp ``llama-server``: ``--parallel N`` slots (the context is shared: ``-c`` is per-slot context x slots),
+  ``--lora a.gguf,b.gguf`` (one comma-separated list: a repeated ``--lora`` keeps only the last) and
+  ``--lora-init-without-apply``; adapter ids follow the list's order (sorted by adapter name here).
 """
 
 from __future__ import annotations
@@ -124,10 +125,11 @@ def engine_args(cfg: LaunchConfig) -> list[str]:
     args += ["-a", cfg.served_name, "-ngl", "999"]
     if cfg.tensor_parallel > 1:
         args += ["--split-mode", "row"]
-    for path in (cfg.adapters[n] for n in sorted(cfg.adapters)):
-        args += ["--lora", path]
     if cfg.adapters:
-        args.append("--lora-init-without-apply")
+        paths = [cfg.adapters[n] for n in sorted(cfg.adapters)]
+        if any("," in p for p in paths):
+            raise InvalidInput("LoRA adapter paths for llama.cpp must not contain commas.")
+        args += ["--lora", ",".join(paths), "--lora-init-without-apply"]
     return args
 
 
@@ -157,7 +159,7 @@ def kubernetes_deployment(cfg: LaunchConfig) -> dict[str, Any]:
     annotations = {"portal/engine": cfg.kind, "portal/served-model": cfg.served_name}
     if cfg.pipeline_parallel > 1:
         annotations["portal/pipeline-stages"] = (
-            f"{cfg.pipeline_parallel} nodes × {cfg.tensor_parallel} GPUs: run under a Ray cluster (LeaderWorkerSet)"
+            f"{cfg.pipeline_parallel} nodes x {cfg.tensor_parallel} GPUs: run under a Ray cluster (LeaderWorkerSet)"
         )
     return {
         "apiVersion": "apps/v1",
@@ -181,7 +183,7 @@ def kubernetes_deployment(cfg: LaunchConfig) -> dict[str, Any]:
                             "volumeMounts": [
                                 {"name": "models", "mountPath": "/models"},
                                 {"name": "adapters", "mountPath": "/adapters", "readOnly": True},
-                                {"name": "shm", "mountPath": "/dev/shm"},
+                                {"name": "shm", "mountPath": "/dev/shm"},  # noqa: S108 - the engine container's shared memory
                             ],
                         }
                     ],

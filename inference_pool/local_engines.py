@@ -61,10 +61,11 @@ class EngineSpec:
             "-a",
             settings.LLAMA_MODEL_NAME,
         ]
-        for lora in self.loras:
-            cmd += ["--lora", lora]
         if self.loras:
-            cmd.append("--lora-init-without-apply")
+            # One comma-separated --lora: a repeated --lora keeps only the last file on this llama.cpp.
+            if any("," in path for path in self.loras):
+                raise EngineStartError("LoRA adapter paths must not contain commas")
+            cmd += ["--lora", ",".join(self.loras), "--lora-init-without-apply"]
         return cmd + self.extra_args
 
 

@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
@@ -75,6 +75,7 @@ def _load_snapshot() -> Snapshot:
 
     backends = Backend.objects.filter(enabled=True, draining=False).select_related("base_model")
     confirmed: dict[int, dict[str, str]] = {}
+    numeric_refs: dict[int, set[int]] = {}
     registered: set[tuple[str, str]] = set()
     for a in BackendAdapter.objects.select_related("backend__base_model").only(
         "name", "engine_ref", "confirmed", "backend_id", "backend__base_model__name"
@@ -82,6 +83,8 @@ def _load_snapshot() -> Snapshot:
         registered.add((a.backend.base_model.name, a.name))
         if a.confirmed:
             confirmed.setdefault(a.backend_id, {})[a.name] = a.ref
+        if a.engine_ref.isdigit():
+            numeric_refs.setdefault(a.backend_id, set()).add(int(a.engine_ref))
     targets = tuple(
         BackendTarget(
             id=b.pk,
@@ -95,6 +98,7 @@ def _load_snapshot() -> Snapshot:
             context_length=b.context_length,
             api_key=b.api_key,
             adapters=confirmed.get(b.pk, {}),
+            lora_ids=_lora_ids(b.load, numeric_refs.get(b.pk, set())) if b.kind == "llamacpp" else (),
             health=b.health,
             breaker=b.breaker,
             load={k: float(v) for k, v in (b.load or {}).items() if isinstance(v, int | float)},
@@ -104,6 +108,13 @@ def _load_snapshot() -> Snapshot:
     )
     models = frozenset(BaseModel.objects.values_list("name", flat=True))
     return Snapshot(targets=targets, models=models, adapters=frozenset(registered), taken_at=time.monotonic())
+
+
+def _lora_ids(load: Any, refs: set[int]) -> tuple[int, ...]:
+    """The llama.cpp adapter ids a backend has loaded: as its last probe listed them, plus every registered one."""
+    probed = load.get("lora_ids") if isinstance(load, dict) else None
+    ids = {int(i) for i in probed if isinstance(i, int)} if isinstance(probed, list) else set()
+    return tuple(sorted(ids | refs))
 
 
 class Router:
@@ -123,7 +134,7 @@ class Router:
 
     # --- registry snapshot ------------------------------------------------------------------------------------
     async def refresh(self) -> None:
-        snap = await sync_to_async(_load_snapshot)()
+        snap = await database_sync_to_async(_load_snapshot)()
         self._apply(snap)
 
     def _apply(self, snap: Snapshot) -> None:
@@ -295,8 +306,8 @@ class Router:
             self._spawn(_mirror_breaker(target.id, state="closed", failures=0, detail=""))
 
     # --- the stream -------------------------------------------------------------------------------------------
-    async def stream(self, request: ChatRequest) -> AsyncIterator[PoolEvent]:
-        started = time.perf_counter()
+    async def _start(self, request: ChatRequest) -> tuple[BackendTarget, str, AsyncGenerator[Any, None], Any, int]:
+        """Pick a backend and wait for its first event, retrying elsewhere on failure (at most ``max_retries``)."""
         snap = await self._current()
         if not self.candidates(snap, request):
             raise UpstreamError(
@@ -307,7 +318,6 @@ class Router:
         tried: set[int] = set()
         attempts = 0
         last_error: EngineError | None = None
-        adapter_label = request.adapter or "-"
         while attempts <= self.config.max_retries:
             picked = await self.acquire(snap, request, exclude=tried, deadline=deadline)
             if picked is None:
@@ -353,10 +363,7 @@ class Router:
                 await self._release(target, lease)
                 self._breaker(target.id).release_trial()
                 raise
-            # Phase 2: relay. Nothing here touches the database or blocks.
-            async for event in self._relay(request, target, lease, events, first, started, attempts, adapter_label):
-                yield event
-            return
+            return target, lease, events, first, attempts
         if attempts == 0:
             raise UpstreamError(
                 f"No model server can serve “{request.adapter or request.model}” right now.", code="no_backend"
@@ -367,17 +374,13 @@ class Router:
             details={"attempts": attempts},
         )
 
-    async def _relay(
-        self,
-        request: ChatRequest,
-        target: BackendTarget,
-        lease: str,
-        events: AsyncGenerator[Any, None],
-        first: Any,
-        started: float,
-        attempts: int,
-        adapter_label: str,
-    ) -> AsyncIterator[PoolEvent]:
+    async def stream(self, request: ChatRequest) -> AsyncIterator[PoolEvent]:
+        """Run one request: errors before the first token are raised (``Busy``, ``UpstreamError``, ``NotFound``,
+        ``InvalidInput``); after it the stream ends with ``DoneEvent`` or ``ErrorEvent``."""
+        started = time.perf_counter()
+        target, lease, events, first, attempts = await self._start(request)
+        # The relay: nothing here touches the database or blocks.
+        adapter_label = request.adapter or "-"
         perf = time.perf_counter
         first_at = last_at = 0.0
         n_tokens = 0
@@ -464,7 +467,7 @@ async def _mirror_breaker(backend_id: int, *, state: str, failures: int, detail:
     if state == "open":
         fields.update(last_failure_at=timezone.now(), health_detail=f"breaker opened: {detail}"[:300])
     try:
-        await Backend.objects.filter(pk=backend_id).aupdate(**fields)
+        await database_sync_to_async(Backend.objects.filter(pk=backend_id).update)(**fields)
     except Exception:
         logger.exception("could not record the breaker state", extra={"backend_id": backend_id})
 

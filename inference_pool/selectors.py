@@ -45,6 +45,6 @@ def served_model_list() -> list[ServedModel]:
 
 
 async def aserved_model_list() -> list[ServedModel]:
-    from asgiref.sync import sync_to_async
+    from channels.db import database_sync_to_async
 
-    return await sync_to_async(served_model_list)()
+    return await database_sync_to_async(served_model_list)()
