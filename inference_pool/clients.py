@@ -231,6 +231,8 @@ class EngineClient:
             model = adapter_ref
         elif kind == "tgi":
             model = "tgi"
+        if request.response_format is not None:
+            extra["response_format"] = request.response_format
         return {
             "model": model,
             "max_tokens": request.max_tokens,

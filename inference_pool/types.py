@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Outcome = Literal["ok", "error", "cancelled", "busy", "unavailable"]
 
@@ -26,6 +26,9 @@ class ChatRequest:
     stop: list[str] | None = None
     tenant: str = ""
     request_id: str = ""
+    # OpenAI-style constrained output, e.g. {"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}
+    # (llama-server and vLLM decode with the schema as a grammar); None: free text.
+    response_format: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
