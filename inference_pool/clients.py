@@ -259,6 +259,10 @@ class EngineClient:
         if not self.target.api_key:
             # huggingface_hub would otherwise send the machine's own Hugging Face token to the engine.
             params.headers.pop("authorization", None)
+        if request.response_format is not None and self.target.kind != "tgi" and isinstance(params.json, dict):
+            # huggingface_hub rewrites a json_schema response_format into TGI's {"type": "json_object", "value"};
+            # llama-server and vLLM read OpenAI's form (llama-server would take the rewritten one as "any object")
+            params.json["response_format"] = request.response_format
         tokens = 0
         usage: tuple[int, int] | None = None
         finish: str | None = None
