@@ -358,3 +358,42 @@ def test_worker_health_check_needs_the_exporter_and_the_broker(db):
 def test_beat_health_check_refuses_a_process_that_is_not_beat():
     result = healthcheck("beat", REDIS_URL="redis://127.0.0.1:6379/5")
     assert result.returncode == 1 and "not celery beat" in result.stderr
+
+
+def _flags(args: list[str]) -> dict[str, str]:
+    """``--name value`` and ``--name=value`` alike → {name: value} (a flag without a value maps to "")."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--"):
+            name, sep, value = arg.partition("=")
+            if not sep and i + 1 < len(args) and not args[i + 1].startswith("-"):
+                value, i = args[i + 1], i + 1
+            out[name] = value
+        i += 1
+    return out
+
+
+@pytest.mark.parametrize("engine", ["vllm", "tgi"])
+def test_gpu_engines_match_the_pools_launch_specs(configs, engine):
+    """The compose services and inference_pool.launch agree on the flags the pool relies on."""
+    from inference_pool.launch import IMAGES, LaunchConfig, engine_args
+
+    service = configs["gpu"]["services"][engine]
+    composed = _flags(service["command"])
+    cfg = LaunchConfig(
+        name=engine,
+        kind=engine,
+        model_source="/models/Qwen2.5-7B-Instruct-AWQ",
+        served_name="qwen2.5-7b-instruct",
+        quantization="awq",
+        adapters={"support": "/adapters/support"},
+    )
+    generated = _flags(engine_args(cfg))
+    shared = ["--port", "--quantization", "--lora-modules", "--served-model-name", "--enable-lora", "--model"]
+    if engine == "tgi":
+        shared = ["--port", "--quantize", "--lora-adapters", "--model-id"]
+    for flag in shared:
+        assert composed.get(flag) == generated.get(flag), (engine, flag, composed.get(flag), generated.get(flag))
+    assert service["image"] == IMAGES[engine]

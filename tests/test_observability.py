@@ -160,7 +160,7 @@ def add(x, y):
 
 n = int(sys.argv[1])
 assert add.apply(args=(n, n)).get() == 2 * n  # a real task run: Celery's prerun/postrun signals fire
-TOKENS.labels(direction="output", tenant="alpha", model="m", adapter="none").inc(n)
+TOKENS.labels(direction="out", tenant="alpha", model="m", adapter="none").inc(n)
 POOL_INFLIGHT.labels(backend="b1").set(n)
 if sys.argv[2] == "exit":
     signals.worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)  # what Celery sends in a child
@@ -194,7 +194,7 @@ def test_metrics_merge_every_worker_process(client, db, tmp_path, monkeypatch):
         alive.communicate(timeout=60)
     tokens = (
         "portal_tokens_total",
-        (("adapter", "none"), ("direction", "output"), ("model", "m"), ("tenant", "alpha")),
+        (("adapter", "none"), ("direction", "out"), ("model", "m"), ("tenant", "alpha")),
     )
     assert got[tokens] == 7  # counters: summed over both processes, the exited one included
     assert got[("portal_pool_inflight", (("backend", "b1"),))] == 4  # live gauge: the exited process is dropped

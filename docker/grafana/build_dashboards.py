@@ -133,9 +133,9 @@ DASHBOARDS: dict[str, tuple[str, str, list[Panel]]] = {
                 "Output share",
                 [
                     (
-                        f'sum(increase(portal_tokens_total{{direction="output", tenant=~"$tenant"}}[$__range])) '
+                        f'sum(increase(portal_tokens_total{{direction="out", tenant=~"$tenant"}}[$__range])) '
                         f"/ sum(increase(portal_tokens_total{TENANT}[$__range]))",
-                        "output / all",
+                        "out / all",
                     )
                 ],
                 kind="stat",
@@ -240,8 +240,8 @@ DASHBOARDS: dict[str, tuple[str, str, list[Panel]]] = {
                 [
                     (
                         "sum(increase("
-                        'portal_guardrail_decisions_total{stage=~".*input.*", decision="block"}[$__range])) '
-                        '/ sum(increase(portal_guardrail_decisions_total{stage=~".*input.*"}[$__range]))',
+                        'portal_guardrail_decisions_total{stage="input", decision="block"}[$__range])) '
+                        '/ sum(increase(portal_guardrail_decisions_total{stage="input"}[$__range]))',
                         "blocked",
                     )
                 ],
