@@ -66,10 +66,16 @@ def engine_error_message(response: httpx.Response) -> str:
     return _short(response.text)
 
 
+def _client(timeout: httpx.Timeout) -> httpx.Client:
+    # Engines sit on the internal network: never route to them through a proxy from the environment.
+    return httpx.Client(timeout=timeout, trust_env=False)
+
+
 def _get_json(backend: Backend, path: str) -> Any:
     url = f"{_root(backend)}{path}"
     try:
-        response = httpx.get(url, headers=_headers(backend), timeout=TIMEOUT)
+        with _client(TIMEOUT) as client:
+            response = client.get(url, headers=_headers(backend))
     except httpx.HTTPError as exc:
         raise UpstreamError(f"{backend.name} did not answer {path} ({type(exc).__name__}).") from exc
     if response.status_code != 200:
@@ -120,7 +126,8 @@ def vllm_unload(backend: Backend, *, name: str) -> str:
 def _vllm_post(backend: Backend, path: str, payload: dict[str, str], *, ok_phrase: str) -> str:
     url = f"{_root(backend)}{path}"
     try:
-        response = httpx.post(url, json=payload, headers=_headers(backend), timeout=LOAD_TIMEOUT)
+        with _client(LOAD_TIMEOUT) as client:
+            response = client.post(url, json=payload, headers=_headers(backend))
     except httpx.HTTPError as exc:
         raise UpstreamError(f"{backend.name} did not answer {path} ({type(exc).__name__}).") from exc
     if response.status_code == 200:

@@ -264,10 +264,10 @@ def _match(loaded: engines.LoadedAdapter, candidates: list[Adapter], kind: str) 
     return None
 
 
-def adapter_sync_backend(*, backend: Backend, actor: User | None = None) -> SyncReport:
+def adapter_sync_backend(*, backend: Backend, actor: User | None = None, audit: bool = True) -> SyncReport:
     """Reconcile ``confirmed`` on this backend's adapter rows with what the engine reports. Rows are never
     created here (placing an adapter is an explicit act); adapters the engine has but the pool does not know are
-    reported as discovered, unregistered."""
+    reported as discovered, unregistered. ``audit`` False: part of a larger change that records its own event."""
     from inference_pool.models import BackendAdapter, EngineKind
 
     report = SyncReport(backend=backend, ok=True, from_launch_config=backend.kind == EngineKind.TGI)
@@ -315,7 +315,7 @@ def adapter_sync_backend(*, backend: Backend, actor: User | None = None) -> Sync
             elif row.confirmed:
                 BackendAdapter.objects.filter(pk=row.pk).update(confirmed=False)
                 report.unconfirmed.append(name)
-        if report.changed:
+        if report.changed and audit:
             audit_record(
                 action="adapter.sync",
                 actor=actor,
@@ -358,14 +358,18 @@ def _check_fit(adapter: Adapter, backend: Backend) -> None:
 
 
 def _row_create(*, backend: Backend, adapter: Adapter) -> tuple[Any, bool]:
-    from inference_pool.models import BackendAdapter
+    """The pool row for this placement, unconfirmed. vLLM and TGI name adapters by the name they were given
+    (``lora_name``, ``--lora-adapters name=path``); llama.cpp numbers them in launch order, so the id is learnt from
+    ``/lora-adapters`` by the file path."""
+    from inference_pool.models import BackendAdapter, EngineKind
 
+    engine_ref = "" if backend.kind == EngineKind.LLAMACPP else adapter.name
     try:
         with transaction.atomic():
             return BackendAdapter.objects.get_or_create(
                 backend=backend,
                 name=adapter.name,
-                defaults={"source_path": adapter.source, "confirmed": False},
+                defaults={"source_path": adapter.source, "engine_ref": engine_ref, "confirmed": False},
             )
     except IntegrityError:
         return BackendAdapter.objects.get(backend=backend, name=adapter.name), False
@@ -385,14 +389,14 @@ def adapter_load(*, adapter: Adapter, backend: Backend, actor: User) -> Placemen
             if created:
                 row.delete()
             raise
-        report = adapter_sync_backend(backend=backend, actor=actor)
+        report = adapter_sync_backend(backend=backend, actor=actor, audit=False)
         row.refresh_from_db()
         message = engine_message if row.confirmed else f"{engine_message} — but /v1/models does not list it yet."
         if not report.ok:
             message = f"{engine_message} — could not confirm: {report.message}"
         outcome = PlacementOutcome(backend, adapter, row.confirmed, False, message)
     elif backend.kind == EngineKind.LLAMACPP:
-        adapter_sync_backend(backend=backend, actor=actor)
+        adapter_sync_backend(backend=backend, actor=actor, audit=False)
         row.refresh_from_db()
         if row.confirmed:
             message = f"{backend.name} already has {adapter.name} loaded: requests may use it now."
