@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from knowledge.embeddings import get_embedder
 from knowledge.models import Access, Chunk, Document, KnowledgeBase
@@ -89,10 +89,18 @@ def document_get(*, knowledge_base: KnowledgeBase, document_id: int) -> Document
     return doc
 
 
-def document_stats(*, knowledge_base: KnowledgeBase) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in document_list(knowledge_base=knowledge_base).values_list("status", flat=True):
-        counts[row] = counts.get(row, 0) + 1
+def document_counts(*, tenant: Tenant, knowledge_base_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Documents per status for each knowledge base: ``{kb_id: {"indexed": 3, "failed": 1, ...}}``."""
+    counts: dict[int, dict[str, int]] = {}
+    rows = (
+        Document.objects.for_tenant(tenant)
+        .filter(knowledge_base_id__in=knowledge_base_ids)
+        .values_list("knowledge_base_id", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for kb_id, status, n in rows:
+        counts.setdefault(kb_id, {})[status] = n
     return counts
 
 
