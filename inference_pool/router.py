@@ -253,9 +253,8 @@ class Router:
             free = [t for t in pool if counts[t.id] < t.max_concurrent]
             if free:
                 now = time.monotonic()
-                if len(free) > 2:
-                    free = self._rng.sample(free, 2)
-                best = min(free, key=lambda t: self.score(t, counts[t.id], request.adapter, now))
+                pair = self._rng.sample(free, min(2, len(free)))  # random order too: ties go either way
+                best = min(pair, key=lambda t: self.score(t, counts[t.id], request.adapter, now))
                 lease = await self.inflight.try_acquire(best.id, limit=best.max_concurrent)
                 if lease is not None:
                     self._breaker(best.id).claim()
