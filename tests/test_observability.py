@@ -480,3 +480,133 @@ def test_refresh_state_runs_without_rows(db):
     got = samples(_registry_text())
     assert got[("portal_ingestion_queue_depth", ())] == 0
     assert got[("portal_ingestion_documents", (("state", "indexed"),))] == 0
+
+
+# --- End to end: one chat request and one ingestion, then /metrics ------------------------------------------
+ISSUE_METRICS = {
+    "portal_ttft_seconds",
+    "portal_tpot_seconds",
+    "portal_tokens",
+    "portal_cost",
+    "portal_guardrail_decisions",
+    "portal_pii_entities",
+    "portal_ingestion_documents",
+    "portal_ingestion_queue_depth",
+    "portal_pool_backend_up",
+    "portal_pool_inflight",
+    "portal_quota_rejections",
+}
+PII = ["Maria Gonzalez", "maria.gonzalez@example.com", "+44 20 7946 0958", "Zephyr-7731"]
+DOCUMENT = (
+    "# Contacts\n\nThe travel desk is run by Maria Gonzalez (maria.gonzalez@example.com, +44 20 7946 0958). "
+    "Trips shorter than 600 kilometres go by train. Project code Zephyr-7731.\n"
+)
+QUESTION = "I am Maria Gonzalez, maria.gonzalez@example.com. How do short trips work? Answer in five words."
+
+
+def _label_values(body: str) -> list[str]:
+    return [v for family in text_string_to_metric_families(body) for s in family.samples for v in s.labels.values()]
+
+
+def _value(body: str, name: str, **labels: str) -> float:
+    """The sum of a sample over every series whose labels include ``labels``."""
+    total = 0.0
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+@pytest.mark.engine
+@pytest.mark.django_db(transaction=True)
+def test_metrics_after_one_chat_request_and_one_ingestion(llama_server, world, client, settings):
+    from decimal import Decimal
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from inference_pool.models import Backend
+    from inference_pool.services import backend_register
+    from knowledge.models import Document
+    from knowledge.services import document_upload, knowledge_base_create
+    from knowledge.tasks import ingest_document
+    from tenants.models import ModelPrice, Quota
+    from tenants.services import api_key_create
+
+    settings.METRICS_TOKEN = TOKEN
+    spec = llama_server.spec
+    backend = backend_register(
+        name="obs-engine",
+        kind="llamacpp",
+        base_url=spec.base_url,
+        model=settings.LLAMA_MODEL_NAME,
+        served_name=settings.LLAMA_MODEL_NAME,
+        max_concurrent=4,
+        context_length=spec.context // spec.slots,
+    )
+    Backend.objects.filter(pk=backend.pk).update(health="up")
+    ModelPrice.objects.create(
+        model=settings.LLAMA_MODEL_NAME, input_per_1k=Decimal("0.50"), output_per_1k=Decimal("1.50")
+    )
+    Quota.objects.filter(tenant=world.tenant).update(requests_per_minute=1)
+    _, key = api_key_create(tenant=world.tenant, name="observability")
+
+    def scrape() -> str:
+        response = client.get("/metrics", REMOTE_ADDR=OUTSIDE, HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+        assert response.status_code == 200
+        return response.content.decode()
+
+    before = scrape()
+
+    # one ingestion: the upload service, then the real Celery task (run in this process)
+    kb = knowledge_base_create(tenant=world.tenant, actor=world.admin, name="Contacts")
+    [upload] = document_upload(
+        knowledge_base=kb, actor=world.admin, files=[SimpleUploadedFile("maria-gonzalez.md", DOCUMENT.encode())]
+    )
+    ingest_document.apply(args=(upload.document.pk,)).get()
+    assert Document.unscoped.get(pk=upload.document.pk).status == Document.Status.INDEXED
+
+    # one chat request through the OpenAI-compatible door, then one the quota refuses
+    body = {
+        "model": settings.LLAMA_MODEL_NAME,
+        "messages": [{"role": "user", "content": QUESTION}],
+        "max_tokens": 12,
+        "temperature": 0,
+    }
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+    answer = client.post("/v1/chat/completions", data=body, content_type="application/json", **headers)
+    assert answer.status_code == 200, answer.content
+    refused = client.post("/v1/chat/completions", data=body, content_type="application/json", **headers)
+    assert refused.status_code == 429, refused.content
+
+    after = scrape()
+    for family in text_string_to_metric_families(after):
+        if family.name in ISSUE_METRICS:
+            assert family.samples, f"{family.name} has no samples"
+    assert families(after) >= ISSUE_METRICS
+
+    def delta(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    assert delta("portal_ttft_seconds_count", backend="obs-engine") == 1
+    assert delta("portal_tpot_seconds_count", backend="obs-engine") == 1
+    assert delta("portal_tokens_total", tenant="alpha", direction="in") > 0
+    assert delta("portal_tokens_total", tenant="alpha", direction="out") > 0
+    assert delta("portal_cost_total", tenant="alpha") > 0
+    assert delta("portal_quota_rejections_total", tenant="alpha") == 1
+    assert delta("portal_guardrail_decisions_total", stage="input") >= 1
+    assert delta("portal_pii_entities_total", entity_type="EMAIL_ADDRESS") >= 1
+    assert _value(after, "portal_ingestion_documents", state="indexed") == 1
+    assert _value(after, "portal_ingestion_queue_depth") == 0
+    assert _value(after, "portal_pool_backend_up", backend="obs-engine") == 1
+    assert _value(after, "portal_pool_inflight", backend="obs-engine") == 0  # the request finished
+    assert delta("portal_celery_tasks_total", task="knowledge.ingest_document", state="success") == 1
+    assert delta("django_http_requests_total_by_method_total", method="POST") >= 2
+
+    # labels carry names, slugs and types only: no PII, no text, no user names, no file names
+    values = _label_values(after)
+    forbidden = [*PII, "maria", "gonzalez", "@", "short trips", world.member.username, world.admin.username]
+    for value in values:
+        for bad in forbidden:
+            assert bad.lower() not in value.lower(), (bad, value)
+    assert {v for v in values if v.startswith("alpha") or v == "beta"} <= {"alpha", "beta"}
