@@ -206,7 +206,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         except ApplicationError as exc:
             await self._send(error_frame(exc, message_id=run.message_id))
         except Exception:
-            logger.exception("chat generation failed", extra={"request_id": run.request_id})
+            logger.exception("chat generation failed")
             await self._send(
                 {
                     "type": "error",

@@ -43,7 +43,7 @@ from django.utils import timezone
 from chat.models import Conversation, Message
 from guardrails.output import canary_new
 from portal.errors import ApplicationError, InvalidInput, NotFound, PermissionDenied, TenantSuspended
-from portal.logging import request_id_var
+from portal.logging import request_id_var, tenant_id_var, user_id_var
 from portal.metrics import PIPELINE_STAGE
 from portal.tracing import stage_span
 from tenants.models import ApiKey, Role, Tenant, UsageRecord, role_at_least
@@ -744,6 +744,10 @@ class ChatRun:
         inp = self.inp
         started_sent = False
         pool_iter: Any = None
+        # log lines of this run carry its request, tenant and user ids (never text)
+        request_id_var.set(self.request_id)
+        tenant_id_var.set(inp.tenant.pk)
+        user_id_var.set(inp.user.pk if inp.user is not None else None)
 
         def started_events() -> list[PipelineEvent]:
             events: list[PipelineEvent] = [
@@ -898,7 +902,7 @@ class ChatRun:
             await self._finish_async()
             raise
         except Exception:
-            logger.exception("chat pipeline failed", extra={"request_id": self.request_id})
+            logger.exception("chat pipeline failed")
             self.status = Message.Status.ERROR
             self.error_code = "internal_error"
             self._estimate_usage_without_engine_counts()

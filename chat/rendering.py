@@ -51,16 +51,18 @@ def render_markdown(text: str, *, citations: list[dict[str, Any]] | None = None,
 
 
 def document_url(citation: dict[str, Any]) -> str:
-    """Where a citation points: the document's page in the knowledge app (with the page as a fragment)."""
+    """Where a citation points: the document (and page) in the knowledge app. Uses a document page when the
+    knowledge app has one, else the knowledge base's document list scrolled to the document's row."""
     page = citation.get("page")
-    for name, kwargs in (
-        ("knowledge:document", {"kb_id": citation.get("knowledge_base_id"), "doc_id": citation.get("document_id")}),
-        ("knowledge:document_detail", {"pk": citation.get("document_id")}),
-        ("knowledge:document", {"pk": citation.get("document_id")}),
-    ):
-        try:
-            url = reverse(name, kwargs=kwargs)
-        except NoReverseMatch:
-            continue
-        return url + (f"?page={page}#page-{page}" if page else "")
-    return f"/knowledge/?document={citation.get('document_id')}" + (f"&page={page}" if page else "")
+    kb_id, doc_id = citation.get("knowledge_base_id"), citation.get("document_id")
+    query = f"?document={doc_id}" + (f"&page={page}" if page else "")
+    try:
+        return reverse("knowledge:document", kwargs={"kb_id": kb_id, "doc_id": doc_id}) + (
+            f"?page={page}#page-{page}" if page else ""
+        )
+    except NoReverseMatch:
+        pass
+    try:
+        return reverse("knowledge:detail", kwargs={"kb_id": kb_id}) + f"{query}#doc-{doc_id}"
+    except NoReverseMatch:
+        return f"/knowledge/{query}"

@@ -64,28 +64,28 @@ async def ws_open(
     return comm, connected
 
 
-async def collect(comm: WebsocketCommunicator, *, timeout: float = 90) -> list[dict[str, Any]]:
+async def collect(comm: WebsocketCommunicator, *, wait_s: float = 90) -> list[dict[str, Any]]:
     """Frames until the answer ends (``done`` or ``error``)."""
     frames: list[dict[str, Any]] = []
     while True:
-        frame = await comm.receive_json_from(timeout=timeout)
+        frame = await comm.receive_json_from(timeout=wait_s)
         frames.append(frame)
         if frame["type"] in ("done", "error"):
             return frames
 
 
-async def receive_until_tokens(comm: WebsocketCommunicator, n: int, *, timeout: float = 90) -> list[dict[str, Any]]:
+async def receive_until_tokens(comm: WebsocketCommunicator, n: int, *, wait_s: float = 90) -> list[dict[str, Any]]:
     frames: list[dict[str, Any]] = []
     while sum(1 for f in frames if f["type"] == "token") < n:
-        frame = await comm.receive_json_from(timeout=timeout)
+        frame = await comm.receive_json_from(timeout=wait_s)
         frames.append(frame)
         assert frame["type"] not in ("done", "error"), frames
     return frames
 
 
-async def wait_for(predicate: Any, *, timeout: float = 20.0) -> Any:
+async def wait_for(predicate: Any, *, wait_s: float = 20.0) -> Any:
     """Poll a sync predicate (run in a thread) until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + wait_s
     while True:
         value = await database_sync_to_async(predicate)()
         if value:
