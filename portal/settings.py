@@ -323,5 +323,6 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         "presidio-analyzer": {"level": "ERROR"},
         "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},  # huggingface_hub's transport: one INFO line per engine request otherwise
     },
 }
