@@ -26,7 +26,8 @@ request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id
 tenant_id_var: contextvars.ContextVar[int | None] = contextvars.ContextVar("tenant_id", default=None)
 user_id_var: contextvars.ContextVar[int | None] = contextvars.ContextVar("user_id", default=None)
 
-_RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+# record attributes that are not payload: the stdlib's own, and uvicorn's ANSI-coloured copy of the message
+_RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "color_message"}
 _CONTEXT_FIELDS = ("request_id", "tenant_id", "user_id", "trace_id")
 
 
