@@ -21,3 +21,22 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         else:
             ident = f"anon:{self.get_ident(request)}"
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+def api_key_throttle_check(*, key: Any, request: Any = None) -> None:
+    """The same per-key budget for doors outside DRF (the OpenAI-compatible /v1/): raise 429 with Retry-After."""
+    from math import ceil
+    from types import SimpleNamespace
+
+    from portal.errors import QuotaExceeded
+
+    throttle = ApiKeyRateThrottle()
+    fake = SimpleNamespace(user=ApiKeyPrincipal(key), META=getattr(request, "META", {}))
+    if not throttle.allow_request(fake, None):  # type: ignore[arg-type]
+        wait = max(1, ceil(throttle.wait() or 1))
+        raise QuotaExceeded(
+            f"Too many requests for this API key; try again in {wait} seconds.",
+            code="rate_limit_exceeded",
+            retry_after=wait,
+            details={"reason": "api_key_rate", "retry_after": wait},
+        )
