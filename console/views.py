@@ -342,8 +342,10 @@ def price_delete(request: HttpRequest, scope: ConsoleScope, price_id: int) -> Ht
 def audit(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
     params = request.GET
     filters: dict[str, Any] = {"action": params.get("action", "").strip(), "actor": params.get("actor", "").strip()}
-    if params.get("tenant") and scope.is_staff:
-        filters["tenant_id"] = scope.tenant_get(params["tenant"]).pk
+    if params.get("tenant"):
+        chosen = scope.tenant_get(params["tenant"])  # a department admin naming another department: 404
+        if scope.is_staff:
+            filters["tenant_id"] = chosen.pk
     for name in ("since", "until"):
         raw = (params.get(name) or "").strip()
         if raw:
