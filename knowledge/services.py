@@ -214,7 +214,8 @@ def knowledge_base_update(*, knowledge_base: KnowledgeBase, actor: User | None, 
         from knowledge.tasks import reembed_knowledge_base
 
         kb_id = kb.pk
-        transaction.on_commit(lambda: reembed_knowledge_base.apply_async(args=[kb_id], queue="ingest"))
+        queue = str(_setting("INGEST_QUEUE", "ingest"))
+        transaction.on_commit(lambda: reembed_knowledge_base.apply_async(args=[kb_id], queue=queue))
     return kb
 
 
@@ -388,8 +389,9 @@ def document_dispatch(*, tenant_id: int) -> list[int]:
 def _send(ids: list[int]) -> None:
     from knowledge.tasks import ingest_document
 
+    queue = str(_setting("INGEST_QUEUE", "ingest"))
     for doc_id in ids:
-        ingest_document.apply_async(args=[doc_id], queue="ingest")
+        ingest_document.apply_async(args=[doc_id], queue=queue)
 
 
 def ingest_sweep(*, stale_after: timedelta | None = None) -> dict[str, int]:
