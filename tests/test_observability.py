@@ -548,7 +548,6 @@ def test_metrics_after_one_chat_request_and_one_ingestion(llama_server, world, c
     ModelPrice.objects.create(
         model=settings.LLAMA_MODEL_NAME, input_per_1k=Decimal("0.50"), output_per_1k=Decimal("1.50")
     )
-    Quota.objects.filter(tenant=world.tenant).update(requests_per_minute=1)
     _, key = api_key_create(tenant=world.tenant, name="observability")
 
     def scrape() -> str:
@@ -576,6 +575,7 @@ def test_metrics_after_one_chat_request_and_one_ingestion(llama_server, world, c
     headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
     answer = client.post("/v1/chat/completions", data=body, content_type="application/json", **headers)
     assert answer.status_code == 200, answer.content
+    Quota.objects.filter(tenant=world.tenant).update(tokens_per_day=1)  # the next request cannot fit
     refused = client.post("/v1/chat/completions", data=body, content_type="application/json", **headers)
     assert refused.status_code == 429, refused.content
 
@@ -593,7 +593,7 @@ def test_metrics_after_one_chat_request_and_one_ingestion(llama_server, world, c
     assert delta("portal_tokens_total", tenant="alpha", direction="in") > 0
     assert delta("portal_tokens_total", tenant="alpha", direction="out") > 0
     assert delta("portal_cost_total", tenant="alpha") > 0
-    assert delta("portal_quota_rejections_total", tenant="alpha") == 1
+    assert delta("portal_quota_rejections_total", tenant="alpha", reason="request_too_large") == 1
     assert delta("portal_guardrail_decisions_total", stage="input") >= 1
     assert delta("portal_pii_entities_total", entity_type="EMAIL_ADDRESS") >= 1
     assert _value(after, "portal_ingestion_documents", state="indexed") == 1
