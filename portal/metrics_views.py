@@ -34,6 +34,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 def _networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
     networks = []
     for entry in entries:
+        if not entry.strip():
+            continue
         try:
             networks.append(ipaddress.ip_network(entry.strip(), strict=False))
         except ValueError:

@@ -98,6 +98,13 @@ def test_metrics_accept_allowed_networks_without_a_token(client, settings, db, r
     assert b"portal_ttft_seconds" in response.content
 
 
+def test_metrics_with_no_allowed_network_need_the_token_even_on_loopback(client, settings, db):
+    settings.METRICS_TOKEN = TOKEN
+    settings.METRICS_ALLOWED_NETWORKS = []  # as in the containers (METRICS_ALLOWED_NETWORKS="")
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 401
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 200
+
+
 def test_metrics_ignore_forwarded_headers(client, settings, db):
     settings.METRICS_TOKEN = ""
     response = client.get("/metrics", REMOTE_ADDR=OUTSIDE, HTTP_X_FORWARDED_FOR="127.0.0.1", HTTP_X_REAL_IP="127.0.0.1")
