@@ -29,7 +29,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PLACEHOLDER_RE = re.compile(r"<[A-Z][A-Z0-9_]{0,39}_\d{1,6}>")
+_PLACEHOLDER_PREFIX = re.compile(r"<[A-Z0-9_]*")  # what a placeholder looks like before its closing '>'
 _PLACEHOLDER_MAX = 48  # a '<' followed by up to this many characters without '>' may still become a placeholder
 _CHUNK_SEPARATOR = "\n\n\u2042\u2042\u2042\n\n"
 
@@ -209,7 +210,11 @@ class StreamUnmasker:
     def feed(self, text: str) -> str:
         self.pending += text
         cut = self.pending.rfind("<")
-        if cut != -1 and ">" not in self.pending[cut:] and len(self.pending) - cut <= _PLACEHOLDER_MAX:
+        if (
+            cut != -1
+            and len(self.pending) - cut <= _PLACEHOLDER_MAX
+            and _PLACEHOLDER_PREFIX.fullmatch(self.pending[cut:])
+        ):
             out, self.pending = self.pending[:cut], self.pending[cut:]
         else:
             out, self.pending = self.pending, ""
@@ -337,11 +342,9 @@ class ChatRun:
             raise PermissionDenied("Your role does not allow chatting.")
         conversation = inp.conversation
         if conversation is not None:
-            conversation = (
-                Conversation.objects.for_tenant(tenant)
-                .filter(pk=conversation.pk, user_id=inp.user.pk if inp.user else None)
-                .first()
-            )
+            if inp.user is None:
+                raise NotFound("Conversation not found.")
+            conversation = Conversation.objects.for_tenant(tenant).filter(pk=conversation.pk, user=inp.user).first()
             if conversation is None:
                 raise NotFound("Conversation not found.")
             self.inp.conversation = conversation
@@ -521,7 +524,7 @@ class ChatRun:
                     counts[k] = counts.get(k, 0) + n
         for k, n in counts.items():
             self._mask_counts[f"context:{k}"] = self._mask_counts.get(f"context:{k}", 0) + n
-        passages = []
+        passages: list[tuple[dict[str, Any], str]] = []
         for (hit, verdict), masked_text in zip(kept, masked_texts, strict=True):
             if masked_text is None:
                 continue
@@ -736,7 +739,7 @@ class ChatRun:
             self._begin(prep)
         return prep, passages, messages
 
-    async def stream(self) -> AsyncIterator[PipelineEvent]:
+    async def stream(self) -> AsyncGenerator[PipelineEvent, None]:
         from guardrails.services import inspect_output, unmask
         from inference_pool.services import pool_stream
         from inference_pool.types import ChatRequest, DoneEvent, ErrorEvent, TokenEvent, UsageEvent

@@ -15,7 +15,9 @@ from tenants.models import Tenant
 
 
 def conversation_list(*, tenant: Tenant, user: User | AnonymousUser, query: str = "") -> QuerySet[Conversation]:
-    qs = Conversation.objects.for_tenant(tenant).filter(user_id=user.pk)
+    if not user.is_authenticated:
+        return Conversation.objects.for_tenant(tenant).none()
+    qs = Conversation.objects.for_tenant(tenant).filter(user=user)
     query = " ".join(query.split())[:200]
     if query:
         qs = qs.filter(title__icontains=query)
@@ -48,7 +50,7 @@ def message_get(*, tenant: Tenant, user: User | AnonymousUser, message_id: int |
         raise NotFound("Message not found.") from None
     message = (
         Message.objects.for_tenant(tenant)
-        .filter(pk=pk, conversation__user_id=user.pk)
+        .filter(pk=pk, conversation__user=user if user.is_authenticated else None)
         .select_related("conversation")
         .first()
     )
