@@ -110,6 +110,29 @@ def usage_filters_parse(*, params: dict[str, str], default_days: int = 30) -> Us
     )
 
 
+def audit_filters_parse(*, params: dict[str, str]) -> dict[str, Any]:
+    """Audit log filters from a form: actor and action (prefix) as text, ``since``/``until`` as a date (a whole
+    day) or a local date and time."""
+    filters: dict[str, Any] = {
+        "action": (params.get("action") or "").strip(),
+        "actor": (params.get("actor") or "").strip(),
+    }
+    for name in ("since", "until"):
+        raw = (params.get(name) or "").strip()
+        if not raw:
+            continue
+        try:
+            value = datetime.fromisoformat(raw)
+        except ValueError:
+            raise InvalidInput(f"'{raw}' is not a time; use YYYY-MM-DD or YYYY-MM-DDTHH:MM.") from None
+        if timezone.is_naive(value):
+            value = timezone.make_aware(value)
+        if name == "until" and len(raw) == 10:
+            value += timedelta(days=1)  # a plain end date includes that whole day
+        filters[name] = value
+    return filters
+
+
 def usage_queryset(*, tenant: Tenant | None, filters: UsageFilters) -> QuerySet[UsageRecord]:
     """``tenant`` is the caller's department (None: platform staff, every department unless filtered)."""
     if tenant is not None:

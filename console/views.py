@@ -16,6 +16,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
+from adapters.models import Adapter
 from adapters.selectors import adapter_list_for_tenant
 from adapters.services import adapter_set_default
 from console import selectors, services
@@ -32,6 +33,7 @@ from console.forms import (
     TenantCreateForm,
     cleaned,
 )
+from inference_pool.models import BaseModel
 from portal.errors import InvalidInput
 from tenants import services as tenant_services
 from tenants.models import ApiKey, ModelPrice, Quota, Role, Tenant
@@ -298,8 +300,6 @@ def usage_csv(request: HttpRequest, scope: ConsoleScope) -> StreamingHttpRespons
 
 # ---------------------------------------------------------------------------------------------------------- prices
 def _prices_context(scope: ConsoleScope) -> dict[str, Any]:
-    from adapters.models import Adapter
-    from inference_pool.models import BaseModel
 
     priced = set(ModelPrice.objects.values_list("model", flat=True))
     names = sorted(
@@ -341,25 +341,11 @@ def price_delete(request: HttpRequest, scope: ConsoleScope, price_id: int) -> Ht
 @console_view()
 def audit(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
     params = request.GET
-    filters: dict[str, Any] = {"action": params.get("action", "").strip(), "actor": params.get("actor", "").strip()}
+    filters = selectors.audit_filters_parse(params=params.dict())
     if params.get("tenant"):
         chosen = scope.tenant_get(params["tenant"])  # a department admin naming another department: 404
         if scope.is_staff:
             filters["tenant_id"] = chosen.pk
-    for name in ("since", "until"):
-        raw = (params.get(name) or "").strip()
-        if raw:
-            try:
-                from datetime import datetime
-
-                value = datetime.fromisoformat(raw)
-            except ValueError:
-                raise InvalidInput(f"'{raw}' is not a time; use YYYY-MM-DD or YYYY-MM-DDTHH:MM.") from None
-            if timezone.is_naive(value):
-                value = timezone.make_aware(value)
-            if name == "until" and len(raw) == 10:
-                value += timedelta(days=1)  # a plain date includes the whole day
-            filters[name] = value
     events = audit_event_list(tenant=scope.tenant, filters=filters).select_related("tenant")
     page = Paginator(events, 50).get_page(params.get("page"))
     query = params.copy()
