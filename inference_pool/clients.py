@@ -199,7 +199,9 @@ class EngineClient:
         size = max(16, 2 * target.max_concurrent)
         self.timeout = httpx2.Timeout(read_timeout, connect=connect_timeout)
         self.http = httpx2.AsyncClient(
-            limits=httpx2.Limits(max_connections=size * 2, max_keepalive_connections=size, keepalive_expiry=30),
+            # Idle connections are dropped before the engines' own keep-alive timeout (5 s for uvicorn/vLLM and
+            # llama.cpp's httplib), so a request never goes out on a socket the server is closing.
+            limits=httpx2.Limits(max_connections=size * 2, max_keepalive_connections=size, keepalive_expiry=4.0),
             timeout=self.timeout,
             event_hooks={"response": [_read_error_body]},
             trust_env=False,  # engine traffic stays on the internal network, never through an env proxy
@@ -246,8 +248,10 @@ class EngineClient:
 
     async def _stream_openai(self, request: ChatRequest, adapter_ref: str | None) -> AsyncGenerator[EngineEvent, None]:
         engine = self.target.name
+        # Always an explicit key: with none, huggingface_hub reads the machine's own Hugging Face token (a file read
+        # per request) and sends it to the engine. The placeholder header is removed below.
         client = _PoolInferenceClient(
-            http=self.http, base_url=self.root, api_key=self.target.api_key or None, timeout=self.timeout
+            http=self.http, base_url=self.root, api_key=self.target.api_key or "-", timeout=self.timeout
         )
         params = self._helper.prepare_request(
             inputs=request.messages,
@@ -257,7 +261,6 @@ class EngineClient:
             api_key=client.token,
         )
         if not self.target.api_key:
-            # huggingface_hub would otherwise send the machine's own Hugging Face token to the engine.
             params.headers.pop("authorization", None)
         if request.response_format is not None and self.target.kind != "tgi" and isinstance(params.json, dict):
             # huggingface_hub rewrites a json_schema response_format into TGI's {"type": "json_object", "value"};
@@ -269,7 +272,12 @@ class EngineClient:
         loads = json.loads
         try:
             try:
-                lines = await client._inner_post(params, stream=True)
+                try:
+                    lines = await client._inner_post(params, stream=True)
+                except (httpx2.RemoteProtocolError, httpx2.ReadError):
+                    # A pooled keep-alive connection the server had just closed: no response came back at all.
+                    # Resend once on a fresh connection (a dead server fails again, and is then retried elsewhere).
+                    lines = await client._inner_post(params, stream=True)
             except HfHubHTTPError as exc:
                 resp = exc.response
                 raise _error_from_status(resp.status_code, _safe_text(resp), engine=engine) from None
@@ -278,7 +286,7 @@ class EngineClient:
                     continue
                 payload = line[5:].strip()
                 if payload == "[DONE]":
-                    break
+                    continue  # read on to the end of the body, so that the connection goes back to the pool
                 text, reason, counts = parse_openai_chunk(loads(payload))
                 if text:
                     tokens += 1

@@ -28,7 +28,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from inference_pool.breaker import CircuitBreaker
-from inference_pool.clients import BackendTarget, EngineClient, EngineError, Finish
+from inference_pool.clients import BackendTarget, EngineClient, EngineError, Finish, estimate_prompt_tokens
 from inference_pool.inflight import Inflight, LocalInflight, RedisInflight
 from inference_pool.types import ChatRequest, DoneEvent, ErrorEvent, PoolEvent, Telemetry, TokenEvent, UsageEvent
 from portal import metrics
@@ -388,8 +388,15 @@ class Router:
         outcome = "cancelled"
         error: EngineError | None = None
         try:
-            event = first
-            while True:
+            if type(first) is TokenEvent:
+                first_at = last_at = perf()
+                n_tokens = 1
+                yield first
+            elif type(first) is UsageEvent:
+                usage = first
+            elif type(first) is Finish:
+                finish = first.reason
+            async for event in events:  # the hot loop: one type check, one clock read, one yield per token
                 cls = type(event)
                 if cls is TokenEvent:
                     last_at = perf()
@@ -401,10 +408,6 @@ class Router:
                     usage = event
                 elif cls is Finish:
                     finish = event.reason
-                try:
-                    event = await anext(events)
-                except StopAsyncIteration:
-                    break
             outcome = "ok"
         except EngineError as exc:
             outcome, error = "error", exc
@@ -415,8 +418,6 @@ class Router:
             ttft = (first_at - started) if n_tokens else None
             tpot = (last_at - first_at) / (n_tokens - 1) if n_tokens > 1 else None
             if usage is None:
-                from inference_pool.clients import estimate_prompt_tokens
-
                 usage = UsageEvent(estimate_prompt_tokens(request.messages), n_tokens, estimated=True)
             telemetry = Telemetry(
                 ttft_s=ttft,
