@@ -456,6 +456,14 @@ def _pii_counts(tenant: Tenant, texts: list[str]) -> list[dict[str, int]]:
     return counts
 
 
+def document_is_done(*, document_id: int) -> bool:
+    """True when the document was indexed after its latest dispatch: a message for it now is a stale duplicate."""
+    row = Document.unscoped.filter(pk=document_id).values("status", "indexed_at", "dispatched_at").first()
+    if row is None or row["status"] != Document.Status.INDEXED or row["indexed_at"] is None:
+        return False
+    return row["dispatched_at"] is None or row["indexed_at"] >= row["dispatched_at"]
+
+
 def document_ingest(*, document_id: int) -> str:
     """Parse, chunk, embed and index one document. Idempotent: a rerun replaces the document's chunks.
     Readable failures end the document as ``failed``; transient errors propagate (the task retries them)."""

@@ -4,7 +4,8 @@
 queue. It acknowledges late and is rejected (redelivered) when its worker dies, so a killed worker's document is
 ingested again from the start; the rerun replaces the chunks in one transaction, never duplicates them.
 Transient errors (database connection, embedding service) are retried with exponential backoff; when the retries
-are used up, the document is marked failed with a readable message.
+are used up, the document is marked failed with a readable message. (Celery's Django fix-up closes stale
+database connections around each task in the worker.)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import InterfaceError, OperationalError
 
 from knowledge import services
 
@@ -48,7 +49,6 @@ class IngestTask(Task):  # type: ignore[misc]
             return
         logger.warning("ingestion of document %s gave up: %s", document_id, type(exc).__name__)
         try:
-            close_old_connections()
             services.document_mark_failed(
                 document_id=int(document_id),
                 message="A temporary problem (database or embedding service) kept this file from being indexed. "
@@ -74,7 +74,8 @@ class IngestTask(Task):  # type: ignore[misc]
     time_limit=1900,
 )
 def ingest_document(self: Task, document_id: int) -> str:
-    close_old_connections()
+    if services.document_is_done(document_id=document_id):
+        return "already indexed"  # a stale copy of a message whose work already completed (e.g. a redelivery)
     try:
         return services.document_ingest(document_id=document_id)
     except SoftTimeLimitExceeded:
@@ -95,11 +96,9 @@ def ingest_document(self: Task, document_id: int) -> str:
     max_retries=10,
 )
 def reembed_knowledge_base(knowledge_base_id: int) -> str:
-    close_old_connections()
     return services.knowledge_base_reembed(knowledge_base_id=knowledge_base_id)
 
 
 @shared_task(name="knowledge.ingest_sweep", queue="ingest", ignore_result=True)
 def ingest_sweep() -> dict[str, int]:
-    close_old_connections()
     return services.ingest_sweep()

@@ -318,3 +318,44 @@ def test_unknown_or_wrong_dimension_model_is_refused(world, kb, settings):
         knowledge_base_update(knowledge_base=kb, actor=None, embedding_model="big")
     with pytest.raises(InvalidInput, match="not configured"):
         knowledge_base_update(knowledge_base=kb, actor=None, embedding_model="nope")
+
+
+def test_a_stale_duplicate_message_does_not_redo_finished_work(world, kb):
+    from knowledge.tasks import ingest_document
+
+    doc = upload(kb, "done.txt", b"Indexed once.")
+    assert ingest_document.apply(args=[doc.pk]).get() == "indexed"
+    first_ids = set(Chunk.objects.for_tenant(world.tenant).filter(document=doc).values_list("id", flat=True))
+    assert ingest_document.apply(args=[doc.pk]).get() == "already indexed"
+    assert set(Chunk.objects.for_tenant(world.tenant).filter(document=doc).values_list("id", flat=True)) == first_ids
+    # a re-index dispatches it again, and then the task does run
+    document_reindex(document=doc, actor=None)
+    assert ingest_document.apply(args=[doc.pk]).get() == "indexed"
+    assert not set(Chunk.objects.for_tenant(world.tenant).filter(document=doc).values_list("id", flat=True)) & first_ids
+
+
+@pytest.mark.parametrize("failures", [2, 100], ids=["recovers", "gives-up"])
+def test_transient_errors_are_retried_then_reported(world, kb, monkeypatch, failures):
+    from knowledge.tasks import ingest_document
+
+    doc = upload(kb, "flaky.txt", b"The embedding service hiccups.")
+    real = services.get_embedder
+    calls = {"n": 0}
+
+    def flaky(model=None):
+        calls["n"] += 1
+        if calls["n"] <= failures:
+            raise ConnectionError("embedding service unreachable")
+        return real(model)
+
+    monkeypatch.setattr(services, "get_embedder", flaky)
+    ingest_document.apply(args=[doc.pk]).get(propagate=False)
+    doc.refresh_from_db()
+    if failures == 2:
+        assert (doc.status, calls["n"]) == ("indexed", 3)
+    else:
+        assert calls["n"] == 1 + ingest_document.max_retries
+        assert doc.status == "failed"
+        assert doc.error.startswith(
+            "A temporary problem (database or embedding service) kept this file from being indexed"
+        )
