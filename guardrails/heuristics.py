@@ -39,12 +39,13 @@ _OVERRIDE_VERB = (
     r"abandon|neglect|set aside|throw away|stop following|do not follow|don't follow|no longer follow)"
 )
 _DE_PRIOR = (
-    r"(?:alle|alles|die|deine|ihre|vorherigen?|vorigen?|bisherigen?|obigen?|vorangegangenen?|vorausgegangenen?|"
-    r"früheren?|ursprünglichen?|gegebenen?|oben|davor|zuvor|vorher|bis\w*)"
+    r"(?:alle\w*|die|deine\w*|ihre\w*|sämtlich\w*|vorherig\w*|vorig\w*|bisherig\w*|obig\w*|vorangegangen\w*|"
+    r"vorangehend\w*|vorausgegangen\w*|früher\w*|ursprünglich\w*|gegeben\w*|oben\w*|davor|zuvor|vorher|bis\w*)"
 )
 _DE_DIRECTIVES = (
-    r"(?:anweisungen?|instruktionen?|befehle?|regeln?|vorgaben?|aufgaben?|richtlinien?|anordnungen?|"
-    r"informationen?|kontext|gesagte[ns]?|eingaben?|texte?|prompts?|beschränkungen?|einschränkungen?)"
+    r"(?:anweisung\w*|instruktion\w*|befehl\w*|regel\w*|vorgabe\w*|aufgabe\w*|richtlinie\w*|anordnung\w*|"
+    r"information\w*|kontext\w*|gesagte\w*|eingabe\w*|text\w*|prompt\w*|beschränkung\w*|einschränkung\w*|"
+    r"auftr[äa]g\w*)"
 )
 _DE_OVERRIDE = (
     r"(?:ignorier\w*|vergiss|vergessen?|vergesst|missacht\w*|überschreib\w*|verwirf|verwerfen|"
@@ -70,7 +71,8 @@ RULES: tuple[Rule, ...] = (
         "override_above",
         "instruction_override",
         0.85,
-        r"\b(?:ignore|disregard|forget)\s+(?:the\s+|what(?:'s| is| was)\s+)?(?:above|before|previous|preceding)\b",
+        r"\b(?:ignore|disregard|forget)\s+(?:the\s+|what(?:'s| is| was)\s+)?(?:above|before|previous|preceding)"
+        r"(?=\s*(?:[.,;:!?]|and\b|then\b|instead\b|now\b|$))",
     ),
     _r(
         "de_override",
@@ -107,7 +109,7 @@ RULES: tuple[Rule, ...] = (
     _r(
         "task_switch",
         "instruction_override",
-        0.75,
+        0.6,
         r"\b(?:now|instead|but first|and then|from now on)\b[,:]?\s+(?:\w+\s+){0,3}"
         r"(?:focus on|concentrate on|switch to|your (?:new |only )?task is|you (?:must|will|shall|have to) "
         r"(?:only )?(?:answer|respond|say|write|print|output|reply))",
@@ -115,17 +117,61 @@ RULES: tuple[Rule, ...] = (
     _r(
         "de_task_switch",
         "instruction_override",
-        0.75,
+        0.6,
         r"\b(?:jetzt|nun|ab jetzt|ab sofort|stattdessen)\b[,:]?\s+(?:\w+\s+){0,3}"
         r"(?:konzentrier\w*|fokussier\w*|antworte|sag|schreib\w*|gib|beantworte)\b",
     ),
     _r(
         "stop_and_do",
         "instruction_override",
-        0.7,
+        0.6,
         r"\b(?:stop|halt|enough|that's enough|well done|very good|good job|great job|excellent|perfect|"
         r"gut gemacht|sehr gut|super|prima|toll|ausgezeichnet)\b[.!,]?\s+(?:\w+\s+){0,4}"
         r"(?:now|next|jetzt|nun|as a next step|als nächstes)\b",
+    ),
+    _r(
+        "despite_told",
+        "instruction_override",
+        0.85,
+        r"\b(?:despite|regardless of|no matter|irrespective of|notwithstanding)\s+(?:what|anything|whatever|all)?\s*"
+        r"(?:you(?:'ve| have)? (?:been|were) (?:told|instructed|programmed)|your (?:instructions|rules|programming|"
+        r"guidelines)|(?:the |any )?(?:previous|prior|above) (?:instructions|rules|context))",
+    ),
+    _r(
+        "de_despite_told",
+        "instruction_override",
+        0.85,
+        r"\b(?:egal,? was (?:man )?dir (?:gesagt|befohlen|vorgegeben)|unabhängig von (?:deinen|den|allen) "
+        r"(?:vorherigen |bisherigen )?(?:anweisungen|regeln|vorgaben)|entgegen (?:deinen|den) (?:anweisungen|regeln))",
+    ),
+    _r(
+        "previous_was_fake",
+        "instruction_override",
+        0.75,
+        r"\b(?:the |all )?(?:above|previous|prior|earlier) (?:text |instructions? |message |prompt )?"
+        r"(?:was|were|is|are) (?:just |only )?(?:a test|fake|a joke|not (?:important|real|valid)|irrelevant|wrong)\b",
+    ),
+    _r(
+        "persona_now",
+        "roleplay_jailbreak",
+        0.6,
+        r"\b(?:you are now|now you are|from now on,? you(?:'re| are| will)|you will now (?:be|act|play)|"
+        r"you'?re now)\b",
+    ),
+    _r(
+        "exact_payload",
+        "instruction_override",
+        0.5,
+        r"\b(?:say|print|output|write|respond with|reply with|answer with|antworte mit|sag|schreib)\s+"
+        r"(?:exactly|only|just|nur|genau)?\s*[\"'“„‘].{1,60}?[\"'”“’]",
+    ),
+    _r(
+        "fictional_no_rules",
+        "roleplay_jailbreak",
+        0.75,
+        r"\b(?:fictional|hypothetical|imaginary|alternate|parallel)\s+(?:world|universe|scenario|story|setting)"
+        r"(?:\s+\w+){0,4}?\s+(?:no (?:rules|laws|restrictions|ethics)|anything is (?:allowed|possible|legal)|"
+        r"(?:is|are) (?:legal|allowed)|without (?:rules|laws|restrictions))",
     ),
     _r(
         "do_not_follow_safety",
@@ -140,9 +186,15 @@ RULES: tuple[Rule, ...] = (
         "dan",
         "roleplay_jailbreak",
         0.95,
-        r"\b(?:do anything now|dan mode|developer mode|dev mode|jailbr(?:oken|eak)|god mode|evil mode|"
-        r"unrestricted mode|no[- ]?filter mode|anti-?gpt|betterdan|stan|dude mode|aim mode|always intelligent and "
-        r"machiavellian)\b",
+        r"\b(?:do anything now|dan mode|jailbroken|betterdan|anti-?dan|dude mode|aim mode|"
+        r"always intelligent and machiavellian|(?:enable|activate|enter|switch to|you are (?:now )?in) "
+        r"(?:developer|dev|god|evil|unrestricted|jailbreak|no[- ]?filter) mode)\b",
+    ),
+    _r(
+        "jailbreak_words",
+        "roleplay_jailbreak",
+        0.5,
+        r"\b(?:jailbreak|developer mode|dev mode|god mode|evil mode|unrestricted mode|no[- ]?filter mode|dan)\b",
     ),
     _r(
         "no_restrictions",
@@ -169,6 +221,28 @@ RULES: tuple[Rule, ...] = (
         r"ab jetzt|von nun an|ab sofort|du bist (?:jetzt|nun|ab jetzt))\b(?:\s+\w+){0,6}?\s+"
         r"(?:act as|pretend|role-?play|behave|respond as|answer as|called|named|bist du|spielst du|agier\w*|"
         r"going to act|going to pretend|a (?:new|different) (?:ai|model|assistant))",
+    ),
+    _r(
+        "de_no_restrictions",
+        "roleplay_jailbreak",
+        0.6,
+        r"\b(?:ohne|frei von|keine|keinerlei)\s+(?:jegliche\w*\s+|irgendwelche\w*\s+)?(?:\w+\s+)?"
+        r"(?:einschränkung\w*|beschränkung\w*|regeln|filter\w*|zensur|richtlinien|grenzen|moral|ethik|"
+        r"ethische\w* (?:grundsätze|richtlinien|bedenken))\b",
+    ),
+    _r(
+        "de_persona_switch",
+        "roleplay_jailbreak",
+        0.6,
+        r"\b(?:du bist (?:jetzt|nun|ab jetzt|ab sofort|von nun an)|(?:jetzt|nun|ab sofort) bist du|"
+        r"tu so,? als (?:ob|wärst)|stell dir vor,? du (?:bist|wärst)|du spielst (?:jetzt|nun))\b",
+    ),
+    _r(
+        "not_an_ai",
+        "roleplay_jailbreak",
+        0.75,
+        r"\b(?:you are no longer|you're no longer|you are not (?:an ai|a language model|an assistant|chatgpt)|"
+        r"du bist (?:nicht mehr|keine? (?:ki|assistent\w*|sprachmodell)))\b",
     ),
     _r(
         "pretend_no_rules",
@@ -302,7 +376,7 @@ def score(hits: list[HeuristicHit]) -> float:
         return 0.0
     top = max(h.weight for h in hits)
     categories = {h.category for h in hits}
-    bonus = 0.05 * (len(hits) - 1) + 0.05 * (len(categories) - 1)
+    bonus = 0.1 * (len(hits) - 1) + 0.05 * (len(categories) - 1)
     return min(1.0, top + bonus)
 
 

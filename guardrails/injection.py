@@ -30,6 +30,11 @@ MODEL_PATH = Path(__file__).resolve().parent / "data" / "injection_model.json.gz
 THRESHOLDS: dict[str, tuple[float, float]] = {"low": (0.85, 0.95), "medium": (0.7, 0.85), "high": (0.5, 0.7)}
 CLASSIFIER_PIVOT = THRESHOLDS["medium"][0]
 MAX_CLASSIFIER_CHARS = 20_000
+# The train split holds only 40 jailbreaks under 300 characters (6 under 100) against 327 benign prompts: on short
+# text the classifier has little support and a few trigger words dominate its features. Alone (no heuristic
+# match) it may then only reach the high-strictness warn level, not medium's.
+SHORT_CHARS = 300
+SHORT_CAP = 0.6
 _DECODED_VIEWS = {"base64", "tag_characters", "rot13", "leetspeak", "spaced_letters"}
 
 
@@ -117,6 +122,8 @@ def detect_many(texts: list[str]) -> list[Detection]:
         hits = heuristics.match(norm.views)
         h = heuristics.score(hits)
         c = clf.calibrated(float(p))
+        if len(norm.canonical) < SHORT_CHARS and not hits:
+            c = min(c, SHORT_CAP)
         reasons: list[str] = []
         for category in dict.fromkeys(hit.category for hit in hits):
             reasons.append(heuristics.describe(category))

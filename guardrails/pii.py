@@ -115,6 +115,100 @@ class OfflineEmailRecognizer(EmailRecognizer):
         return OFFLINE_TLD_EXTRACT(pattern_text).fqdn != ""
 
 
+def card_recognizer() -> CreditCardRecognizer:
+    """Presidio's Luhn-validated card recognizer, widened to today's lengths and ranges: 12 to 19 digits,
+    Mastercard 2-series, Maestro (12 to 19 digits), 19-digit Visa, 15-digit JCB (2131/1800)."""
+    return CreditCardRecognizer(
+        patterns=[
+            Pattern(
+                "card 12-19 digits",
+                r"(?<![\d\-+])(?=[1-6])(?:\d[ \-]?){11,18}\d(?![\d\-])",
+                0.3,
+            )
+        ]
+    )
+
+
+class PersonContextRecognizer(PatternRecognizer):
+    """Names announced by their context (``my name is``, ``Mr.``, ``Dear``, signatures) that a small NER misses."""
+
+    _NAME = r"((?:[A-Z][a-z\u00c0-\u024f'\-]+|[A-Z]\.)(?:\s+(?:[A-Z][a-z\u00c0-\u024f'\-]+|[A-Z]\.)){0,2})"
+
+    def __init__(self) -> None:
+        super().__init__(
+            supported_entity="PERSON",
+            name="PersonContext",
+            supported_language=LANGUAGE,
+            global_regex_flags=re.MULTILINE,
+            patterns=[
+                Pattern(
+                    "honorific",
+                    r"(?<=\b(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sir|Madam|Miss|Herr|Frau)\.?\s)" + self._NAME,
+                    0.7,
+                ),
+                Pattern(
+                    "introduced",
+                    r"(?<=\b(?:[Mm]y name is|[Nn]ame:|[Nn]amed|[Cc]alled|[Ii] am|[Ii]'m|[Tt]his is|[Dd]ear|"
+                    r"[Rr]egards,|[Ss]incerely,|[Tt]hanks,|[Cc]ontact person:|[Aa]ttn:)\s)" + self._NAME,
+                    0.5,
+                ),
+            ],
+        )
+
+    def validate_result(self, pattern_text: str) -> bool | None:
+        first = pattern_text.split()[0].lower().strip(".")
+        return None if first not in _NOT_NAMES else False
+
+
+# Capitalised words the context patterns would otherwise take for names.
+_NOT_NAMES_WORDS = """the a an i we you he she it they this that here there good fine sorry happy glad not so very
+writing looking interested available new going trying calling sending from in at on with team support customer
+service manager director sales hr it admin"""
+_NOT_NAMES = frozenset(_NOT_NAMES_WORDS.split())
+
+# A PERSON inside an address is a street name: "46 Jakobi 69", "1755 Nelson Mandela Drive".
+_STREET_WORDS = re.compile(
+    r"^\s*(?:St|Street|Str|Road|Rd|Avenue|Ave|Drive|Dr|Lane|Ln|Close|Way|Blvd|Boulevard|Court|Ct|Place|Pl|"
+    r"Square|Sq|Terrace|Highway|Hwy|Parkway|Pkwy|Straße|Strasse|Gasse|Weg|Platz|Allee|Ring|Gürtel|Rue|Via|Calle|"
+    r"Avenida|Suite|Apt)\b\.?|^\s*\d",
+)
+_HOUSE_NUMBER_BEFORE = re.compile(r"\d+[a-zA-Z]?,?\s+$")
+
+
+_ADDRESS_BEFORE = re.compile(
+    r"(?:\b(?:Apt|Apartment|Suite|Ste|Unit|Box|address(?: is)?|lives? (?:at|on))\.?:?\s*)$", re.I
+)
+_ADDRESS_AFTER = re.compile(
+    r"^\s*,?\s*(?:(?:[A-Z\u00c0-\u024f][\w'\-]*|[a-z]{1,3})\s+){0,3}"
+    r"(?:St|Street|Str|Road|Rd|Avenue|Ave|Drive|Lane|Ln|Close|Way|Blvd|Boulevard|Court|Ct|Place|Pl|Square|"
+    r"Terrace|Highway|Hwy|Parkway|Straße|Strasse|Gasse|Weg|Platz|Allee|Ring|Rue|Via|Calle|Suite|Apt)\b"
+)
+
+
+def _in_address(text: str, start: int, end: int) -> bool:
+    return bool(_ADDRESS_BEFORE.search(text[max(0, start - 20) : start])) or bool(
+        _ADDRESS_AFTER.match(text[end : end + 60])
+    )
+
+
+# A PERSON followed by a company suffix is (part of) an organisation: "Davis, Reynolds and Hall Orchestra".
+_ORG_AFTER = re.compile(
+    r"^(?:,?\s*[A-Z][\w'\-]*)*(?:,?\s+(?:and|&)\s+[A-Z][\w'\-]*)?\s*,?\s*(?:Inc|Ltd|LLC|GmbH|AG|SE|Corp|"
+    r"Corporation|Company|Co|Group|Orchestra|Incorporated|PLC|LLP|Partners|Associates|Holdings|Foundation|"
+    r"University|Bank|Industries|Solutions|Systems|Consulting)\b"
+)
+
+
+def _is_organisation(text: str, start: int, end: int) -> bool:
+    return bool(_ORG_AFTER.match(text[end : end + 80]))
+
+
+def _is_street_name(text: str, start: int, end: int) -> bool:
+    return bool(_HOUSE_NUMBER_BEFORE.search(text[max(0, start - 12) : start])) or bool(
+        _STREET_WORDS.match(text[end : end + 14])
+    )
+
+
 class FastPhoneRecognizer(LocalRecognizer):
     """Phone numbers: a regex finds candidates, python-phonenumbers validates them.
 
@@ -124,8 +218,8 @@ class FastPhoneRecognizer(LocalRecognizer):
     """
 
     CONTEXT = ["phone", "number", "telephone", "tel", "cell", "cellphone", "mobile", "call", "fax", "contact"]
-    REGIONS = ("US", "GB", "DE", "FR", "IN", "CA", "AU", "IL", "BR")
-    SCORE = 0.4
+    REGIONS = ("US", "GB", "DE", "FR", "IN", "IL", "BR", "DK", "NO", "NL", "IT", "ES", "AU")
+    SCORE = 0.3  # bare digits: a phone number only with context ("phone", "call" …) nearby
     STRONG_SCORE = 0.6  # formatted with separators or an international prefix
     _CANDIDATE = re.compile(
         r"(?<![\w+])"
@@ -139,6 +233,10 @@ class FastPhoneRecognizer(LocalRecognizer):
     )
 
     _SSN_SHAPE = re.compile(r"^\d{3}[- .]\d{2}[- .]\d{4}$")
+    _DATE_SHAPE = re.compile(
+        r"\b(?:(?:19|20)\d{2}[-/.](?:0?[1-9]|1[0-2])[-/.](?:0?[1-9]|[12]\d|3[01])|"
+        r"(?:0?[1-9]|[12]\d|3[01])[-/.](?:0?[1-9]|[12]\d|3[01])[-/.](?:19|20)?\d{2})\b"
+    )
 
     def __init__(self) -> None:
         super().__init__(
@@ -164,7 +262,7 @@ class FastPhoneRecognizer(LocalRecognizer):
                 number = phonenumbers.parse(core, region)
             except phonenumbers.NumberParseException:
                 continue
-            if phonenumbers.is_valid_number(number):
+            if phonenumbers.is_possible_number(number):
                 return number
         return None
 
@@ -175,10 +273,18 @@ class FastPhoneRecognizer(LocalRecognizer):
         for match in self._CANDIDATE.finditer(text):
             candidate = match.group(0).strip()
             start = match.start() + (len(match.group(0)) - len(match.group(0).lstrip()))
-            if not candidate or self._SSN_SHAPE.match(candidate) or self._parse(candidate) is None:
+            if not candidate or self._SSN_SHAPE.match(candidate) or self._DATE_SHAPE.search(candidate):
                 continue
-            formatted = bool(re.search(r"[\s.\-()/]", candidate)) or candidate.startswith(("+", "00"))
-            score = self.STRONG_SCORE if formatted else self.SCORE
+            if text[match.end() : match.end() + 1] == ":":  # a date-time's hour, not a number
+                continue
+            international = candidate.startswith(("+", "00"))
+            if not international and _in_address(text, start, start + len(candidate)):
+                continue  # "704 1436 Redbud Drive", "Apt. 675 62314": house and postal numbers
+            if self._parse(candidate) is None:
+                continue
+            digits = sum(ch.isdigit() for ch in candidate)
+            formatted = bool(re.search(r"[\s.\-()/]", candidate)) or international
+            score = self.STRONG_SCORE if formatted else (self.SCORE + 0.1 if digits >= 10 else self.SCORE)
             results.append(
                 RecognizerResult(
                     entity_type="PHONE_NUMBER",
@@ -272,7 +378,7 @@ def _pattern_recognizers() -> list[EntityRecognizer]:
     return [
         OfflineEmailRecognizer(),
         FastPhoneRecognizer(),
-        CreditCardRecognizer(),
+        card_recognizer(),
         IbanRecognizer(),
         UsSsnRecognizer(),
         IpRecognizer(),
@@ -289,6 +395,7 @@ class PiiAnalyzer:
         for recognizer in _pattern_recognizers():
             registry.add_recognizer(recognizer)
         registry.add_recognizer(SpacyRecognizer(supported_entities=list(NER_ENTITIES)))
+        registry.add_recognizer(PersonContextRecognizer())
         self.engine = AnalyzerEngine(
             registry=registry, nlp_engine=self.nlp_engine, supported_languages=[LANGUAGE], default_score_threshold=0
         )
@@ -357,7 +464,12 @@ class PiiAnalyzer:
         return resolve_overlaps(
             Finding(r.entity_type, r.start, r.end, float(r.score))
             for r in results
-            if r.score >= SCORE_THRESHOLDS.get(r.entity_type, DEFAULT_THRESHOLD) and r.end > r.start
+            if r.score >= SCORE_THRESHOLDS.get(r.entity_type, DEFAULT_THRESHOLD)
+            and r.end > r.start
+            and not (
+                r.entity_type == "PERSON"
+                and (_is_street_name(text, r.start, r.end) or _is_organisation(text, r.start, r.end))
+            )
         )
 
 
