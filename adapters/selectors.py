@@ -98,7 +98,7 @@ def adapter_locations(*, adapter: Adapter) -> AdapterLocations:
                 kind=row.backend.kind,
                 health=row.backend.health,
                 confirmed=row.confirmed,
-                engine_ref=row.ref,
+                engine_ref=row.engine_ref,
                 source_path=row.source_path,
                 runtime_loadable=row.backend.kind == EngineKind.VLLM,
             )

@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from adapters import selectors, services
 from adapters.forms import AdapterEditForm, AdapterForm
-from adapters.models import Adapter
+from adapters.models import Adapter, AdapterFormat
 from console.access import ConsoleScope
 from console.decorators import back, console_view, is_htmx
 from console.forms import cleaned
@@ -116,9 +116,10 @@ def _detail_context(scope: ConsoleScope, adapter: Adapter, **extra: Any) -> dict
         context["assignable"] = [
             t for t in scope.tenants() if t.pk not in assigned and (adapter.owner_tenant_id in (None, t.pk))
         ]
+        kinds = ["llamacpp"] if adapter.format == AdapterFormat.GGUF else ["vllm", "tgi"]
         context["backends"] = [
             b
-            for b in Backend.objects.filter(base_model_id=adapter.base_model_id).order_by("name")
+            for b in Backend.objects.filter(base_model_id=adapter.base_model_id, kind__in=kinds).order_by("name")
             if b.pk not in placed
         ]
     return context

@@ -163,3 +163,40 @@ def test_launch_specs_and_tgi_confirmation(cw, client):
     # llama.cpp backends report their adapters themselves: no manual confirmation
     other = client.post(reverse("console:backend_confirm", kwargs={"backend_id": cw.llamacpp.pk}), **HX)
     assert other.status_code == 400
+
+
+def test_in_flight_counts_come_from_the_shared_redis_leases(cw, client, settings):
+    """The router's leases in Redis (shared by every process) are what the pool page shows as in flight."""
+    from asgiref.sync import async_to_sync
+
+    from inference_pool.inflight import RedisInflight
+
+    settings.REDIS_URL = "redis://127.0.0.1:6379/11"
+    backend_id = cw.llamacpp.pk
+
+    async def lease(n: int) -> list[str]:
+        inflight = RedisInflight(settings.REDIS_URL)
+        try:
+            await inflight.redis.delete(inflight._key(backend_id))
+            return [await inflight.try_acquire(backend_id, limit=10) for _ in range(n)]
+        finally:
+            await inflight.aclose()
+
+    async def clear() -> None:
+        inflight = RedisInflight(settings.REDIS_URL)
+        try:
+            await inflight.redis.delete(inflight._key(backend_id))
+        finally:
+            await inflight.aclose()
+
+    try:
+        assert all(async_to_sync(lease)(3))
+        (row,) = [r for r in pool_overview() if r.backend.pk == backend_id]
+        assert row.inflight == 3
+        client.force_login(cw.world.staff)
+        fragment = client.get(reverse("console:pool"), {"fragment": "backends"}, **HX).content.decode()
+        assert "3 / 8" in fragment.split('data-backend="cpu-1"')[1].split("</tr>")[0]
+    finally:
+        async_to_sync(clear)()
+    settings.REDIS_URL = ""
+    assert next(r for r in pool_overview() if r.backend.pk == backend_id).inflight is None  # unknown without Redis
