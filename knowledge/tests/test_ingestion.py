@@ -359,3 +359,29 @@ def test_transient_errors_are_retried_then_reported(world, kb, monkeypatch, fail
         assert doc.error.startswith(
             "A temporary problem (database or embedding service) kept this file from being indexed"
         )
+
+
+def test_sweep_resends_lost_messages_and_dispatches_waiting_tenants(world, kb, monkeypatch, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    sent = []
+    monkeypatch.setattr(services, "_send", sent.extend)
+    settings.INGEST_TENANT_CONCURRENCY = 1
+    first = upload(kb, "one.txt", b"first")
+    second = upload(kb, "two.txt", b"second")
+    # the first was dispatched, but its message was lost an hour ago
+    Document.objects.for_tenant(world.tenant).filter(pk=first.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    assert services.ingest_sweep() == {"resent": 1, "dispatched": 0}
+    assert sent == [first.pk]
+    ingest(first)  # finishing frees the slot: the dispatcher hands over the next one
+    second.refresh_from_db()
+    assert second.dispatched_at is not None
+
+
+def test_beat_schedules_the_sweep():
+    from portal.celery import app
+
+    app.loader.import_default_modules()
+    assert "knowledge.ingest_sweep" in app.conf.beat_schedule
