@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ class Route:
     body: bytes = b""
     content_type: str = "application/json"
     sse: bool = False
+    delay: float = 0.0  # seconds before the response starts (a slow engine)
 
     @classmethod
     def file(cls, name: str, *, status: int = 200) -> Route:
@@ -75,6 +77,14 @@ def _handler(server: FixtureServer) -> type[BaseHTTPRequestHandler]:
             route = server.routes.get((method, self.path))
             if route is None:
                 route = Route(status=404, body=b'{"error":"no such route"}')
+            if route.delay:
+                time.sleep(route.delay)
+            try:
+                self._respond(route)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout under test)
+
+        def _respond(self, route: Route) -> None:
             self.send_response(route.status)
             self.send_header("content-type", route.content_type)
             if route.sse:
