@@ -222,7 +222,9 @@ class Router:
         return [
             t
             for t in snap.targets
-            if t.model == request.model and (not adapter or adapter in t.adapters) and t.health not in ("down",)
+            if t.model == request.model
+            and (not adapter or adapter in t.adapters)
+            and t.health not in ("down", "loading")
         ]
 
     def score(self, target: BackendTarget, inflight: int, adapter: str | None, now: float) -> float:

@@ -118,8 +118,9 @@ async def test_only_backends_that_confirmed_the_adapter_are_candidates():
     with_adapter = _target(1, adapters={"sql": "sql-lora"})
     without = _target(2)
     down = _target(3, adapters={"sql": "sql-lora"}, health="down")
+    loading = _target(4, adapters={"sql": "sql-lora"}, health="loading")
     r = Router(config=PoolConfig(), inflight=LocalInflight())
-    snap = _snapshot(with_adapter, without, down, adapters=frozenset({("m", "sql")}))
+    snap = _snapshot(with_adapter, without, down, loading, adapters=frozenset({("m", "sql")}))
     request = ChatRequest(messages=[], model="m", adapter="sql")
     assert [t.id for t in r.candidates(snap, request)] == [1]
     for _ in range(5):
