@@ -50,14 +50,33 @@ class InvalidStep(Exception):
         super().__init__(reason)
 
 
-def answer_chars(max_output_tokens: int) -> int:
-    return max(80, min(4_000, int(max_output_tokens) * 3))
+def output_caps(max_output_tokens: int) -> tuple[int, int]:
+    """(thought, other strings) character caps so that a whole step fits ``max_output_tokens``: an answer cut
+    off by the token limit is not valid JSON. About 40 tokens go to the JSON around the values."""
+    chars = max(24, int((int(max_output_tokens) - 40) * 1.8))
+    thought = max(16, min(THOUGHT_CHARS, chars // 3))
+    return thought, max(8, min(4_000, chars - thought))
+
+
+def _cap_strings(schema: Any, cap: int) -> Any:
+    """A copy of ``schema`` whose free-text strings are at most ``cap`` characters (patterns, enums, consts kept)."""
+    if isinstance(schema, list):
+        return [_cap_strings(s, cap) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _cap_strings(v, cap) for k, v in schema.items()}
+    if out.get("type") == "string" and not {"enum", "const", "pattern"} & set(out):
+        out["maxLength"] = min(int(out.get("maxLength", cap)), cap)
+        if int(out.get("minLength", 0)) > out["maxLength"]:
+            out["minLength"] = out["maxLength"]
+    return out
 
 
 def step_schema(
-    *, tools: list[Tool], argument_schemas: dict[str, dict[str, Any]], allow_final: bool, answer_max: int
+    *, tools: list[Tool], argument_schemas: dict[str, dict[str, Any]], allow_final: bool, max_output_tokens: int
 ) -> dict[str, Any]:
-    thought = {"type": "string", "maxLength": THOUGHT_CHARS}
+    thought_cap, cap = output_caps(max_output_tokens)
+    thought = {"type": "string", "maxLength": thought_cap}
     options: list[dict[str, Any]] = []
     for tool in tools:
         options.append(
@@ -66,7 +85,7 @@ def step_schema(
                 "properties": {
                     "thought": thought,
                     "action": {"const": tool.name},
-                    "input": argument_schemas[tool.name],
+                    "input": _cap_strings(argument_schemas[tool.name], cap),
                 },
                 "required": ["thought", "action", "input"],
                 "additionalProperties": False,
@@ -79,7 +98,7 @@ def step_schema(
                 "properties": {
                     "thought": thought,
                     "action": {"const": FINAL},
-                    "answer": {"type": "string", "minLength": 1, "maxLength": answer_max},
+                    "answer": {"type": "string", "minLength": 1, "maxLength": cap},
                 },
                 "required": ["thought", "action", "answer"],
                 "additionalProperties": False,
@@ -97,7 +116,14 @@ def system_prompt(*, instructions: str, tools: list[Tool], allow_final: bool) ->
         lines += ["", "Tools:"]
         for tool in tools:
             lines.append(f"- {tool.name}: {tool.description} Input: {tool.example}")
-        lines += ["", TOOL_RESULT_RULES]
+        first = tools[0]
+        lines += [
+            "",
+            f'Example step: {{"thought": "I should look this up.", "action": "{first.name}", '
+            f'"input": {first.example}}}',
+            "",
+            TOOL_RESULT_RULES,
+        ]
     if not allow_final:
         lines.append("Use a tool before you give the final answer.")
     return "\n".join(lines)
@@ -121,18 +147,14 @@ def parse_step(text: str, *, schema: dict[str, Any]) -> Decision:
         raise InvalidStep(f"the answer is not valid JSON ({exc.msg} at character {exc.pos})") from None
     if not isinstance(obj, dict):
         raise InvalidStep("the answer must be one JSON object")
-    validator = Draft202012Validator(schema)
-    errors = list(validator.iter_errors(obj))
+    options = schema.get("oneOf") or [schema]
+    action = obj.get("action")
+    chosen = next((o for o in options if o["properties"]["action"].get("const") == action), None)
+    if chosen is None:
+        allowed = [o["properties"]["action"]["const"] for o in options]
+        raise InvalidStep(f"'action' must be one of {', '.join(allowed)}, not {action!r}")
+    errors = sorted(Draft202012Validator(chosen).iter_errors(obj), key=lambda e: list(e.absolute_path))
     if errors:
-        if "oneOf" in schema:
-            action = obj.get("action")
-            for option in schema["oneOf"]:
-                if option["properties"]["action"].get("const") == action:
-                    errors = list(Draft202012Validator(option).iter_errors(obj)) or errors
-                    break
-            else:
-                allowed = [o["properties"]["action"]["const"] for o in schema["oneOf"]]
-                raise InvalidStep(f"'action' must be one of {', '.join(allowed)}, not {action!r}")
         raise InvalidStep(_describe(errors[0]))
     action = str(obj["action"])
     return Decision(

@@ -691,7 +691,7 @@ def _model_step(run: AgentRun, *, role: str, worker: str, beat: Heartbeat) -> Ou
         tools=offered,
         argument_schemas=schemas,
         allow_final=allow_final,
-        answer_max=protocol.answer_chars(definition.max_output_tokens),
+        max_output_tokens=definition.max_output_tokens,
     )
     system = protocol.system_prompt(instructions=definition.instructions, tools=offered, allow_final=allow_final)
     steps = _history(run)

@@ -230,8 +230,10 @@ def _http_schema(tenant: Tenant) -> dict[str, Any]:
     url: dict[str, Any] = {"type": "string", "maxLength": 400}
     if prefixes:
         # steer the model to the allowlisted prefixes (bounded tails so constrained decoding ends)
-        alternatives = "|".join(re.escape(p) for p in prefixes)
-        url = {"type": "string", "pattern": f"^({alternatives})({_URL_TAIL})?$"}
+        alternatives = "|".join(
+            re.escape(p) + (f"({_URL_TAIL})?" if p.endswith("/") else f"(/{_URL_TAIL})?") for p in prefixes
+        )
+        url = {"type": "string", "pattern": f"^({alternatives})$"}
     return {
         "type": "object",
         "properties": {
@@ -514,7 +516,7 @@ SEARCH = Tool(
     min_role=Role.VIEWER,
     timeout_s=20.0,
     arguments=_search_schema,
-    example='{"query": "<words to look for>"}',
+    example='{"query": "travel budget"}',
     run=_search_run,
     idempotent=_always,
 )
@@ -525,7 +527,7 @@ READ = Tool(
     min_role=Role.VIEWER,
     timeout_s=20.0,
     arguments=_read_schema,
-    example='{"document_id": 12, "offset": 0}',
+    example='{"document_id": 12}',
     run=_read_run,
     idempotent=_always,
 )
@@ -536,7 +538,7 @@ HTTP = Tool(
     min_role=Role.MEMBER,
     timeout_s=30.0,
     arguments=_http_schema,
-    example='{"method": "GET", "url": "<an allowed URL>"}',
+    example='{"method": "GET", "url": "https://crm.example.com/api/orders/42"}',
     run=_http_run,
     idempotent=_http_idempotent,
     available=_http_available,
