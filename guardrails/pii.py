@@ -166,6 +166,8 @@ writing looking interested available new going trying calling sending from in at
 service manager director sales hr it admin"""
 _NOT_NAMES = frozenset(_NOT_NAMES_WORDS.split())
 
+_HONORIFICS = frozenset({"mr", "mrs", "ms", "mx", "dr", "prof", "sir", "madam", "miss", "herr", "frau"})
+
 # A PERSON inside an address is a street name: "46 Jakobi 69", "1755 Nelson Mandela Drive".
 _STREET_WORDS = re.compile(
     r"^\s*(?:St|Street|Str|Road|Rd|Avenue|Ave|Drive|Dr|Lane|Ln|Close|Way|Blvd|Boulevard|Court|Ct|Place|Pl|"
@@ -280,6 +282,9 @@ class FastPhoneRecognizer(LocalRecognizer):
             international = candidate.startswith(("+", "00"))
             if not international and _in_address(text, start, start + len(candidate)):
                 continue  # "704 1436 Redbud Drive", "Apt. 675 62314": house and postal numbers
+            groups = re.findall(r"\d+", candidate.split("x")[0])
+            if not international and len(groups) > 1 and max(len(g) for g in groups[:-1]) > 5:
+                continue  # "20240301-7781": an id or a compact date with a suffix, not a phone grouping
             if self._parse(candidate) is None:
                 continue
             digits = sum(ch.isdigit() for ch in candidate)
@@ -468,7 +473,11 @@ class PiiAnalyzer:
             and r.end > r.start
             and not (
                 r.entity_type == "PERSON"
-                and (_is_street_name(text, r.start, r.end) or _is_organisation(text, r.start, r.end))
+                and (
+                    text[r.start : r.end].strip(". ").lower() in _HONORIFICS
+                    or _is_street_name(text, r.start, r.end)
+                    or _is_organisation(text, r.start, r.end)
+                )
             )
         )
 
