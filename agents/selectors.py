@@ -1,6 +1,7 @@
 """Reads: agent definitions, the runs a caller may see, steps, the event log, the HTTP allowlist and webhooks.
 
-Who sees a run: the department's admins and owners; the person (or API key) that started it; and, for agents
+Who sees a run: the department's admins and owners; the person (in the browser) or the API key that started it
+(a key does not see its creator's browser runs, nor the creator the key's); and, for agents
 whose approvals any member may give (``approver_role`` member), every member. Anything else answers 404, the
 same as a run that does not exist.
 """
@@ -51,10 +52,10 @@ def agent_run_list(
     qs = AgentRun.objects.for_tenant(tenant).select_related("definition", "user", "api_key")
     if not role_at_least(role, Role.ADMIN):
         visible = Q(pk__in=[])
-        if user is not None and getattr(user, "pk", None):
-            visible |= Q(user_id=user.pk)
-        if api_key is not None:
+        if api_key is not None:  # a key sees the runs it started (not its creator's)
             visible |= Q(api_key_id=api_key.pk)
+        elif user is not None and getattr(user, "pk", None):
+            visible |= Q(user_id=user.pk, api_key__isnull=True)
         if role_at_least(role, Role.MEMBER):
             visible |= Q(definition__approver_role=Role.MEMBER)
         qs = qs.filter(visible)
@@ -75,9 +76,11 @@ def agent_run_get(
 
 
 def agent_run_is_starter(*, run: AgentRun, user: Any = None, api_key: ApiKey | None = None) -> bool:
-    if api_key is not None and run.api_key_id == api_key.pk:
-        return True
-    return user is not None and getattr(user, "pk", None) is not None and run.user_id == user.pk
+    if api_key is not None:
+        return run.api_key_id == api_key.pk
+    return (
+        run.api_key_id is None and user is not None and getattr(user, "pk", None) is not None and run.user_id == user.pk
+    )
 
 
 def agent_run_may_cancel(*, run: AgentRun, role: str, user: Any = None, api_key: ApiKey | None = None) -> bool:

@@ -20,6 +20,7 @@ from agents.services import agent_definition_create, agent_run_start
 from inference_pool.models import Backend
 from inference_pool.services import backend_register
 from tenants.models import Role
+from tests.api_harness import api_keys  # noqa: F401  (fixture)
 
 
 def register_engine(engine: Any, *, name: str = "agents-engine") -> Backend:
