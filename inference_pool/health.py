@@ -109,11 +109,11 @@ def _confirm_adapters(backend: Backend, loaded: dict[str, str], *, now: Any) -> 
     """Mark each registered adapter confirmed when the engine lists it, unconfirmed when it does not."""
     for adapter in BackendAdapter.objects.filter(backend=backend):
         ref = adapter.engine_ref
-        if not ref and adapter.source_path:  # llama.cpp: find the id of the file we registered
+        if adapter.source_path and (backend.kind == EngineKind.LLAMACPP or not ref):
+            # llama.cpp numbers adapters by load order, which a restart with another spec changes: always find the
+            # id of the file we registered, so a renumbered adapter is re-learnt instead of left unrouted
             ref = next((i for i, p in loaded.items() if p and _same_file(p, adapter.source_path)), "")
         ok = bool(ref) and ref in loaded
-        if ok and backend.kind == EngineKind.LLAMACPP and adapter.source_path and loaded[ref]:
-            ok = _same_file(loaded[ref], adapter.source_path)  # the id must point at the same file
         if ok != adapter.confirmed or (ok and ref != adapter.engine_ref):
             adapter.confirmed = ok
             adapter.engine_ref = ref or adapter.engine_ref

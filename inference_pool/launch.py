@@ -211,7 +211,7 @@ def launch_config_for_backend(
     adapters = {a.name: a.source_path or f"/adapters/{a.name}" for a in backend.adapters.all()}
     return LaunchConfig(
         name=backend.name,
-        kind=backend.kind,
+        kind=str(getattr(backend.kind, "value", backend.kind)),  # an enum member on a fresh object
         model_source=model_source or backend.base_model.name,
         served_name=backend.model_id,
         quantization=backend.quantization,

@@ -263,6 +263,18 @@ def test_launch_spec_from_a_registered_backend(db):
     assert args[args.index("--lora-modules") + 1] == "sql=/adapters/sql"
 
 
+def test_launch_spec_from_a_fresh_backend_with_an_enum_kind(db):
+    """A Backend built in code holds an EngineKind member, which YAML cannot represent unless converted."""
+    from inference_pool.launch import launch_config_for_backend
+    from inference_pool.models import Backend, BaseModel, EngineKind
+
+    base = BaseModel.objects.create(name="llama-3.1-8b")
+    backend = Backend.objects.create(name="tgi-a", kind=EngineKind.TGI, base_url="http://gpu-2:80", base_model=base)
+    specs = launch_specs(launch_config_for_backend(backend))
+    assert yaml.safe_load(specs["compose"])
+    assert "text-generation-inference" in specs["compose"]
+
+
 def test_the_probe_runs_on_celery_beat_every_few_seconds(settings):
     from inference_pool.tasks import PROBE_SCHEDULE_NAME, probe_backends
     from portal.celery import app
