@@ -34,6 +34,7 @@ from presidio_analyzer import (
     RecognizerRegistry,
     RecognizerResult,
 )
+from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import (
     CreditCardRecognizer,
@@ -96,8 +97,6 @@ SCORE_THRESHOLDS = {
     "IBAN_CODE": 0.5,
 }
 DEFAULT_THRESHOLD = 0.35
-
-_TOKEN_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
 @dataclass(frozen=True)
@@ -308,6 +307,49 @@ class FastPhoneRecognizer(LocalRecognizer):
         return results
 
 
+class WindowContextEnhancer(ContextAwareEnhancer):
+    """Presidio's context boost (+0.35, at least 0.4 when a context word precedes the match), computed on the five
+    words before the match in the raw text instead of on lemmas: no tokens, no deep copies, no per-result scans
+    of the whole token list (about half of the pattern path's time on 2 KB)."""
+
+    _WORD = re.compile(r"[^\W\d_]+")
+
+    def __init__(self) -> None:
+        super().__init__(
+            context_similarity_factor=0.35,
+            min_score_with_context_similarity=0.4,
+            context_prefix_count=5,
+            context_suffix_count=0,
+        )
+
+    def enhance_using_context(
+        self,
+        text: str,
+        raw_results: list[RecognizerResult],
+        nlp_artifacts: NlpArtifacts,
+        recognizers: list[EntityRecognizer],
+        context: list[str] | None = None,
+    ) -> list[RecognizerResult]:
+        by_id = {r.id: r for r in recognizers}
+        extra = [w.lower() for w in context or []]
+        for result in raw_results:
+            metadata = result.recognition_metadata or {}
+            recognizer = by_id.get(metadata.get(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY, ""))
+            if recognizer is None or not recognizer.context:
+                continue
+            if metadata.get(RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY):
+                continue
+            before = self._WORD.findall(text[max(0, result.start - 80) : result.start].lower())
+            window = before[-self.context_prefix_count :] + extra
+            if any(c.lower() in w for c in recognizer.context for w in window):
+                result.score = min(
+                    self.MAX_SCORE,
+                    max(result.score + self.context_similarity_factor, self.min_score_with_context_similarity),
+                )
+                metadata[RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY] = True
+        return raw_results
+
+
 class TrimmedSpacyNlpEngine(SpacyNlpEngine):
     """spaCy with only what NER needs; never downloads a model; lowercase tokens stand in for lemmas."""
 
@@ -347,29 +389,25 @@ class TrimmedSpacyNlpEngine(SpacyNlpEngine):
         assert self.nlp is not None
         with self._lock:
             doc = self.nlp[language](text)
+        entities = self._get_updated_entities(list(doc.ents), [0.85] * len(doc.ents))[0]
         return NlpArtifacts(
-            entities=self._get_updated_entities(list(doc.ents), [0.85] * len(doc.ents))[0],
-            tokens=doc,
-            tokens_indices=[t.idx for t in doc],
-            lemmas=[t.lower_ for t in doc],
+            entities=entities,
+            tokens=[],
+            tokens_indices=[],
+            lemmas=[],
             nlp_engine=self,
-            language=language,
-            scores=None,
+            language=language,  # type: ignore[arg-type]
         )
 
     def pattern_artifacts(self, text: str) -> NlpArtifacts:
-        """Tokens for the context enhancer without running spaCy (patterns-only mode)."""
-        tokens, indices = [], []
-        for m in _TOKEN_RE.finditer(text):
-            tokens.append(m.group(0))
-            indices.append(m.start())
+        """Empty artifacts for the patterns-only mode: spaCy is not run (WindowContextEnhancer needs no tokens)."""
         return NlpArtifacts(
             entities=[],
-            tokens=tokens,  # type: ignore[arg-type]  # the context enhancer only needs len() and iteration
-            tokens_indices=indices,
-            lemmas=[t.lower() for t in tokens],
+            tokens=[],
+            tokens_indices=[],
+            lemmas=[],
             nlp_engine=self,
-            language=LANGUAGE,
+            language=LANGUAGE,  # type: ignore[arg-type]
         )
 
     def is_stopword(self, word: str, language: str) -> bool:
@@ -402,8 +440,13 @@ class PiiAnalyzer:
         registry.add_recognizer(SpacyRecognizer(supported_entities=list(NER_ENTITIES)))
         registry.add_recognizer(PersonContextRecognizer())
         self.engine = AnalyzerEngine(
-            registry=registry, nlp_engine=self.nlp_engine, supported_languages=[LANGUAGE], default_score_threshold=0
+            registry=registry,
+            nlp_engine=self.nlp_engine,
+            supported_languages=[LANGUAGE],
+            default_score_threshold=0,
+            context_aware_enhancer=WindowContextEnhancer(),
         )
+        self._builtin_types = frozenset(self.engine.get_supported_entities(LANGUAGE))
         self._custom_cache: dict[str, list[EntityRecognizer]] = {}
         self._custom_lock = threading.Lock()
 
@@ -451,7 +494,7 @@ class PiiAnalyzer:
             return []
         ad_hoc = self._custom_recognizers(policy) if policy is not None else []
         custom_types = {e for r in ad_hoc for e in r.supported_entities}
-        builtin_types = set(self.engine.get_supported_entities(LANGUAGE))
+        builtin_types = self._builtin_types
         wanted = [e for e in wanted if e in builtin_types or e in custom_types]
         if not wanted:
             return []
