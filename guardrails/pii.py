@@ -392,22 +392,22 @@ class TrimmedSpacyNlpEngine(SpacyNlpEngine):
         entities = self._get_updated_entities(list(doc.ents), [0.85] * len(doc.ents))[0]
         return NlpArtifacts(
             entities=entities,
-            tokens=[],
+            tokens=[],  # type: ignore[arg-type]
             tokens_indices=[],
             lemmas=[],
             nlp_engine=self,
-            language=language,  # type: ignore[arg-type]
+            language=language,
         )
 
     def pattern_artifacts(self, text: str) -> NlpArtifacts:
         """Empty artifacts for the patterns-only mode: spaCy is not run (WindowContextEnhancer needs no tokens)."""
         return NlpArtifacts(
             entities=[],
-            tokens=[],
+            tokens=[],  # type: ignore[arg-type]
             tokens_indices=[],
             lemmas=[],
             nlp_engine=self,
-            language=LANGUAGE,  # type: ignore[arg-type]
+            language=LANGUAGE,
         )
 
     def is_stopword(self, word: str, language: str) -> bool:
