@@ -241,6 +241,9 @@ CHAT_DEFAULT_MODEL = env.str("CHAT_DEFAULT_MODEL", default=LLAMA_MODEL_NAME)
 CHAT_MAX_TOKENS = env.int("CHAT_MAX_TOKENS", default=512)
 CHAT_CONTEXT_CHUNKS = env.int("CHAT_CONTEXT_CHUNKS", default=4)
 CHAT_LOW_GROUNDEDNESS = env.float("CHAT_LOW_GROUNDEDNESS", default=0.5)
+# Threads per web process for the pipeline's blocking stages (guards, ORM); few, so that the event loop relaying
+# tokens keeps the GIL (docs/benchmarks.md, chat).
+CHAT_BLOCKING_WORKERS = env.int("CHAT_BLOCKING_WORKERS", default=2)
 
 # --- Auth, security -------------------------------------------------------------------------------------
 LOGIN_URL = "login"

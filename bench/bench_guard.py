@@ -1,0 +1,181 @@
+"""Guardrails: quality on the shared evaluation sets and PII-analysis latency (``make bench-guard``).
+
+1. ``guard_eval``: injection detection on deepset, NotInject and the jackhhao test split (strictness medium; a prompt
+   counts as flagged on warn or block) and PII detection on presidio-research's synth_dataset_v2 (token level, the
+   default policy's entity types), with stock Presidio's PII figures measured on the same rows as the baseline.
+2. Latency on 2 KB prompts (40 different texts built from synth_dataset_v2, so they hold names, numbers, addresses),
+   interleaved round by round so every configuration sees the same machine load:
+   - stock Presidio 2.2.366 (``AnalyzerEngine`` with the full spaCy pipeline of settings.SPACY_MODEL and the default
+     recognizers; tldextract made offline), all entities, and the same with pattern entity types only;
+   - the portal's analyzer with NER (default policy: PERSON needs spaCy) and with pattern types only;
+   - the services end to end: ``mask`` (analysis + encrypted vault write in PostgreSQL) and ``inspect_input``.
+   Ratios are portal ÷ stock of the same percentile.
+
+Ends with one line:
+``injection_recall=<x> injection_fpr=<x> notinject_fpr=<x> pii_recall_min=<x> pii_precision=<x> p95_ms_ner=<x>
+p95_ms_patterns=<x>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+
+def setup_django() -> None:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def prompts_2kb(count: int) -> list[str]:
+    from guardrails import evaldata
+
+    rows = evaldata.read_pii()
+    out, i = [], 0
+    for _ in range(count):
+        text = ""
+        while len(text.encode()) < 2048:
+            text += rows[i % len(rows)]["full_text"] + "\n"
+            i += 1
+        out.append(text.encode()[:2048].decode(errors="ignore"))
+    return out
+
+
+def stock_engine() -> Any:
+    from django.conf import settings
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    import guardrails.pii  # noqa: F401  (makes tldextract offline for the stock engine too)
+
+    provider = NlpEngineProvider(
+        nlp_configuration={
+            "nlp_engine_name": "spacy",
+            "models": [{"lang_code": "en", "model_name": settings.SPACY_MODEL}],
+        }
+    )
+    return AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
+
+
+def latency(rounds: int) -> dict[str, dict[str, float]]:
+    from guardrails.pii import get_analyzer
+    from guardrails.policy import DEFAULT_POLICY, PATTERN_ENTITIES
+    from guardrails.services import inspect_input, mask
+    from tenants.models import Tenant
+
+    texts = prompts_2kb(40)
+    analyzer = get_analyzer()
+    stock = stock_engine()
+    tenant, _ = Tenant.objects.get_or_create(slug="bench-guard", defaults={"name": "Bench guard"})
+    ner_entities = DEFAULT_POLICY.active_entities()
+    pattern_entities = [e for e in ner_entities if e in PATTERN_ENTITIES]
+    counter = iter(range(10**9))
+    configs: dict[str, Callable[[str], Any]] = {
+        "stock_all": lambda t: stock.analyze(text=t, language="en"),
+        "stock_patterns": lambda t: stock.analyze(text=t, language="en", entities=pattern_entities),
+        "portal_ner": lambda t: analyzer.analyze(t, entities=ner_entities),
+        "portal_patterns": lambda t: analyzer.analyze(t, entities=pattern_entities),
+        "service_mask": lambda t: mask(tenant=tenant, scope_key=f"bench:{next(counter)}", text=t),
+        "service_inspect_input": lambda t: inspect_input(tenant=tenant, text=t),
+    }
+    for fn in configs.values():  # warm up: load models, compile patterns, fill caches
+        for t in texts[:3]:
+            fn(t)
+    samples: dict[str, list[float]] = {name: [] for name in configs}
+    names = list(configs)
+    for r in range(rounds):
+        text = texts[r % len(texts)]
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            started = time.perf_counter()
+            configs[name](text)
+            samples[name].append((time.perf_counter() - started) * 1000)
+    return {
+        name: {
+            "p50": statistics.median(v),
+            "p95": percentile(v, 0.95),
+            "p99": percentile(v, 0.99),
+            "n": float(len(v)),
+        }
+        for name, v in samples.items()
+    }
+
+
+def stock_pii_report() -> Any:
+    from guardrails import evaluation
+
+    stock = stock_engine()
+    wanted = evaluation.DEFAULT_POLICY.active_entities()
+
+    def run(text: str) -> list[tuple[int, int, str]]:
+        return [(r.start, r.end, r.entity_type) for r in stock.analyze(text=text, language="en", entities=wanted)]
+
+    return evaluation.evaluate_pii(analyze=run, entities=wanted)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=160, help="latency samples per configuration")
+    parser.add_argument("--skip-stock-pii", action="store_true", help="skip stock Presidio on synth_dataset_v2")
+    args = parser.parse_args()
+    setup_django()
+    import os as _os
+
+    from django.db import connection
+
+    from guardrails import evaluation
+
+    print(f"machine: {_os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in _os.getloadavg())}")
+    inj = evaluation.evaluate_injection(strictness="medium")
+    print("\n".join(evaluation.injection_table(inj)))
+    inj_high = evaluation.evaluate_injection(strictness="high")
+    print("\n".join(evaluation.injection_table(inj_high)))
+    pii = evaluation.evaluate_pii()
+    print("\n".join(evaluation.pii_table(pii, "PII, portal analyzer, default policy entity types")))
+    if not args.skip_stock_pii:
+        stock = stock_pii_report()
+        print("\n".join(evaluation.pii_table(stock, "PII, stock Presidio (baseline), same entity types")))
+    lat = latency(args.rounds)
+    print(f"\nLatency on 2 KB prompts ({int(lat['portal_ner']['n'])} samples each, interleaved), milliseconds")
+    print(f"{'configuration':<24}{'p50':>9}{'p95':>9}{'p99':>9}")
+    for name, v in lat.items():
+        print(f"{name:<24}{v['p50']:>9.2f}{v['p95']:>9.2f}{v['p99']:>9.2f}")
+    for ours, base in (("portal_ner", "stock_all"), ("portal_patterns", "stock_patterns")):
+        ratios = " / ".join(f"{lat[ours][q] / lat[base][q]:.2f}" for q in ("p50", "p95", "p99"))
+        print(f"ratio {ours} ÷ {base} (p50 / p95 / p99): {ratios}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in _os.getloadavg())}")
+    connection.close()
+
+    def f(x: float | None) -> str:
+        return "nan" if x is None else f"{x:.3f}"
+
+    print(
+        f"injection_recall={f(inj.pooled.recall)} injection_fpr={f(inj.pooled.fpr)} "
+        f"notinject_fpr={f(inj.notinject.fpr)} pii_recall_min={f(pii.recall_min)} pii_precision={f(pii.precision)} "
+        f"p95_ms_ner={lat['portal_ner']['p95']:.2f} p95_ms_patterns={lat['portal_patterns']['p95']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
