@@ -115,7 +115,7 @@ class MessageSerializer(serializers.ModelSerializer[Message]):
 
 
 class FeedbackSerializer(serializers.Serializer[Message]):
-    feedback = serializers.ChoiceField(choices=[("up", "up"), ("down", "down"), ("", "none")])
+    feedback = serializers.ChoiceField(choices=Message.Feedback.choices, help_text="up, down, or empty to clear")
     comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 
 

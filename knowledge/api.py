@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import include, path, re_path
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_view, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.pagination import LimitOffsetPagination
@@ -248,8 +248,17 @@ class DocumentListView(APIView):
 
     @extend_schema(
         summary="The documents of a knowledge base, newest first, with status and progress",
+        operation_id="knowledge_bases_documents_list",
         parameters=[_KB_PATH],
-        responses=DocumentSerializer(many=True),
+        responses=inline_serializer(
+            "PaginatedDocumentList",
+            {
+                "count": serializers.IntegerField(),
+                "next": serializers.URLField(allow_null=True),
+                "previous": serializers.URLField(allow_null=True),
+                "results": DocumentSerializer(many=True),
+            },
+        ),
     )
     def get(self, request: Request, kb_id: str) -> Response:
         caller = _caller(request)

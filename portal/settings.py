@@ -303,6 +303,12 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "ENUM_NAME_OVERRIDES": {
+        "RoleEnum": "tenants.models.Role",
+        "AccessEnum": "knowledge.models.Access",
+        "KnowledgeBaseRoleEnum": ["member", "viewer", "admin", "owner"],
+        "AgentToolEnum": ["knowledge_search", "read_document", "http_request", "calculator"],
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "portal.api.schema.add_error_responses",

@@ -378,10 +378,9 @@ def test_used_up_quota_is_429_with_retry_after(world, keys, live_portal):  # noq
 
 
 def test_key_rate_limit_is_429_with_retry_after(world, keys, live_portal):  # noqa: F811
-    from rest_framework.settings import api_settings
-
     from portal.api.throttling import ApiKeyRateThrottle
 
+    original = ApiKeyRateThrottle.THROTTLE_RATES
     ApiKeyRateThrottle.THROTTLE_RATES = {"api_key": "2/min"}
     try:
         oa = client(live_portal, keys["viewer"])
@@ -393,7 +392,7 @@ def test_key_rate_limit_is_429_with_retry_after(world, keys, live_portal):  # no
         assert int(caught.value.response.headers["retry-after"]) > 0
         assert {m.id for m in client(live_portal, keys["member"]).models.list()}  # another key's own budget
     finally:
-        ApiKeyRateThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
+        ApiKeyRateThrottle.THROTTLE_RATES = original
 
 
 def _inflight(backend: Backend) -> float:

@@ -7,7 +7,7 @@ browser session (CSRF enforced) with the session's current department.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth.models import User
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication, get_authorization_header
@@ -107,4 +107,6 @@ def caller_from_request(request: Request | Any) -> Caller:
         raise TenantSuspended()
     user_id_var.set(user.pk)
     tenant_id_var.set(tenant.pk)
-    return Caller(tenant=membership.tenant, role=membership.role, user=user, key=None, scopes=set(ApiKey.Scope.values))
+    return Caller(
+        tenant=membership.tenant, role=membership.role, user=cast(User, user), key=None, scopes=set(ApiKey.Scope.values)
+    )

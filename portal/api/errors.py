@@ -22,8 +22,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return response
     if isinstance(exc, Http404):
         return Response({"code": "not_found", "message": "Not found.", "details": {}}, status=404)
-    response = drf_exception_handler(exc, context)
-    if response is None:
+    handled = drf_exception_handler(exc, context)
+    if handled is None:
         return None
     code = "error"
     message = "The request could not be completed."
@@ -35,9 +35,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         code = str(exc.default_code)
         detail = exc.detail
         message = str(detail) if not isinstance(detail, dict | list) else message
-        if response.status_code == status.HTTP_401_UNAUTHORIZED:
+        if handled.status_code == status.HTTP_401_UNAUTHORIZED:
             code = "not_authenticated"
         if isinstance(exc, exceptions.Throttled):
             code = "rate_limited"
-    response.data = {"code": code, "message": message, "details": details}
-    return response
+    handled.data = {"code": code, "message": message, "details": details}
+    return handled

@@ -2,7 +2,8 @@
 
 - ``ApiKeyScheme`` / ``PortalSessionScheme`` describe ``portal.api.auth``'s authentication classes.
 - ``add_error_responses`` (a drf-spectacular postprocessing hook) documents ``{code, message, details}`` for the
-  error statuses every operation can answer (400, 401, 403, 404, 429), so clients and schemathesis know the shape.
+  error statuses every operation can answer (400, 401, 403, 404, 429; 409 for writes), so clients and schemathesis
+  know the shape.
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
             if method not in {"get", "post", "put", "patch", "delete"}:
                 continue
             responses = operation.setdefault("responses", {})
-            for status, description in _ERROR_STATUSES.items():
+            statuses = dict(_ERROR_STATUSES)
+            if method != "get":
+                statuses["409"] = "The request conflicts with the current state (e.g. work still in progress)."
+            for status, description in sorted(statuses.items()):
                 responses.setdefault(
                     status, {"description": description, "content": {"application/json": {"schema": ref}}}
                 )

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path, re_path
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from portal.api import schema  # noqa: F401  (registers the authentication schemes with drf-spectacular)
@@ -27,6 +28,7 @@ def _app_patterns() -> list[Any]:
     return patterns
 
 
+@csrf_exempt  # no state changes here; without it an unknown POST/DELETE would get the HTML CSRF page
 def api_not_found(request: HttpRequest, rest: str = "") -> JsonResponse:
     """Unknown /api/ paths (and ids that are not ids) answer the API's error body, not the HTML 404 page."""
     return JsonResponse({"code": "not_found", "message": "Not found.", "details": {}}, status=404)

@@ -28,3 +28,8 @@ class JsonViewSet(viewsets.GenericViewSet[Any]):
 
     parser_classes = [JSONParser]
     lookup_value_regex = ID_PATTERN
+    filter_backends: list[Any] = []
+
+    def get_queryset(self) -> Any:
+        """Views read through selectors; the browsable API asks for a queryset only to draw filter forms."""
+        return []
