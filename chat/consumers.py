@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+from collections import deque
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
 from chat.models import Conversation
 from chat.pipeline import ChatInput, ChatRun, Citations, Done, Failed, Started, Token
@@ -27,6 +30,11 @@ from tenants.models import Membership, Role
 from tenants.selectors import membership_get, membership_list_for_user, membership_require
 
 logger = logging.getLogger(__name__)
+
+# This module is loaded by the processes that serve sockets. They relay tokens from the engines while pipeline
+# threads do CPU work (Presidio, the ORM); CPython hands the GIL to a waiting thread only once per switch interval
+# (5 ms by default), which can add that much to every hop of a token. A shorter interval keeps the relay prompt.
+sys.setswitchinterval(float(getattr(settings, "CHAT_GIL_SWITCH_INTERVAL_S", 0.001)))
 
 CLOSE_CODES = {401: 4401, 403: 4403, 404: 4404}
 STOP_GRACE_S = 15.0
@@ -57,10 +65,41 @@ def error_frame(error: ApplicationError, *, message_id: int | None = None) -> di
     return frame
 
 
+class Outbox:
+    """Frames to the client, in order, written by one sender task. Tokens that arrive while a write is pending (an
+    engine's burst, a busy process) are merged into one frame: one socket write instead of many, so the last
+    token of a burst is not delayed by a write per earlier token. At a normal pace every token is its own frame."""
+
+    def __init__(self, send: Any) -> None:
+        self.frames: deque[dict[str, Any]] = deque()
+        self.ready = asyncio.Event()
+        self._send = send
+
+    def put(self, frame: dict[str, Any]) -> None:
+        last = self.frames[-1] if self.frames else None
+        if frame["type"] == "token" and last is not None and last["type"] == "token":
+            self.frames[-1] = {"type": "token", "text": last["text"] + frame["text"]}
+        else:
+            self.frames.append(frame)
+        self.ready.set()
+
+    async def drain(self) -> None:
+        while self.frames:
+            await self._send(self.frames.popleft())
+
+    async def run(self) -> None:
+        while True:
+            await self.ready.wait()
+            self.ready.clear()
+            await self.drain()
+
+
 class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     conversation: Conversation | None = None
     task: asyncio.Task[None] | None = None
     run: ChatRun | None = None
+    outbox: Outbox | None = None
+    sender: asyncio.Task[None] | None = None
     open = False
 
     async def connect(self) -> None:
@@ -72,6 +111,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.send_json(error_frame(exc))
             await self.close(code=CLOSE_CODES.get(exc.status, 4400))
             self.open = False
+            return
+        self.outbox = Outbox(self._write)
+        self.sender = asyncio.create_task(self.outbox.run())
 
     def _load(self) -> Conversation:
         from chat.selectors import conversation_get
@@ -226,6 +268,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await asyncio.wait([task], timeout=STOP_GRACE_S)
 
     async def _send(self, frame: dict[str, Any]) -> None:
+        if self.open and self.outbox is not None:
+            self.outbox.put(frame)
+
+    async def _write(self, frame: dict[str, Any]) -> None:
         if not self.open:
             return
         try:
@@ -237,3 +283,5 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.open = False
         # a closed tab stops the answer; the pipeline keeps the partial text as "stopped"
         await self._stop()
+        if self.sender is not None:
+            self.sender.cancel()

@@ -27,9 +27,11 @@ import asyncio
 import logging
 import math
 import re
+import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -176,9 +178,26 @@ PipelineEvent = Started | Citations | Token | Done | Failed
 # --- helpers ----------------------------------------------------------------------------------------------
 
 
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _blocking_executor() -> ThreadPoolExecutor:
+    """A small pool for the pipeline's blocking stages. Small on purpose: only one thread of a process runs Python
+    at a time (the GIL), so more threads add no throughput, and every CPU-bound thread (Presidio, the ORM) is one more
+    competitor of the event loop that relays tokens to the sockets."""
+    global _executor
+    if _executor is None:
+        with _executor_lock:
+            if _executor is None:
+                workers = int(_setting("CHAT_BLOCKING_WORKERS", 2))
+                _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chat-pipeline")
+    return _executor
+
+
 def _sync(fn: Callable[..., T]) -> Callable[..., Any]:
-    """Run blocking work (ORM, Presidio, embeddings) in the thread pool, each call on its own fresh DB connection
-    so that sessions do not queue behind one another."""
+    """Run blocking work (ORM, Presidio, embeddings) off the event loop, each call on its own fresh DB connection so
+    that sessions do not queue behind one shared connection."""
 
     def call(*args: Any, **kwargs: Any) -> T:
         close_old_connections()
@@ -187,7 +206,7 @@ def _sync(fn: Callable[..., T]) -> Callable[..., Any]:
         finally:
             close_old_connections()
 
-    return sync_to_async(call, thread_sensitive=False)
+    return sync_to_async(call, thread_sensitive=False, executor=_blocking_executor())
 
 
 def bytes_upper_bound(messages: list[dict[str, str]]) -> int:
