@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -405,6 +406,25 @@ def inspect_output(
 
 
 # --- policy ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Preview:
+    verdict: Verdict
+    masked: str
+    counts: dict[str, int]
+    blocked: list[str]
+
+
+def guardrail_preview(*, tenant: Tenant, text: str) -> Preview:
+    """The policy applied to a sample, for the policy page: nothing is stored, audited or counted."""
+    _check_text(text)
+    policy = guardrail_policy_get(tenant=tenant)
+    verdict = _guarded("preview", lambda: injection.verdicts([text], strictness=policy.injection_strictness)[0])
+    findings = _analyze(stage="preview", text=text, policy=policy)
+    blocked = sorted({f.entity_type for f in findings if policy.action(f.entity_type) == "block"})
+    masked, counts, _ = _apply(text, [f for f in findings if policy.action(f.entity_type) != "allow"], Mapping())
+    return Preview(verdict=verdict, masked=masked, counts=counts, blocked=blocked)
+
+
 @transaction.atomic
 def guardrail_policy_update(
     *,
