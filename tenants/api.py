@@ -101,6 +101,10 @@ class MemberCreateSerializer(serializers.Serializer[Membership]):
     role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
 
 
+class MemberListQuerySerializer(serializers.Serializer[Any]):
+    role = serializers.ChoiceField(choices=Role.choices, required=False, help_text="only members with this role")
+
+
 class MemberUpdateSerializer(serializers.Serializer[Membership]):
     role = serializers.ChoiceField(choices=Role.choices)
 
@@ -247,7 +251,11 @@ _MEMBER_ID = id_parameter("user_id", "the member's user id")
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Members of your department (admins)", responses=MemberSerializer(many=True)),
+    list=extend_schema(
+        summary="Members of your department (admins)",
+        parameters=[MemberListQuerySerializer],
+        responses=MemberSerializer(many=True),
+    ),
     create=extend_schema(
         summary="Add a user to your department (admins; only owners grant owner)",
         request=MemberCreateSerializer,
@@ -271,7 +279,9 @@ class MemberViewSet(JsonViewSet):
 
     def list(self, request: Request) -> Response:
         caller = admin_caller(request)
-        page = self.paginate_queryset(membership_list(tenant=caller.tenant))
+        query = MemberListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        page = self.paginate_queryset(membership_list(tenant=caller.tenant, role=query.validated_data.get("role")))
         return self.get_paginated_response(MemberSerializer(page, many=True).data)
 
     def create(self, request: Request) -> Response:

@@ -177,8 +177,9 @@ def usage_summary(
     return result
 
 
-def membership_list(*, tenant: Tenant) -> QuerySet[Membership]:
-    return Membership.objects.for_tenant(tenant).select_related("user").order_by("user__username")
+def membership_list(*, tenant: Tenant, role: str | None = None) -> QuerySet[Membership]:
+    qs = Membership.objects.for_tenant(tenant).select_related("user").order_by("user__username")
+    return qs.filter(role=role) if role else qs
 
 
 def membership_get_in_tenant(*, tenant: Tenant, user_id: int) -> Membership:

@@ -262,6 +262,14 @@ def test_members_add_change_remove(world, api_keys):  # noqa: F811
     assert actions == ["membership.add", "membership.role", "membership.remove"]
 
 
+def test_members_filter_by_role(world, api_keys):  # noqa: F811
+    response = api_call("get", "/api/v1/members/?role=viewer", key=api_keys["admin"])
+    assert [m["username"] for m in response.json_body["results"]] == ["alpha-viewer"]
+    bad = api_call("get", "/api/v1/members/?role=king", key=api_keys["admin"])
+    assert_error_body(bad, 400)
+    assert "role" in bad.json_body["details"]
+
+
 def test_unknown_user_is_a_clear_400(world, api_keys):  # noqa: F811
     response = api_call("post", "/api/v1/members/", key=api_keys["admin"], body={"username": "nobody"})
     assert_error_body(response, 400)
