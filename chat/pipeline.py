@@ -476,13 +476,21 @@ class ChatRun:
                 prep.user_masked = result.text
                 counts = dict(result.counts)
             if self.inp.history:
-                masked_history = []
-                for m in self.inp.history:
-                    r = mask(tenant=self.inp.tenant, scope_key=self.scope_key, text=m.get("content") or "")
-                    for k, v in r.counts.items():
+                # the client's earlier turns: one analyzer pass over all of them, split back per turn
+                turns = [m.get("content") or "" for m in self.inp.history]
+                joined = mask(tenant=self.inp.tenant, scope_key=self.scope_key, text=_CHUNK_SEPARATOR.join(turns))
+                parts = [t.strip() for t in joined.text.split(_CHUNK_SEPARATOR.strip())]
+                if len(parts) == len(turns):
+                    results = [(p, joined.counts if i == 0 else {}) for i, p in enumerate(parts)]
+                else:
+                    one_by_one = [mask(tenant=self.inp.tenant, scope_key=self.scope_key, text=t) for t in turns]
+                    results = [(r.text, r.counts) for r in one_by_one]
+                for _, found in results:
+                    for k, v in found.items():
                         counts[k] = counts.get(k, 0) + v
-                    masked_history.append({"role": m["role"], "content": r.text})
-                prep.history_masked = masked_history
+                prep.history_masked = [
+                    {"role": m["role"], "content": text} for m, (text, _) in zip(self.inp.history, results, strict=True)
+                ]
             self._mask_counts = counts
             span.set(entities=sum(counts.values()))
 
