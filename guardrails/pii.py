@@ -48,6 +48,7 @@ from presidio_analyzer.predefined_recognizers import (
 )
 
 from guardrails.policy import NER_ENTITIES, ResolvedPolicy
+from guardrails.vault import PLACEHOLDER_RE
 
 LANGUAGE = "en"
 
@@ -509,11 +510,13 @@ class PiiAnalyzer:
             nlp_artifacts=artifacts,
             ad_hoc_recognizers=ad_hoc or None,
         )
+        placeholders = [(m.start(), m.end()) for m in PLACEHOLDER_RE.finditer(text)] if "<" in text else []
         return resolve_overlaps(
             Finding(r.entity_type, r.start, r.end, float(r.score))
             for r in results
             if r.score >= SCORE_THRESHOLDS.get(r.entity_type, DEFAULT_THRESHOLD)
             and r.end > r.start
+            and not any(r.start < pe and r.end > ps for ps, pe in placeholders)  # our own <PERSON_1> markers
             and not (
                 r.entity_type == "PERSON"
                 and (

@@ -86,3 +86,9 @@ def test_known_confusions(analyzer, text, expected):
 
 def test_the_analyzer_is_a_singleton(analyzer):
     assert get_analyzer() is analyzer
+
+
+def test_placeholders_are_never_taken_for_entities(analyzer):
+    text = "Dear <PERSON_1>, call <PHONE_NUMBER_12> about <CREDIT_CARD_2>. Regards, <PERSON_3> and Maria Lopez"
+    found = [(f.entity_type, text[f.start : f.end]) for f in analyzer.analyze(text, entities=list(BUILTIN_ENTITIES))]
+    assert found == [("PERSON", "Maria Lopez")]
