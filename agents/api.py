@@ -20,7 +20,8 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import include, path, re_path
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import serializers, status
@@ -530,20 +531,20 @@ async def event_stream(tenant_id: int, run_id: int, after: int, *, max_s: float 
             await asyncio.sleep(SSE_POLL_S)
 
 
-async def run_events(request: HttpRequest, run_id: str) -> HttpResponse:
+async def run_events(request: HttpRequest, run_id: str) -> HttpResponseBase:
     if request.method not in ("GET", "HEAD"):
         return JsonResponse({"code": "method_not_allowed", "message": "Use GET.", "details": {}}, status=405)
     try:
         tenant_id, after = await sync_to_async(_authorize_stream, thread_sensitive=False)(request, int(run_id))
     except ApplicationError as exc:
-        response = JsonResponse(exc.as_dict(), status=exc.status)
+        error = JsonResponse(exc.as_dict(), status=exc.status)
         if exc.status == 401:
-            response["WWW-Authenticate"] = 'Bearer realm="api"'
-        return response
-    response = StreamingHttpResponse(event_stream(tenant_id, int(run_id), after), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+            error["WWW-Authenticate"] = 'Bearer realm="api"'
+        return error
+    stream = StreamingHttpResponse(event_stream(tenant_id, int(run_id), after), content_type="text/event-stream")
+    stream["Cache-Control"] = "no-cache"
+    stream["X-Accel-Buffering"] = "no"
+    return stream
 
 
 router = SimpleRouter()

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -145,6 +146,29 @@ class Heartbeat:
 
 _loop_lock = threading.Lock()
 _loop: tuple[int, asyncio.AbstractEventLoop] | None = None
+
+
+def event_loop_reset() -> None:
+    """Close the pool's router on this process's loop and stop the loop (tests; a new one starts on demand)."""
+    global _loop
+    with _loop_lock:
+        current, _loop = _loop, None
+    if current is None or current[0] != os.getpid() or current[1].is_closed():
+        return
+    loop = current[1]
+
+    async def close() -> None:
+        from inference_pool.router import _routers
+
+        router = _routers.get(loop)
+        if router is not None:
+            await router.aclose()
+
+    try:
+        asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=10)
+    except Exception:
+        logger.debug("closing the agents' pool router failed", exc_info=True)
+    loop.call_soon_threadsafe(loop.stop)
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
@@ -631,7 +655,7 @@ async def _stream_model(request: Any, cancelled: threading.Event) -> _Reply:
 
     reply = _Reply()
     parts: list[str] = []
-    async with aclosing(pool_stream(request=request)) as events:
+    async with aclosing(pool_stream(request=request)) as events:  # type: ignore[type-var]
         async for event in events:
             if cancelled.is_set():
                 reply.cancelled = True
@@ -666,6 +690,11 @@ def _call_model(request: Any, beat: Heartbeat, timeout: float) -> _Reply:
     except TimeoutError:
         future.cancel()
         raise UpstreamError(f"The model did not answer within {timeout:g} seconds.") from None
+    except ApplicationError:
+        raise
+    except Exception as exc:  # a connection problem the pool did not classify: retried like an upstream error
+        logger.warning("model call failed", extra={"error": type(exc).__name__})
+        raise UpstreamError(f"The model server connection failed ({type(exc).__name__}).") from None
 
 
 def _model_step(run: AgentRun, *, role: str, worker: str, beat: Heartbeat) -> Outcome:
@@ -709,7 +738,7 @@ def _model_step(run: AgentRun, *, role: str, worker: str, beat: Heartbeat) -> Ou
     attempts = 1 + int(_setting("AGENT_MODEL_RETRIES", 2))
     timeout = float(_setting("AGENT_MODEL_TIMEOUT", 180.0))
     usage_in = usage_out = 0
-    cost_total = 0
+    cost_total = Decimal(0)
     backend = ""
     last_error = ""
     decision: protocol.Decision | None = None
@@ -920,7 +949,7 @@ def agent_run_drive(*, run_id: int, worker: str = "inline", max_steps: int = 100
             break
         outcome = agent_run_step(run_id=run_id, checkpoint=checkpoint, worker=worker)
         result.outcomes.append(outcome)
-        if outcome.state == "busy":
+        if outcome.state in ("busy", "retry"):
             time.sleep(min(outcome.delay, 5.0))
             continue
         if outcome.state != "advanced":

@@ -39,8 +39,12 @@ def register_engine(engine: Any, *, name: str = "agents-engine") -> Backend:
 
 
 @pytest.fixture
-def engine_backend(llama_server: Any, transactional_db: Any) -> Backend:
-    return register_engine(llama_server)
+def engine_backend(llama_server: Any, transactional_db: Any) -> Iterator[Backend]:
+    from agents.runner import event_loop_reset
+
+    event_loop_reset()  # a fresh pool router: the previous test's backend rows are gone
+    yield register_engine(llama_server)
+    event_loop_reset()
 
 
 @dataclass
