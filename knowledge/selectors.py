@@ -120,59 +120,43 @@ def _tsquery_literal(terms: Iterable[str]) -> str:
     return " | ".join(quoted)
 
 
-def _query_terms(query: str) -> list[str]:
-    with connection.cursor() as cur:
-        cur.execute("SELECT tsvector_to_array(to_tsvector(%s::regconfig, %s))", [TS_CONFIG, query])
-        row = cur.fetchone()
-    return list(row[0] or []) if row else []
+def _dense_part(
+    *, label: str, tenant_id: int, kb_ids: list[int], vector: Sequence[float], n: int, exact: bool
+) -> tuple[str, dict[str, Any]]:
+    """Dense candidates ranked by cosine distance. ``exact``: a small scope is scored in full (a filtered scan is
+    both exact and cheaper there); otherwise the HNSW index (ORDER BY the same ``<=>`` its opclass serves)."""
+    distance = f"(c.embedding <=> %({label}_vec)s::vector)" + (" + 0" if exact else "")
+    # ``label`` is an internal identifier (d0, d1, …), never user input; values go through parameters
+    sql = f"""
+        SELECT '{label}' AS src, id, dist AS value, row_number() OVER (ORDER BY dist, id) AS rnk FROM (
+            SELECT c.id, {distance} AS dist FROM knowledge_chunk c
+            WHERE c.tenant_id = %({label}_tenant)s AND c.knowledge_base_id = ANY(%({label}_kbs)s)
+            ORDER BY {distance} LIMIT %({label}_n)s
+        ) {label}_s"""  # noqa: S608
+    params = {
+        f"{label}_vec": _vector_literal(vector),
+        f"{label}_tenant": tenant_id,
+        f"{label}_kbs": kb_ids,
+        f"{label}_n": n,
+    }
+    return sql, params
 
 
-def _dense_candidates(
-    *, tenant_id: int, kb_ids: list[int], vector: Sequence[float], n: int, exact: bool
-) -> list[tuple[int, float]]:
-    literal = _vector_literal(vector)
-    with transaction.atomic(), connection.cursor() as cur:
-        if exact:
-            # a small scope: score every chunk in it (exact, and cheaper than walking the global graph)
-            cur.execute(
-                "SELECT c.id, (c.embedding <=> %s::vector) + 0 AS dist FROM knowledge_chunk c "
-                "WHERE c.tenant_id = %s AND c.knowledge_base_id = ANY(%s) ORDER BY dist, c.id LIMIT %s",
-                [literal, tenant_id, kb_ids, n],
-            )
-        else:
-            ef = max(min(n, 1000), 40)
-            cur.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
-            cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            cur.execute(f"SET LOCAL hnsw.max_scan_tuples = {int(_setting('KNOWLEDGE_HNSW_MAX_SCAN_TUPLES', 50000))}")
-            cur.execute(
-                "SELECT id, dist FROM ("
-                "  SELECT c.id, c.embedding <=> %s::vector AS dist FROM knowledge_chunk c"
-                "  WHERE c.tenant_id = %s AND c.knowledge_base_id = ANY(%s)"
-                "  ORDER BY c.embedding <=> %s::vector LIMIT %s"
-                ") s ORDER BY dist, id",
-                [literal, tenant_id, kb_ids, literal, n],
-            )
-        return [(int(r[0]), float(r[1])) for r in cur.fetchall()]
-
-
-def _lexical_candidates(*, tenant_id: int, kbs: list[KnowledgeBase], query: str, n: int) -> list[tuple[int, float]]:
-    terms = _query_terms(query)
-    if not terms:
-        return []
+def _lexical_part(*, tenant_id: int, kbs: list[KnowledgeBase], query: str, n: int) -> tuple[str, dict[str, Any]] | None:
+    """BM25 candidates: statistics of the query's terms over the searched knowledge bases, then one scoring query."""
     kb_ids = [kb.pk for kb in kbs]
     with connection.cursor() as cur:
         cur.execute(
             "SELECT term, sum(df) FROM knowledge_knowledgebaseterm "
-            "WHERE tenant_id = %s AND knowledge_base_id = ANY(%s) AND term = ANY(%s) AND df > 0 GROUP BY term",
-            [tenant_id, kb_ids, terms],
+            "WHERE tenant_id = %s AND knowledge_base_id = ANY(%s) AND df > 0 "
+            "AND term = ANY(tsvector_to_array(to_tsvector(%s::regconfig, %s))) GROUP BY term",
+            [tenant_id, kb_ids, TS_CONFIG, query],
         )
         dfs = {str(t): int(df) for t, df in cur.fetchall()}
-    if not dfs:
-        return []
     total = sum(kb.bm25_chunk_count for kb in kbs)
     length = sum(kb.bm25_total_length for kb in kbs)
-    if total <= 0:
-        return []
+    if not dfs or total <= 0:
+        return None
     avgdl = max(length / total, 1.0)
     ordered = sorted(dfs, key=lambda t: (dfs[t], t))
     idfs = [math.log(1.0 + (total - dfs[t] + 0.5) / (dfs[t] + 0.5)) for t in ordered]
@@ -186,37 +170,57 @@ def _lexical_candidates(*, tenant_id: int, kbs: list[KnowledgeBase], query: str,
             break
         match_terms.append(term)
         used += dfs[term]
-    with connection.cursor() as cur:
-        cur.execute(
-            """
+    sql = """
+        SELECT 'lex' AS src, id, score AS value, row_number() OVER (ORDER BY score DESC, id) AS rnk FROM (
             SELECT c.id,
-                   sum(t.idf * (u.tf * (%(k1)s + 1.0))
-                       / (u.tf + %(k1)s * (1.0 - %(b)s + %(b)s * c.length / %(avgdl)s))) AS score
+                   sum(t.idf * (u.tf * (%(lex_k1)s + 1.0))
+                       / (u.tf + %(lex_k1)s * (1.0 - %(lex_b)s + %(lex_b)s * c.length / %(lex_avgdl)s))) AS score
             FROM knowledge_chunk c
             CROSS JOIN LATERAL (
                 SELECT lexeme, coalesce(array_length(positions, 1), 1) AS tf
-                FROM unnest(ts_filter(setweight(setweight(c.search, 'D'), 'A', %(terms)s::text[]), '{a}'))
+                FROM unnest(ts_filter(setweight(setweight(c.search, 'D'), 'A', %(lex_terms)s::text[]), '{a}'))
             ) u
-            JOIN unnest(%(terms)s::text[], %(idfs)s::float8[]) AS t(term, idf) ON t.term = u.lexeme
-            WHERE c.tenant_id = %(tenant)s AND c.knowledge_base_id = ANY(%(kbs)s)
-              AND c.search @@ %(tsq)s::tsquery
+            JOIN unnest(%(lex_terms)s::text[], %(lex_idfs)s::float8[]) AS t(term, idf) ON t.term = u.lexeme
+            WHERE c.tenant_id = %(lex_tenant)s AND c.knowledge_base_id = ANY(%(lex_kbs)s)
+              AND c.search @@ %(lex_tsq)s::tsquery
             GROUP BY c.id
             ORDER BY score DESC, c.id
-            LIMIT %(n)s
-            """,
-            {
-                "k1": BM25_K1,
-                "b": BM25_B,
-                "avgdl": avgdl,
-                "terms": ordered,
-                "idfs": idfs,
-                "tenant": tenant_id,
-                "kbs": kb_ids,
-                "tsq": _tsquery_literal(match_terms),
-                "n": n,
-            },
-        )
-        return [(int(r[0]), float(r[1])) for r in cur.fetchall()]
+            LIMIT %(lex_n)s
+        ) lex_s"""
+    params = {
+        "lex_k1": BM25_K1,
+        "lex_b": BM25_B,
+        "lex_avgdl": avgdl,
+        "lex_terms": ordered,
+        "lex_idfs": idfs,
+        "lex_tenant": tenant_id,
+        "lex_kbs": kb_ids,
+        "lex_tsq": _tsquery_literal(match_terms),
+        "lex_n": n,
+    }
+    return sql, params
+
+
+def _candidates(parts: list[tuple[str, dict[str, Any]]], *, hnsw_ef: int | None) -> dict[str, list[tuple[int, float]]]:
+    """Run every candidate list in one statement; ``hnsw_ef``: the HNSW settings for this transaction first."""
+    sql = " UNION ALL ".join(f"({part})" for part, _ in parts)
+    params: dict[str, Any] = {}
+    for _, p in parts:
+        params.update(p)
+    rows: list[tuple[str, int, float, int]] = []
+    with transaction.atomic(), connection.cursor() as cur:
+        if hnsw_ef is not None:
+            cur.execute(
+                "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', "
+                "true), set_config('hnsw.max_scan_tuples', %s, true)",
+                [str(hnsw_ef), str(int(_setting("KNOWLEDGE_HNSW_MAX_SCAN_TUPLES", 50000)))],
+            )
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    lists: dict[str, list[tuple[int, float]]] = {}
+    for src, chunk_id, value, _rank in sorted(rows, key=lambda r: (r[0], r[3])):
+        lists.setdefault(src, []).append((int(chunk_id), float(value)))
+    return lists
 
 
 def _rrf(lists: list[list[int]], *, k: int) -> list[tuple[int, float]]:
@@ -276,36 +280,41 @@ def chunk_search(
     if not kbs:
         return []
     n = candidates or max(2 * k, int(_setting("KNOWLEDGE_SEARCH_CANDIDATES", 100)))
-    ranked_lists: list[list[int]] = []
-    dense_scores: dict[int, float] = {}
-    lexical_scores: dict[int, float] = {}
+    parts: list[tuple[str, dict[str, Any]]] = []
+    hnsw_ef: int | None = None
     if mode in ("hybrid", "dense"):
         by_model: dict[str, list[KnowledgeBase]] = {}
         for kb in kbs:
             by_model.setdefault(kb.embedding_model, []).append(kb)
         exact_max = int(_setting("KNOWLEDGE_EXACT_SEARCH_MAX", 10000))
-        for model_id, group in by_model.items():
-            vector = get_embedder(model_id).embed([query])[0]
-            scope = sum(kb.bm25_chunk_count for kb in group)
-            dense = _dense_candidates(
-                tenant_id=tenant.pk,
-                kb_ids=[kb.pk for kb in group],
-                vector=vector,
-                n=n,
-                exact=scope <= exact_max,
+        for index, (model_id, group) in enumerate(by_model.items()):
+            exact = sum(kb.bm25_chunk_count for kb in group) <= exact_max
+            if not exact:
+                hnsw_ef = max(min(n, 1000), 40)
+            parts.append(
+                _dense_part(
+                    label=f"d{index}",
+                    tenant_id=tenant.pk,
+                    kb_ids=[kb.pk for kb in group],
+                    vector=get_embedder(model_id).embed([query])[0],
+                    n=n,
+                    exact=exact,
+                )
             )
-            ranked_lists.append([cid for cid, _ in dense])
-            dense_scores.update({cid: 1.0 - dist for cid, dist in dense})
     if mode in ("hybrid", "lexical"):
-        lexical = _lexical_candidates(tenant_id=tenant.pk, kbs=kbs, query=query, n=n)
-        ranked_lists.append([cid for cid, _ in lexical])
-        lexical_scores = dict(lexical)
+        lexical_part = _lexical_part(tenant_id=tenant.pk, kbs=kbs, query=query, n=n)
+        if lexical_part is not None:
+            parts.append(lexical_part)
+    lists = _candidates(parts, hnsw_ef=hnsw_ef) if parts else {}
     if mode == "hybrid":
-        fused = _rrf(ranked_lists, k=int(_setting("KNOWLEDGE_RRF_K", 60)))[:k]
+        fused = _rrf([[cid for cid, _ in ranked] for ranked in lists.values()], k=int(_setting("KNOWLEDGE_RRF_K", 60)))
     elif mode == "dense":
-        fused = sorted(dense_scores.items(), key=lambda i: (-i[1], i[0]))[:k]
+        fused = sorted(
+            ((cid, 1.0 - dist) for src, ranked in lists.items() for cid, dist in ranked), key=lambda i: (-i[1], i[0])
+        )
     else:
-        fused = sorted(lexical_scores.items(), key=lambda i: (-i[1], i[0]))[:k]
+        fused = lists.get("lex", [])
+    fused = fused[:k]
     if not fused:
         return []
     ids = [cid for cid, _ in fused]

@@ -366,23 +366,27 @@ def document_dispatch(*, tenant_id: int) -> list[int]:
     documents per tenant, so one department's 5,000-file upload cannot bury another department's single file.
     The messages are sent after commit."""
     cap = int(_setting("INGEST_TENANT_CONCURRENCY", 2))
-    with transaction.atomic():
-        with connection.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_ADVISORY_NAMESPACE, int(tenant_id)])
-        docs = Document.objects.for_tenant(tenant_id)
-        inflight = docs.filter(status__in=Document.ACTIVE_STATES, dispatched_at__isnull=False).count()
-        free = cap - inflight
-        if free <= 0:
-            return []
-        ids = list(
-            docs.filter(status=Document.Status.QUEUED, dispatched_at__isnull=True)
-            .order_by("created_at", "id")
-            .values_list("id", flat=True)[:free]
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_ADVISORY_NAMESPACE, int(tenant_id)])
+        cur.execute(
+            """
+            UPDATE knowledge_document SET dispatched_at = %(now)s
+            WHERE id IN (
+                SELECT id FROM knowledge_document
+                WHERE tenant_id = %(tenant)s AND status = 'queued' AND dispatched_at IS NULL
+                ORDER BY created_at, id
+                LIMIT greatest(0, %(cap)s - (
+                    SELECT count(*) FROM knowledge_document
+                    WHERE tenant_id = %(tenant)s AND dispatched_at IS NOT NULL
+                      AND status IN ('queued', 'parsing', 'chunking', 'embedding')))
+            )
+            RETURNING id
+            """,
+            {"now": timezone.now(), "tenant": int(tenant_id), "cap": cap},
         )
-        if not ids:
-            return []
-        docs.filter(pk__in=ids).update(dispatched_at=timezone.now())
-        transaction.on_commit(lambda: _send(ids))
+        ids = sorted(row[0] for row in cur.fetchall())
+        if ids:
+            transaction.on_commit(lambda: _send(ids))
     return ids
 
 
@@ -419,8 +423,28 @@ def ingest_sweep(*, stale_after: timedelta | None = None) -> dict[str, int]:
 # --- the ingestion pipeline -------------------------------------------------------------------------------
 
 
+class _Progress:
+    """Progress on the Document row, written in autocommit (visible to the pages at once) at most every
+    ``interval`` seconds, except forced writes; every write also notices a cancellation or deletion."""
+
+    def __init__(self, document_id: int, interval: float = 0.3) -> None:
+        self.document_id = document_id
+        self.interval = interval
+        self.last = 0.0
+        self.pending: dict[str, Any] = {}
+
+    def __call__(self, *, force: bool = False, **fields: Any) -> None:
+        self.pending.update(fields)
+        now = time.monotonic()
+        if not force and now - self.last < self.interval:
+            return
+        _progress(self.document_id, **self.pending)
+        self.pending = {}
+        self.last = now
+
+
 def _progress(document_id: int, **fields: Any) -> None:
-    """Write progress now (autocommit, visible to the pages at once); stop when cancelled or deleted."""
+    """Write progress now; stop when the document was cancelled or deleted."""
     fields["updated_at"] = timezone.now()
     updated = Document.unscoped.filter(pk=document_id).exclude(status=Document.Status.CANCELLED).update(**fields)
     if not updated:
@@ -467,7 +491,7 @@ def document_is_done(*, document_id: int) -> bool:
 def document_ingest(*, document_id: int) -> str:
     """Parse, chunk, embed and index one document. Idempotent: a rerun replaces the document's chunks.
     Readable failures end the document as ``failed``; transient errors propagate (the task retries them)."""
-    doc = Document.unscoped.select_related("knowledge_base", "tenant").filter(pk=document_id).first()
+    doc = Document.unscoped.select_related("knowledge_base", "tenant__quota", "content").filter(pk=document_id).first()
     if doc is None or doc.status == Document.Status.CANCELLED:
         return "skipped"
     tenant_id = doc.tenant_id
@@ -485,19 +509,24 @@ def document_ingest(*, document_id: int) -> str:
 def _ingest(doc: Document) -> str:
     kb = doc.knowledge_base
     tenant = doc.tenant
-    _progress(
-        doc.pk,
+    progress = _Progress(doc.pk, interval=float(_setting("KNOWLEDGE_PROGRESS_INTERVAL", 0.3)))
+    progress(
+        force=True,
         status=Document.Status.PARSING,
         progress=5,
         error="",
         started_at=timezone.now(),
         attempts=doc.attempts + 1,
     )
-    content = DocumentContent.objects.for_tenant(tenant).filter(document_id=doc.pk).only("data").first()
-    if content is None:
-        raise DocumentRejected("The uploaded file is no longer stored; upload it again.")
+    try:
+        content = doc.content
+    except DocumentContent.DoesNotExist:
+        raise DocumentRejected("The uploaded file is no longer stored; upload it again.") from None
     data = bytes(content.data)
-    quota = _quota(tenant)
+    try:
+        quota = tenant.quota
+    except Quota.DoesNotExist:
+        quota = Quota(tenant=tenant)
     if len(data) > int(quota.max_upload_mb) * 1024 * 1024:
         raise DocumentRejected(
             f"The file is {len(data) / 1048576:.1f} MB; your department's limit is {quota.max_upload_mb} MB per file."
@@ -511,9 +540,7 @@ def _ingest(doc: Document) -> str:
     except Exception as exc:  # a parser bug on hostile input must not crash the worker
         logger.warning("parser error on document %s: %s", doc.pk, type(exc).__name__)
         raise DocumentRejected("The file is damaged or not in the format it claims to be.") from None
-    _progress(
-        doc.pk, status=Document.Status.CHUNKING, progress=15, detected_type=parsed.detected_type, pages=parsed.pages
-    )
+    progress(status=Document.Status.CHUNKING, progress=15, detected_type=parsed.detected_type, pages=parsed.pages)
     drafts = chunk_sections(parsed.sections, chunk_size=kb.chunk_size, overlap=kb.chunk_overlap)
     max_chunks = int(_setting("KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT", 20000))
     if not drafts:
@@ -524,21 +551,25 @@ def _ingest(doc: Document) -> str:
         )
     texts = [embedding_text(d.heading, d.text) for d in drafts]
     pii = _pii_counts(tenant, [d.text for d in drafts])
-    _progress(doc.pk, status=Document.Status.EMBEDDING, progress=20)
+    progress(status=Document.Status.EMBEDDING, progress=20)
     model_id = kb.embedding_model
     embedder = get_embedder(model_id)
     parts: list[np.ndarray] = []
     batch = int(_setting("KNOWLEDGE_EMBED_BATCH", EMBED_BATCH))
-    last_write = 0.0
     for start in range(0, len(texts), batch):
         parts.append(embedder.embed_array(texts[start : start + batch], batch_size=batch))
         done = min(start + batch, len(texts))
-        now = time.monotonic()
-        if done == len(texts) or now - last_write > 0.25:
-            _progress(doc.pk, progress=20 + int(70 * done / len(texts)))
-            last_write = now
+        progress(progress=20 + int(70 * done / len(texts)))
     vectors = np.concatenate(parts) if parts else np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-    count = chunks_replace(document_id=doc.pk, drafts=drafts, vectors=vectors, model_id=model_id, pii=pii)
+    count = chunks_replace(
+        document_id=doc.pk,
+        drafts=drafts,
+        vectors=vectors,
+        model_id=model_id,
+        pii=pii,
+        detected_type=parsed.detected_type,
+        pages=parsed.pages,
+    )
     INGESTION_CHUNKS.labels(tenant=tenant.slug).inc(count)
     return "indexed"
 
@@ -547,52 +578,65 @@ def _vector_literal(row: Sequence[float]) -> str:
     return "[" + ",".join(f"{float(x):.7g}" for x in row) + "]"
 
 
-def _bm25_subtract(cur: Any, *, kb_id: int, document_id: int) -> None:
-    cur.execute("SELECT count(*), coalesce(sum(length), 0) FROM knowledge_chunk WHERE document_id = %s", [document_id])
-    n, total = cur.fetchone()
-    if not n:
-        return
-    cur.execute(
-        """
-        UPDATE knowledge_knowledgebaseterm t SET df = t.df - x.n
-        FROM (SELECT u.lexeme AS term, count(*) AS n
-              FROM knowledge_chunk c CROSS JOIN LATERAL unnest(c.search) u
-              WHERE c.document_id = %s GROUP BY u.lexeme) x
-        WHERE t.knowledge_base_id = %s AND t.term = x.term
-        RETURNING t.id, t.df
-        """,
-        [document_id, kb_id],
-    )
-    empty = [row[0] for row in cur.fetchall() if row[1] <= 0]
-    if empty:
-        cur.execute("DELETE FROM knowledge_knowledgebaseterm WHERE id = ANY(%s)", [empty])
-    cur.execute(
-        "UPDATE knowledge_knowledgebase SET bm25_chunk_count = bm25_chunk_count - %s, "
-        "bm25_total_length = bm25_total_length - %s WHERE id = %s",
-        [n, total, kb_id],
-    )
+# Remove a document's chunks and their share of the BM25 statistics in one statement; returns the ids of terms
+# whose document frequency dropped to zero (deleted after the new chunks are in, which may use them again).
+_SUBTRACT_SQL = """
+WITH old AS (
+    DELETE FROM knowledge_chunk WHERE document_id = %(doc)s RETURNING search, length
+), lexemes AS (
+    SELECT u.lexeme AS term, count(*) AS n FROM old CROSS JOIN LATERAL unnest(old.search) u GROUP BY u.lexeme
+), terms AS (
+    UPDATE knowledge_knowledgebaseterm t SET df = t.df - lexemes.n FROM lexemes
+    WHERE t.knowledge_base_id = %(kb)s AND t.term = lexemes.term
+    RETURNING t.id, t.df
+), kb AS (
+    UPDATE knowledge_knowledgebase SET
+        bm25_chunk_count = bm25_chunk_count - (SELECT count(*) FROM old),
+        bm25_total_length = bm25_total_length - (SELECT coalesce(sum(length), 0) FROM old)
+    WHERE id = %(kb)s
+)
+SELECT id FROM terms WHERE df <= 0
+"""
+
+# Insert the new chunks (tsvector and BM25 length computed next to the data), add their share of the statistics
+# and mark the document indexed, in one statement.
+_INSERT_SQL = """
+WITH new AS (
+    INSERT INTO knowledge_chunk (tenant_id, knowledge_base_id, document_id, ordinal, text, token_count, page, heading,
+                                 embedding, search, length, pii_counts)
+    SELECT %(tenant)s, %(kb)s, %(doc)s, t.ordinal, t.text, t.tokens, t.page, t.heading, t.embedding::vector, s.search,
+           (SELECT coalesce(sum(coalesce(array_length(u.positions, 1), 1)), 0) FROM unnest(s.search) u),
+           t.pii::jsonb
+    FROM unnest(%(ordinals)s::int[], %(texts)s::text[], %(tokens)s::int[], %(pages)s::int[], %(headings)s::text[],
+                %(embeddings)s::text[], %(search_texts)s::text[], %(pii)s::text[])
+         AS t(ordinal, text, tokens, page, heading, embedding, search_text, pii)
+    CROSS JOIN LATERAL (SELECT to_tsvector(%(config)s::regconfig, t.search_text) AS search) s
+    RETURNING search, length
+), terms AS (
+    INSERT INTO knowledge_knowledgebaseterm (tenant_id, knowledge_base_id, term, df)
+    SELECT %(tenant)s, %(kb)s, u.lexeme, count(*) FROM new CROSS JOIN LATERAL unnest(new.search) u GROUP BY u.lexeme
+    ON CONFLICT (knowledge_base_id, term) DO UPDATE SET df = knowledge_knowledgebaseterm.df + EXCLUDED.df
+), kb AS (
+    UPDATE knowledge_knowledgebase SET
+        bm25_chunk_count = bm25_chunk_count + (SELECT count(*) FROM new),
+        bm25_total_length = bm25_total_length + (SELECT coalesce(sum(length), 0) FROM new)
+    WHERE id = %(kb)s
+)
+UPDATE knowledge_document SET status = 'indexed', progress = 100, error = '', chunk_count = %(count)s,
+    pii_counts = %(pii_total)s::jsonb, detected_type = %(detected)s, pages = %(doc_pages)s,
+    indexed_at = %(now)s, updated_at = %(now)s
+WHERE id = %(doc)s
+"""
 
 
-def _bm25_add(cur: Any, *, tenant_id: int, kb_id: int, document_id: int) -> None:
-    cur.execute(
-        """
-        INSERT INTO knowledge_knowledgebaseterm (tenant_id, knowledge_base_id, term, df)
-        SELECT %s, %s, u.lexeme, count(*)
-        FROM knowledge_chunk c CROSS JOIN LATERAL unnest(c.search) u
-        WHERE c.document_id = %s GROUP BY u.lexeme
-        ON CONFLICT (knowledge_base_id, term) DO UPDATE SET df = knowledge_knowledgebaseterm.df + EXCLUDED.df
-        """,
-        [tenant_id, kb_id, document_id],
-    )
-    cur.execute(
-        """
-        UPDATE knowledge_knowledgebase SET
-          bm25_chunk_count = bm25_chunk_count + s.n, bm25_total_length = bm25_total_length + s.total
-        FROM (SELECT count(*) AS n, coalesce(sum(length), 0) AS total FROM knowledge_chunk WHERE document_id = %s) s
-        WHERE id = %s
-        """,
-        [document_id, kb_id],
-    )
+def _bm25_subtract(cur: Any, *, kb_id: int, document_id: int) -> list[int]:
+    cur.execute(_SUBTRACT_SQL, {"doc": document_id, "kb": kb_id})
+    return [row[0] for row in cur.fetchall()]
+
+
+def _drop_empty_terms(cur: Any, term_ids: list[int]) -> None:
+    if term_ids:
+        cur.execute("DELETE FROM knowledge_knowledgebaseterm WHERE id = ANY(%s) AND df <= 0", [term_ids])
 
 
 def chunks_replace(
@@ -602,6 +646,8 @@ def chunks_replace(
     vectors: np.ndarray,
     model_id: str,
     pii: Sequence[dict[str, int]] | None = None,
+    detected_type: str = "",
+    pages: int | None = None,
 ) -> int:
     """Replace the document's chunks and the knowledge base's BM25 statistics in one transaction, and mark the
     document indexed. Safe against a concurrent rerun (row locks), a deletion or a cancellation (nothing written),
@@ -609,62 +655,48 @@ def chunks_replace(
     import json
 
     pii = list(pii or [{} for _ in drafts])
-    with transaction.atomic():
-        doc = (
-            Document.unscoped.select_for_update()
-            .filter(pk=document_id)
-            .exclude(status=Document.Status.CANCELLED)
-            .first()
+    totals: dict[str, int] = {}
+    for counts in pii:
+        for entity, n in (counts or {}).items():
+            totals[entity] = totals.get(entity, 0) + int(n)
+    with transaction.atomic(), connection.cursor() as cur:
+        # lock the document and its knowledge base (the statistics row) together
+        cur.execute(
+            "SELECT d.tenant_id, d.knowledge_base_id, k.embedding_model FROM knowledge_document d "
+            "JOIN knowledge_knowledgebase k ON k.id = d.knowledge_base_id "
+            "WHERE d.id = %s AND d.status <> 'cancelled' FOR UPDATE",
+            [document_id],
         )
-        if doc is None:
+        row = cur.fetchone()
+        if row is None:
             raise IngestCancelled()
-        kb = KnowledgeBase.unscoped.select_for_update().get(pk=doc.knowledge_base_id)
-        if kb.embedding_model != model_id:  # the knowledge base switched models while we embedded
-            vectors = get_embedder(kb.embedding_model).embed_array([embedding_text(d.heading, d.text) for d in drafts])
-        with connection.cursor() as cur:
-            _bm25_subtract(cur, kb_id=kb.pk, document_id=doc.pk)
-            cur.execute("DELETE FROM knowledge_chunk WHERE document_id = %s", [doc.pk])
-            cur.execute(
-                """
-                INSERT INTO knowledge_chunk (tenant_id, knowledge_base_id, document_id, ordinal, text, token_count,
-                                             page, heading, embedding, search, length, pii_counts)
-                SELECT %s, %s, %s, t.ordinal, t.text, t.tokens, t.page, t.heading, t.embedding::vector, s.search,
-                       (SELECT coalesce(sum(coalesce(array_length(u.positions, 1), 1)), 0) FROM unnest(s.search) u),
-                       t.pii::jsonb
-                FROM unnest(%s::int[], %s::text[], %s::int[], %s::int[], %s::text[], %s::text[], %s::text[],
-                            %s::text[]) AS t(ordinal, text, tokens, page, heading, embedding, search_text, pii)
-                CROSS JOIN LATERAL (SELECT to_tsvector(%s::regconfig, t.search_text) AS search) s
-                """,
-                [
-                    doc.tenant_id,
-                    kb.pk,
-                    doc.pk,
-                    [d.ordinal for d in drafts],
-                    [d.text for d in drafts],
-                    [d.token_count for d in drafts],
-                    [d.page for d in drafts],
-                    [d.heading for d in drafts],
-                    [_vector_literal(v) for v in vectors],
-                    [embedding_text(d.heading, d.text) for d in drafts],
-                    [json.dumps(p or {}) for p in pii],
-                    TS_CONFIG,
-                ],
-            )
-            _bm25_add(cur, tenant_id=doc.tenant_id, kb_id=kb.pk, document_id=doc.pk)
-        totals: dict[str, int] = {}
-        for counts in pii:
-            for entity, n in (counts or {}).items():
-                totals[entity] = totals.get(entity, 0) + int(n)
-        now = timezone.now()
-        Document.unscoped.filter(pk=doc.pk).update(
-            status=Document.Status.INDEXED,
-            progress=100,
-            error="",
-            chunk_count=len(drafts),
-            pii_counts=totals,
-            indexed_at=now,
-            updated_at=now,
+        tenant_id, kb_id, current_model = row
+        if current_model != model_id:  # the knowledge base switched models while we embedded
+            vectors = get_embedder(current_model).embed_array([embedding_text(d.heading, d.text) for d in drafts])
+        emptied = _bm25_subtract(cur, kb_id=kb_id, document_id=document_id)
+        cur.execute(
+            _INSERT_SQL,
+            {
+                "tenant": tenant_id,
+                "kb": kb_id,
+                "doc": document_id,
+                "ordinals": [d.ordinal for d in drafts],
+                "texts": [d.text for d in drafts],
+                "tokens": [d.token_count for d in drafts],
+                "pages": [d.page for d in drafts],
+                "headings": [d.heading for d in drafts],
+                "embeddings": [_vector_literal(v) for v in vectors],
+                "search_texts": [embedding_text(d.heading, d.text) for d in drafts],
+                "pii": [json.dumps(p or {}) for p in pii],
+                "config": TS_CONFIG,
+                "count": len(drafts),
+                "pii_total": json.dumps(totals),
+                "detected": detected_type,
+                "doc_pages": pages,
+                "now": timezone.now(),
+            },
         )
+        _drop_empty_terms(cur, emptied)
     return len(drafts)
 
 
@@ -679,8 +711,7 @@ def document_delete(*, document: Document, actor: User | None) -> None:
             return
         kb = KnowledgeBase.objects.for_tenant(tenant_id).select_for_update().get(pk=doc.knowledge_base_id)
         with connection.cursor() as cur:
-            _bm25_subtract(cur, kb_id=kb.pk, document_id=doc.pk)
-            cur.execute("DELETE FROM knowledge_chunk WHERE document_id = %s", [doc.pk])
+            _drop_empty_terms(cur, _bm25_subtract(cur, kb_id=kb.pk, document_id=doc.pk))
         doc_id = doc.pk
         doc.delete()
         audit_record(

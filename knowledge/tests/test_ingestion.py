@@ -213,7 +213,7 @@ def test_delete_while_indexing_writes_nothing(world, kb, monkeypatch):
     assert not Chunk.unscoped.filter(document_id=doc.pk).exists()
 
 
-def test_progress_is_written_as_it_goes(world, kb, monkeypatch):
+def test_progress_is_written_as_it_goes(world, kb, monkeypatch, settings):
     doc = upload(kb, "steps.txt", " ".join(f"Line {i} of the handbook." for i in range(300)).encode())
     kb.chunk_size = 64
     kb.save()
@@ -227,6 +227,7 @@ def test_progress_is_written_as_it_goes(world, kb, monkeypatch):
 
     monkeypatch.setattr(services, "_progress", record)
     monkeypatch.setattr(services, "EMBED_BATCH", 4)
+    settings.KNOWLEDGE_PROGRESS_INTERVAL = 0  # every step is written
     ingest(doc)
     statuses = [s for s, _ in seen]
     assert statuses[:3] == ["parsing", "chunking", "embedding"]
@@ -234,6 +235,12 @@ def test_progress_is_written_as_it_goes(world, kb, monkeypatch):
     assert progress == sorted(progress) and len(set(progress)) >= 5
     doc.refresh_from_db()
     assert (doc.status, doc.progress) == ("indexed", 100)
+    # by default the writes are throttled (at most about three a second), but the start is always written
+    seen.clear()
+    settings.KNOWLEDGE_PROGRESS_INTERVAL = 3600
+    document_reindex(document=doc, actor=None)
+    ingest(doc)
+    assert seen == [("parsing", 5)]
 
 
 def test_fair_dispatch_one_tenant_batch_does_not_stall_another(world, kb, django_capture_on_commit_callbacks, settings):
