@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.urls import include, path
 from drf_spectacular.utils import extend_schema, extend_schema_view
@@ -19,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
 from chat.models import Conversation, Message
+from chat.pipeline import ChatInput, ChatRun
 from chat.selectors import conversation_get, conversation_list, message_get, message_list
 from chat.services import (
     conversation_create,
@@ -29,8 +31,8 @@ from chat.services import (
 )
 from portal.api.auth import Caller, caller_from_request
 from portal.api.views import MAX_ID, JsonViewSet, id_parameter
-from portal.errors import PermissionDenied
-from tenants.models import ApiKey, Role
+from portal.errors import ApplicationError, PermissionDenied
+from tenants.models import ApiKey, Role, UsageRecord
 
 
 def chat_caller(request: Request) -> tuple[Caller, User]:
@@ -114,6 +116,47 @@ class MessageSerializer(serializers.ModelSerializer[Message]):
         read_only_fields = fields
 
 
+class AskSerializer(serializers.Serializer[Any]):
+    text = serializers.CharField(max_length=20_000, help_text="the question")
+    max_tokens = serializers.IntegerField(
+        required=False, min_value=1, max_value=100_000, help_text="capped by the portal's limit"
+    )
+
+
+class ExchangeSerializer(serializers.Serializer[dict[str, Any]]):
+    question = MessageSerializer()
+    answer = MessageSerializer()
+
+
+def conversation_ask(
+    *, caller: Caller, user: User, conversation: Conversation, text: str, max_tokens: int | None = None
+) -> tuple[int, int]:
+    """One turn through the chat pipeline, consumed to the end (the REST door does not stream). Errors before the
+    answer starts (quota, guardrails, busy pool, a generation already running) raise ``portal.errors.*``.
+    Returns the ids of the question and the answer."""
+    run = ChatRun(
+        ChatInput(
+            tenant=caller.tenant,
+            role=caller.role,
+            text=text,
+            user=user,
+            api_key=caller.key,
+            conversation=conversation,
+            max_tokens=max_tokens,
+            source=UsageRecord.Source.API if caller.key is not None else UsageRecord.Source.CHAT,
+        )
+    )
+
+    async def consume() -> None:
+        async for _ in run.stream():
+            pass
+
+    async_to_sync(consume)()
+    if run.message_id is None or run.user_message_id is None:
+        raise ApplicationError("The answer could not be recorded.")
+    return run.user_message_id, run.message_id
+
+
 class FeedbackSerializer(serializers.Serializer[Message]):
     feedback = serializers.ChoiceField(choices=Message.Feedback.choices, help_text="up, down, or empty to clear")
     comment = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
@@ -150,11 +193,6 @@ _CONVERSATION_ID = id_parameter("id", "the conversation's id")
         summary="Delete a conversation, its messages and its PII vault",
         parameters=[_CONVERSATION_ID],
         responses={204: None},
-    ),
-    messages=extend_schema(
-        summary="The messages of a conversation, oldest first",
-        parameters=[_CONVERSATION_ID],
-        responses=MessageSerializer(many=True),
     ),
 )
 class ConversationViewSet(JsonViewSet):
@@ -211,10 +249,35 @@ class ConversationViewSet(JsonViewSet):
         conversation_delete(conversation=conversation, actor=user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @action(detail=True, methods=["get"], url_path="messages")
+    @extend_schema(
+        methods=["GET"],
+        summary="The messages of a conversation, oldest first",
+        parameters=[_CONVERSATION_ID],
+        responses=MessageSerializer(many=True),
+    )
+    @extend_schema(
+        methods=["POST"],
+        summary="Ask a question in a conversation and wait for the whole answer (to stream, use the browser "
+        "socket or /v1/chat/completions)",
+        parameters=[_CONVERSATION_ID],
+        request=AskSerializer,
+        responses={201: ExchangeSerializer},
+    )
+    @action(detail=True, methods=["get", "post"], url_path="messages")
     def messages(self, request: Request, pk: str) -> Response:
         caller, user = chat_caller(request)
         conversation = conversation_get(tenant=caller.tenant, user=user, conversation_id=pk)
+        if request.method == "POST":
+            body = AskSerializer(data=request.data)
+            body.is_valid(raise_exception=True)
+            question_id, answer_id = conversation_ask(
+                caller=caller, user=user, conversation=conversation, **body.validated_data
+            )
+            exchange = {
+                "question": message_get(tenant=caller.tenant, user=user, message_id=question_id),
+                "answer": message_get(tenant=caller.tenant, user=user, message_id=answer_id),
+            }
+            return Response(ExchangeSerializer(exchange).data, status=status.HTTP_201_CREATED)
         page = self.paginate_queryset(message_list(conversation=conversation))
         return self.get_paginated_response(MessageSerializer(page, many=True).data)
 

@@ -67,6 +67,25 @@ def api_keys(world: Any) -> ApiKeys:
     return make_api_keys(world)
 
 
+@pytest.fixture
+def pool_backend(transactional_db: Any, llama_server: Any) -> Any:
+    """The session's real llama-server registered as the pool's only backend (rows committed: use with servers or
+    threads that open their own database connections)."""
+    from django.conf import settings
+
+    from inference_pool.services import backend_register
+
+    return backend_register(
+        name="test-llama",
+        kind="llamacpp",
+        base_url=llama_server.spec.base_url,
+        model=settings.LLAMA_MODEL_NAME,
+        served_name=settings.LLAMA_MODEL_NAME,
+        max_concurrent=8,
+        context_length=2048,
+    )
+
+
 def api_call(method: str, path: str, *, key: str | None, body: Any = None, **extra: Any) -> Any:
     """One request through the full Django stack; JSON body; returns the response with ``.json_body``."""
     client = APIClient()

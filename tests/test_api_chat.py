@@ -10,7 +10,7 @@ import pytest
 
 from chat.models import Conversation, Message
 from knowledge.models import KnowledgeBase
-from tenants.models import AuditEvent, Role
+from tenants.models import AuditEvent, Role, UsageRecord
 from tenants.services import api_key_create
 from tests.api_harness import (
     MATRIX_CALLERS,
@@ -18,6 +18,8 @@ from tests.api_harness import (
     api_keys,  # noqa: F401  (fixture)
     assert_error_body,
     expected_status,
+    make_api_keys,
+    pool_backend,  # noqa: F401  (fixture)
 )
 
 
@@ -275,3 +277,28 @@ def test_feedback_on_answers_only(world, api_keys, chat_world):  # noqa: F811
     bad = api_call("post", f"/api/v1/messages/{answer.pk}/feedback/", key=api_keys["viewer"], body={"feedback": "meh"})
     assert_error_body(bad, 400)
     assert "feedback" in bad.json_body["details"]
+
+
+@pytest.mark.engine
+def test_asking_in_a_conversation_runs_the_pipeline(world, pool_backend):  # noqa: F811
+    keys = make_api_keys(world)  # created by A's admin: they act as that user
+    conversation = Conversation.objects.create(tenant=world.tenant, user=world.admin, title="New chat")
+    path = f"/api/v1/conversations/{conversation.pk}/messages/"
+    ask = {"text": "Say hello.", "max_tokens": 4}
+    for caller in ("anonymous", "revoked", "expired", "other_tenant"):
+        assert_error_body(api_call("post", path, key=keys[caller], body=ask), 401 if caller != "other_tenant" else 404)
+    assert_error_body(api_call("post", path, key=keys["viewer"], body={"text": ""}), 400)
+    assert not Message.objects.for_tenant(world.tenant).filter(conversation=conversation).exists()
+
+    response = api_call("post", path, key=keys["viewer"], body=ask)
+    assert response.status_code == 201, response.json_body
+    question, answer = response.json_body["question"], response.json_body["answer"]
+    assert (question["role"], question["text"]) == ("user", "Say hello.")
+    assert answer["role"] == "assistant" and answer["status"] == "complete" and answer["text"]
+    assert 0 < answer["tokens_out"] <= 4 and answer["model"] == pool_backend.base_model.name
+    listed = api_call("get", path, key=keys["viewer"]).json_body
+    assert [m["id"] for m in listed["results"]] == [question["id"], answer["id"]]
+    [usage] = UsageRecord.objects.for_tenant(world.tenant).all()
+    assert (usage.source, usage.api_key_id, usage.user_id) == ("api", keys.keys["viewer"].pk, world.admin.pk)
+    conversation.refresh_from_db()
+    assert conversation.title == "Say hello." and conversation.generating_since is None

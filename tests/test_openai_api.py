@@ -19,11 +19,10 @@ from django.utils import timezone
 
 from adapters.models import Adapter, AdapterAssignment
 from inference_pool.models import Backend, BackendAdapter
-from inference_pool.services import backend_register
 from knowledge.embeddings import get_embedder
 from tenants.models import ApiKey, AuditEvent, Quota, Role, UsageRecord
 from tenants.services import api_key_create
-from tests.api_harness import ApiKeys, make_api_keys
+from tests.api_harness import ApiKeys, make_api_keys, pool_backend  # noqa: F401
 from tests.live_server import LiveServer, live_portal  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.engine]
@@ -33,16 +32,8 @@ ASK = [{"role": "user", "content": "Say hello."}]
 
 
 @pytest.fixture
-def backend(transactional_db: Any, llama_server: Any) -> Backend:
-    return backend_register(
-        name="test-llama",
-        kind="llamacpp",
-        base_url=llama_server.spec.base_url,
-        model=MODEL,
-        served_name=MODEL,
-        max_concurrent=8,
-        context_length=2048,
-    )
+def backend(pool_backend: Backend) -> Backend:  # noqa: F811
+    return pool_backend
 
 
 @pytest.fixture
