@@ -92,6 +92,7 @@ def celery_worker(settings: Any, tmp_path: Path) -> Iterator[Path]:
     old = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
     celery_app.pool.force_close_all()
     celery_app._pool = None
+    celery_app.amqp._producer_pool = None  # producers cached on an earlier broker (other tests) must not be reused
     celery_app.conf.broker_url = REDIS_URL
     celery_app.conf.broker_transport_options = {"visibility_timeout": 60, "global_keyprefix": prefix}
     parts = urlsplit(os.environ["DATABASE_URL"])
@@ -138,6 +139,7 @@ def celery_worker(settings: Any, tmp_path: Path) -> Iterator[Path]:
         proc.wait(timeout=10)
         celery_app.pool.force_close_all()
         celery_app._pool = None
+        celery_app.amqp._producer_pool = None
         celery_app.conf.broker_url, celery_app.conf.broker_transport_options = old
         client = redis.Redis.from_url(REDIS_URL)
         keys = list(client.scan_iter(match=f"{prefix}*"))
