@@ -49,7 +49,7 @@ from agents import protocol
 from agents.events import event_append, status_data, step_public
 from agents.models import AgentDefinition, AgentRun, AgentStep, RunStatus, StepKind, StepStatus
 from agents.tools import ToolContext, ToolError, ToolResult, tool_get
-from portal.errors import ApplicationError, Busy, GuardrailUnavailable, NotFound, UpstreamError
+from portal.errors import ApplicationError, Busy, GuardrailUnavailable, NotFound, QuotaExceeded, UpstreamError
 from portal.metrics import AGENT_STEPS
 from tenants.models import Role, Tenant, UsageRecord, role_at_least
 
@@ -338,6 +338,12 @@ def agent_run_step(*, run_id: int, checkpoint: int, worker: str) -> Outcome:
         except (Busy, UpstreamError, GuardrailUnavailable) as exc:
             _release(run_id, worker)
             return Outcome("retry", checkpoint, delay=float(exc.retry_after or 5), detail=exc.code)
+        except QuotaExceeded as exc:
+            if exc.details.get("reason") == "requests_per_minute":  # the next minute has room: wait for it
+                _release(run_id, worker)
+                return Outcome("retry", checkpoint, delay=float(exc.retry_after or 30), detail=exc.code)
+            _fail_in_step(run_id, worker, code=exc.code, message=exc.message)
+            return Outcome("finished", detail=exc.code)
         except ApplicationError as exc:
             _fail_in_step(run_id, worker, code=exc.code, message=exc.message)
             return Outcome("finished", detail=exc.code)
@@ -564,6 +570,7 @@ class _Prompt:
     messages: list[dict[str, str]]
     bound: int  # an upper bound of its tokens
     count: int  # messages that come from the run's history (before retry corrections)
+    trimmed: bool = False  # older history was shortened or left out to fit the window
 
 
 def _available_tools(run: AgentRun, role: str) -> list[Any]:
@@ -585,9 +592,7 @@ def _history(run: AgentRun) -> list[AgentStep]:
     )
 
 
-def _build_prompt(
-    run: AgentRun, *, system: str, steps: list[AgentStep], context: int, reserve_out: int, result_chars: int
-) -> _Prompt:
+def _render_prompt(run: AgentRun, *, system: str, steps: list[AgentStep], result_chars: int) -> list[dict[str, str]]:
     definition = run.definition
     steps_left = definition.max_steps - run.steps_used
     messages = [{"role": "system", "content": system}, {"role": "user", "content": f"Task: {run.input_masked}"}]
@@ -604,30 +609,36 @@ def _build_prompt(
             messages.append({"role": "user", "content": f"Result of {step.tool} (untrusted data):\n{text}"})
     note = f"\n\n(Step {run.steps_used + 1} of {definition.max_steps}; {steps_left - 1} left after this one.)"
     messages[-1] = {**messages[-1], "content": messages[-1]["content"] + note}
-    # fit the engine's window: shorten the newest result, then drop the oldest exchanges
-    while sum(_token_estimate(m["content"]) + 4 for m in messages) + reserve_out > context and len(messages) > 2:
+    return messages
+
+
+def _build_prompt(
+    run: AgentRun, *, system: str, steps: list[AgentStep], context: int, reserve_out: int, result_chars: int
+) -> _Prompt:
+    """The turn's messages, fitted to the engine's window: first the newest result is shortened, then the oldest
+    exchanges (a thought and its result) are left out."""
+
+    def size(messages: list[dict[str, str]]) -> int:
+        return sum(_token_estimate(m["content"]) + 4 for m in messages) + reserve_out
+
+    trimmed = False
+    messages = _render_prompt(run, system=system, steps=steps, result_chars=result_chars)
+    while size(messages) > context:
         if result_chars > OLD_RESULT_CHARS:
-            return _build_prompt(
-                run,
-                system=system,
-                steps=steps,
-                context=context,
-                reserve_out=reserve_out,
-                result_chars=OLD_RESULT_CHARS,
-            )
-        if len(steps) < 2:
-            break
-        steps = steps[2:]
-        return _build_prompt(
-            run, system=system, steps=steps, context=context, reserve_out=reserve_out, result_chars=result_chars
-        )
-    return _Prompt(messages=messages, bound=_bytes_bound(messages), count=len(messages))
+            result_chars = OLD_RESULT_CHARS
+        elif len(steps) >= 2:
+            steps = steps[2:]
+        else:
+            break  # the engine refuses what still does not fit, with a message the run reports
+        trimmed = True
+        messages = _render_prompt(run, system=system, steps=steps, result_chars=result_chars)
+    return _Prompt(messages=messages, bound=_bytes_bound(messages), count=len(messages), trimmed=trimmed)
 
 
 def _prompt_bound(prompt: _Prompt, last: AgentStep | None) -> int:
     """A tighter upper bound when the previous turn's real prompt size is known: its tokens plus the bytes of
     what was appended since (the history only grows or shrinks; it never rewrites)."""
-    if last is None:
+    if last is None or prompt.trimmed or last.payload.get("prompt_trimmed"):
         return prompt.bound
     known = int(last.payload.get("prompt_tokens") or 0)
     previous_count = int(last.payload.get("prompt_messages") or 0)
@@ -748,7 +759,8 @@ def _model_step(run: AgentRun, *, role: str, worker: str, beat: Heartbeat) -> Ou
     started = time.monotonic()
     for attempt in range(attempts):
         bound = _prompt_bound(
-            _Prompt(messages, _bytes_bound(messages), len(messages)), last_thought if attempt == 0 else None
+            _Prompt(messages, _bytes_bound(messages), len(messages), prompt.trimmed),
+            last_thought if attempt == 0 else None,
         )
         left = definition.token_budget - run.tokens_used - usage_in - usage_out
         max_tokens = min(definition.max_output_tokens, left - bound)
@@ -880,6 +892,7 @@ def _model_step(run: AgentRun, *, role: str, worker: str, beat: Heartbeat) -> Ou
                 "action": decision.action,
                 "prompt_tokens": final_prompt_tokens,
                 "prompt_messages": final_prompt_messages,
+                "prompt_trimmed": prompt.trimmed,
                 "attempts": attempt + 1,
             },
         )

@@ -321,3 +321,30 @@ def test_a_starter_who_lost_access_stops_the_run(world: Any, crm: Any) -> None:
     run = _fresh(run)
     assert run.status == RunStatus.FAILED and "no longer has access" in run.error
     assert crm.calls() == []
+
+
+def test_the_prompt_fits_the_window_and_its_bound_stays_an_upper_bound(world: Any) -> None:
+    from agents.runner import _build_prompt, _bytes_bound, _prompt_bound
+
+    definition = make_definition(world, max_steps=8)
+    run = AgentRun(pk=1, tenant=world.tenant, definition=definition, input_masked="Compare the policies.", steps_used=3)
+    steps = []
+    for i in range(3):
+        steps.append(AgentStep(pk=2 * i + 1, kind=StepKind.THOUGHT, payload={"raw": '{"action": "x"}' + " " * 50}))
+        steps.append(
+            AgentStep(pk=2 * i + 2, kind=StepKind.TOOL_RESULT, tool="knowledge_search", payload={"text": "y" * 3000})
+        )
+
+    roomy = _build_prompt(run, system="S", steps=steps, context=100_000, reserve_out=128, result_chars=1_500)
+    assert not roomy.trimmed and len(roomy.messages) == 8
+    assert roomy.messages[-1]["content"].count("y") == 1_500  # the newest result in full (up to its cap)
+    assert roomy.messages[3]["content"].count("y") == 300  # older ones shortened
+    assert roomy.messages[-1]["content"].endswith("(Step 4 of 8; 4 left after this one.)")
+
+    tight = _build_prompt(run, system="S", steps=steps, context=400, reserve_out=128, result_chars=1_500)
+    assert tight.trimmed and len(tight.messages) < 8
+    assert tight.messages[1]["content"].startswith("Task: Compare the policies.")  # the task always stays
+    assert tight.bound == _bytes_bound(tight.messages)
+    last = AgentStep(kind=StepKind.THOUGHT, payload={"prompt_tokens": 10, "prompt_messages": 4})
+    assert _prompt_bound(tight, last) == tight.bound  # no shortcut once the history was rewritten
+    assert _prompt_bound(roomy, last) <= roomy.bound
