@@ -224,7 +224,7 @@ class FastPhoneRecognizer(LocalRecognizer):
     SCORE = 0.3  # bare digits: a phone number only with context ("phone", "call" …) nearby
     STRONG_SCORE = 0.6  # formatted with separators or an international prefix
     _CANDIDATE = re.compile(
-        r"(?<![\w+])"
+        r"(?<![\w+])(?=[+(\d])"
         r"(?:\+|00)?\d{0,3}[\s.\-]?"
         r"(?:\(\d{1,5}\)[\s.\-]?)?"
         r"\d[\d\s.\-/]{5,18}\d"
