@@ -43,7 +43,7 @@ def _clear_broker() -> None:
     import redis
 
     client = redis.Redis.from_url(BROKER)
-    keys = [k for k in client.scan_iter() if k.startswith((b"agents", b"_kombu.binding.", b"unacked"))]
+    keys = [k for k in client.scan_iter() if k.startswith((b"agents", b"_kombu.binding", b"unacked"))]
     if keys:
         client.delete(*keys)
     client.close()
