@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from portal.fields import EncryptedTextField
 from tenants.models import TenantOwned
 
 
@@ -55,8 +56,9 @@ class Message(TenantOwned):
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(max_length=16, choices=Role.choices)
-    text = models.TextField(blank=True, default="")
-    masked_text = models.TextField(blank=True, default="")
+    # encrypted at rest: the owner's view holds the PII the user typed (never sent to an engine)
+    text = EncryptedTextField(blank=True, default="")
+    masked_text = EncryptedTextField(blank=True, default="")
     # [{"n", "document_id", "document_name", "knowledge_base_id", "page", "heading", "snippet", "chunk_id"}]
     citations = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)

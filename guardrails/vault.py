@@ -8,45 +8,19 @@ secrets: the first encrypts, all decrypt (key rotation). Plaintext mappings neve
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-import threading
 from dataclasses import dataclass, field
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from django.conf import settings
+from portal.crypto import InvalidToken, Keyring
 
 PLACEHOLDER_RE = re.compile(r"<([A-Z][A-Z0-9_]{0,39})_(\d{1,6})>")
 
-_lock = threading.Lock()
-_cached: tuple[tuple[str, ...], MultiFernet] | None = None
+_KEYRING = Keyring("pii-vault", ("PII_VAULT_KEY",))
 
 
 class VaultKeyError(RuntimeError):
     """The vault could not be decrypted with the configured key(s)."""
-
-
-def _secrets() -> tuple[str, ...]:
-    raw = str(getattr(settings, "PII_VAULT_KEY", "") or "")
-    secrets = tuple(s.strip() for s in raw.split(",") if s.strip())
-    return secrets or (str(settings.SECRET_KEY),)
-
-
-def _derive(secret: str) -> Fernet:
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"enterprise-portal/pii-vault/v1", info=b"fernet")
-    return Fernet(base64.urlsafe_b64encode(hkdf.derive(secret.encode())))
-
-
-def _fernet() -> MultiFernet:
-    global _cached
-    secrets = _secrets()
-    with _lock:
-        if _cached is None or _cached[0] != secrets:
-            _cached = (secrets, MultiFernet([_derive(s) for s in secrets]))
-        return _cached[1]
 
 
 def normalize_value(entity_type: str, value: str) -> str:
@@ -106,7 +80,7 @@ class Mapping:
 
 
 def encrypt(mapping: Mapping) -> bytes:
-    return _fernet().encrypt(mapping.to_json())
+    return _KEYRING.encrypt(mapping.to_json())
 
 
 def decrypt(token: bytes | memoryview) -> Mapping:
@@ -115,6 +89,6 @@ def decrypt(token: bytes | memoryview) -> Mapping:
     if not token:
         return Mapping()
     try:
-        return Mapping.from_json(_fernet().decrypt(token))
+        return Mapping.from_json(_KEYRING.decrypt(token))
     except InvalidToken:
         raise VaultKeyError("The PII vault cannot be decrypted with the configured PII_VAULT_KEY.") from None
