@@ -207,6 +207,10 @@ class EngineClient:
             trust_env=False,  # engine traffic stays on the internal network, never through an env proxy
         )
         self._helper = get_provider_helper(None, task="conversational", model=self.root)
+        # Kept by the router: requests using this client now, and whether the registry dropped or replaced it
+        # (a retired client is closed when its last request ends, never under a running one).
+        self.users = 0
+        self.retired = False
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -10,6 +10,8 @@ full the request waits a bounded time for a slot, then gets ``Busy(retry_after)`
 A failure before the first token retries on another backend (at most ``max_retries`` times); after the first token
 the stream ends with an ``ErrorEvent`` and the caller keeps the text so far. The hot path does no database work:
 the backend list is a snapshot refreshed in the background, and breaker transitions are written after the fact.
+A refresh that drops a backend or changes its address or key retires its client: new requests get a fresh one,
+and the old one is closed when the last request using it ends (a count kept per client, no locks).
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ class Router:
         self.inflight = inflight
         self.snapshot: Snapshot | None = None
         self.clients: dict[int, EngineClient] = {}
+        self._retired: set[EngineClient] = set()  # dropped from the registry, still used by running requests
         self.breakers: dict[int, CircuitBreaker] = {}
         self._affinity: dict[tuple[int, str], float] = {}
         self._refreshing: asyncio.Task[None] | None = None
@@ -146,7 +149,7 @@ class Router:
                     target.base_url,
                     target.api_key,
                 ):
-                    self._spawn(client.aclose())
+                    self._retire(client)
                     client = None
                 if client is None:
                     client = EngineClient(
@@ -171,8 +174,22 @@ class Router:
                 breaker.force_close()
                 metrics.POOL_BREAKER_OPEN.labels(target.name).set(0)
         for gone in set(self.clients) - live:
-            self._spawn(self.clients.pop(gone).aclose())
+            self._retire(self.clients.pop(gone))
         self.snapshot = snap
+
+    def _retire(self, client: EngineClient) -> None:
+        """The registry no longer routes to this client: close it now if idle, else after its last request."""
+        client.retired = True
+        if client.users:
+            self._retired.add(client)
+        else:
+            self._spawn(client.aclose())
+
+    def _done_with(self, client: EngineClient) -> None:
+        client.users -= 1
+        if client.retired and not client.users:
+            self._retired.discard(client)
+            self._spawn(client.aclose())
 
     async def _current(self) -> Snapshot:
         snap = self.snapshot
@@ -205,9 +222,10 @@ class Router:
 
     async def aclose(self) -> None:
         await self.drain_background()
-        for client in self.clients.values():
+        for client in [*self.clients.values(), *self._retired]:
             await client.aclose()
         self.clients.clear()
+        self._retired.clear()
         await self.inflight.aclose()
 
     # --- selection --------------------------------------------------------------------------------------------
@@ -307,8 +325,12 @@ class Router:
             self._spawn(_mirror_breaker(target.id, state="closed", failures=0, detail=""))
 
     # --- the stream -------------------------------------------------------------------------------------------
-    async def _start(self, request: ChatRequest) -> tuple[BackendTarget, str, AsyncGenerator[Any, None], Any, int]:
-        """Pick a backend and wait for its first event, retrying elsewhere on failure (at most ``max_retries``)."""
+    async def _start(
+        self, request: ChatRequest
+    ) -> tuple[BackendTarget, str, EngineClient, AsyncGenerator[Any, None], Any, int]:
+        """Pick a backend and wait for its first event, retrying elsewhere on failure (at most ``max_retries``).
+
+        The returned client is counted as in use (``users``) until the caller hands it back with ``_done_with``."""
         snap = await self._current()
         if not self.candidates(snap, request):
             raise UpstreamError(
@@ -330,6 +352,7 @@ class Router:
             if client is None:  # a refresh replaced the client between snapshot and pick
                 await self._release(target, lease)
                 continue
+            client.users += 1  # a registry refresh now defers closing it until this request is done
             adapter_ref = target.adapters.get(request.adapter) if request.adapter else None
             events = client.stream_chat(request, adapter_ref=adapter_ref)
             # Phase 1: until the first event, failures are retried elsewhere.
@@ -338,6 +361,7 @@ class Router:
                     first = await anext(events)
             except (EngineError, TimeoutError, StopAsyncIteration) as exc:
                 await events.aclose()
+                self._done_with(client)
                 await self._release(target, lease)
                 err = (
                     exc
@@ -361,10 +385,11 @@ class Router:
                 continue
             except BaseException:
                 await events.aclose()
+                self._done_with(client)
                 await self._release(target, lease)
                 self._breaker(target.id).release_trial()
                 raise
-            return target, lease, events, first, attempts
+            return target, lease, client, events, first, attempts
         if attempts == 0:
             raise UpstreamError(
                 f"No model server can serve “{request.adapter or request.model}” right now.", code="no_backend"
@@ -379,7 +404,7 @@ class Router:
         """Run one request: errors before the first token are raised (``Busy``, ``UpstreamError``, ``NotFound``,
         ``InvalidInput``); after it the stream ends with ``DoneEvent`` or ``ErrorEvent``."""
         started = time.perf_counter()
-        target, lease, events, first, attempts = await self._start(request)
+        target, lease, client, events, first, attempts = await self._start(request)
         # The relay: nothing here touches the database or blocks.
         adapter_label = request.adapter or "-"
         perf = time.perf_counter
@@ -415,6 +440,7 @@ class Router:
             outcome, error = "error", exc
         finally:
             await events.aclose()
+            self._done_with(client)
             await self._release(target, lease)
             ended = perf()
             ttft = (first_at - started) if n_tokens else None
