@@ -84,17 +84,13 @@ def celery_worker(settings: Any, tmp_path: Path) -> Iterator[Path]:
     """A real Celery worker process consuming a private ingest queue on Redis; this process produces to it."""
     import redis
 
-    from portal.celery import app as celery_app
+    from tests.celery_broker import celery_broker
 
     prefix = f"browser-{uuid.uuid4().hex[:8]}:"
     queue = f"ingest-browser-{uuid.uuid4().hex[:6]}"
     settings.INGEST_QUEUE = queue
-    old = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
-    celery_app.pool.force_close_all()
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None  # producers cached on an earlier broker (other tests) must not be reused
-    celery_app.conf.broker_url = REDIS_URL
-    celery_app.conf.broker_transport_options = {"visibility_timeout": 60, "global_keyprefix": prefix}
+    switch = celery_broker(REDIS_URL, {"visibility_timeout": 60, "global_keyprefix": prefix})
+    switch.__enter__()
     parts = urlsplit(os.environ["DATABASE_URL"])
     env = {k: v for k, v in os.environ.items() if k not in ("PORTAL_EPHEMERAL_DB", "PROMETHEUS_MULTIPROC_DIR")}
     env.update(
@@ -137,10 +133,7 @@ def celery_worker(settings: Any, tmp_path: Path) -> Iterator[Path]:
     finally:
         proc.kill()
         proc.wait(timeout=10)
-        celery_app.pool.force_close_all()
-        celery_app._pool = None
-        celery_app.amqp._producer_pool = None
-        celery_app.conf.broker_url, celery_app.conf.broker_transport_options = old
+        switch.__exit__(None, None, None)
         client = redis.Redis.from_url(REDIS_URL)
         keys = list(client.scan_iter(match=f"{prefix}*"))
         if keys:

@@ -140,14 +140,12 @@ def test_healthz_reports_ok_with_a_running_engine(client, db, settings, llama_se
 
 
 def test_healthz_reports_a_dead_redis_broker(client, db, settings):
-    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{free_port()}/0"
-    from portal.celery import app
+    from tests.celery_broker import celery_broker
 
-    app.conf.broker_url = settings.CELERY_BROKER_URL
-    try:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    with celery_broker(dead):  # entered first: it remembers the broker in use before the settings change
+        settings.CELERY_BROKER_URL = dead
         body = client.get("/healthz").json()
-    finally:
-        app.conf.broker_url = "filesystem://"
     assert body["checks"]["broker"]["ok"] is False
 
 

@@ -23,7 +23,7 @@ from knowledge.models import Chunk, Document
 from knowledge.parsing import parse_document
 from knowledge.services import document_upload, knowledge_base_create
 from knowledge.tests.test_ingestion import _assert_bm25_stats_consistent
-from portal.celery import app as celery_app
+from tests.celery_broker import celery_broker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -42,15 +42,8 @@ def broker(settings):
     prefix = f"kbtest-{uuid.uuid4().hex[:8]}:"
     queue = f"ingest-test-{uuid.uuid4().hex[:6]}"
     settings.INGEST_QUEUE = queue
-    old = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
-    celery_app.pool.force_close_all()
-    celery_app._pool = None
-    celery_app.conf.broker_url = REDIS_URL
-    celery_app.conf.broker_transport_options = {"visibility_timeout": 15, "global_keyprefix": prefix}
-    yield {"prefix": prefix, "queue": queue}
-    celery_app.pool.force_close_all()
-    celery_app._pool = None
-    celery_app.conf.broker_url, celery_app.conf.broker_transport_options = old
+    with celery_broker(REDIS_URL, {"visibility_timeout": 15, "global_keyprefix": prefix}):
+        yield {"prefix": prefix, "queue": queue}
     client = redis.Redis.from_url(REDIS_URL)
     keys = list(client.scan_iter(match=f"{prefix}*"))
     if keys:
