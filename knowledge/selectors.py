@@ -162,7 +162,7 @@ def _lexical_part(*, tenant_id: int, kbs: list[KnowledgeBase], query: str, n: in
     idfs = [math.log(1.0 + (total - dfs[t] + 0.5) / (dfs[t] + 0.5)) for t in ordered]
     # candidates: chunks holding at least one of the rarer terms, within a postings budget (the most common terms
     # alone cannot lift a chunk into the top n while enough chunks hold rarer ones); every query term is scored.
-    budget = int(_setting("KNOWLEDGE_LEXICAL_POSTINGS_BUDGET", 20000))
+    budget = int(_setting("KNOWLEDGE_LEXICAL_POSTINGS_BUDGET", 1000))
     match_terms: list[str] = []
     used = 0
     for term in ordered:
@@ -170,44 +170,54 @@ def _lexical_part(*, tenant_id: int, kbs: list[KnowledgeBase], query: str, n: in
             break
         match_terms.append(term)
         used += dfs[term]
+    # one arm per knowledge base, each served by the (knowledge_base, search) GIN index; the tenant check is kept
+    # as a plain filter (the knowledge bases are the tenant's already) so that it never drags a tenant-wide
+    # bitmap into the plan
+    kb_match = " OR ".join(
+        f"(c.knowledge_base_id = %(lex_kb{i})s::bigint AND c.search @@ %(lex_tsq)s::tsquery)"
+        for i in range(len(kb_ids))
+    )
+    # per candidate: the query's lexemes kept from its tsvector (``search`` comes from to_tsvector only, so every
+    # position weighs D: marking the query's lexemes A and keeping A leaves exactly them, with their positions,
+    # whose count is the term frequency), each weighted by its idf and the chunk's length
     sql = """
         SELECT 'lex' AS src, id, score AS value, row_number() OVER (ORDER BY score DESC, id) AS rnk FROM (
-            SELECT c.id,
-                   sum(t.idf * (u.tf * (%(lex_k1)s + 1.0))
-                       / (u.tf + %(lex_k1)s * (1.0 - %(lex_b)s + %(lex_b)s * c.length / %(lex_avgdl)s))) AS score
+            SELECT c.id, (
+                SELECT sum((%(lex_idfs)s::float8[])[array_position(%(lex_terms)s::text[], u.lexeme)]
+                           * (coalesce(array_length(u.positions, 1), 1) * (%(lex_k1)s + 1.0))
+                           / (coalesce(array_length(u.positions, 1), 1)
+                              + %(lex_k1)s * (1.0 - %(lex_b)s + %(lex_b)s * c.length / %(lex_avgdl)s)))
+                FROM unnest(ts_filter(setweight(c.search, 'A', %(lex_terms)s::text[]), '{a}')) u
+            ) AS score
             FROM knowledge_chunk c
-            CROSS JOIN LATERAL (
-                SELECT lexeme, coalesce(array_length(positions, 1), 1) AS tf
-                FROM unnest(ts_filter(setweight(setweight(c.search, 'D'), 'A', %(lex_terms)s::text[]), '{a}'))
-            ) u
-            JOIN unnest(%(lex_terms)s::text[], %(lex_idfs)s::float8[]) AS t(term, idf) ON t.term = u.lexeme
-            WHERE c.tenant_id = %(lex_tenant)s AND c.knowledge_base_id = ANY(%(lex_kbs)s)
-              AND c.search @@ %(lex_tsq)s::tsquery
-            GROUP BY c.id
+            WHERE ({kb_match}) AND (c.tenant_id + 0) = %(lex_tenant)s
             ORDER BY score DESC, c.id
             LIMIT %(lex_n)s
-        ) lex_s"""
-    params = {
+        ) lex_s""".replace("{kb_match}", kb_match)
+    params: dict[str, Any] = {
         "lex_k1": BM25_K1,
         "lex_b": BM25_B,
         "lex_avgdl": avgdl,
         "lex_terms": ordered,
         "lex_idfs": idfs,
         "lex_tenant": tenant_id,
-        "lex_kbs": kb_ids,
         "lex_tsq": _tsquery_literal(match_terms),
         "lex_n": n,
     }
+    params.update({f"lex_kb{i}": kb_id for i, kb_id in enumerate(kb_ids)})
     return sql, params
 
 
-def _candidates(parts: list[tuple[str, dict[str, Any]]], *, hnsw_ef: int | None) -> dict[str, list[tuple[int, float]]]:
-    """Run every candidate list in one statement; ``hnsw_ef``: the HNSW settings for this transaction first."""
+Part = tuple[str, dict[str, Any]]
+Row = tuple[str, int, float, int]
+
+
+def _run_parts(parts: list[Part], hnsw_ef: int | None) -> list[Row]:
+    """Candidate lists in one statement; ``hnsw_ef``: the HNSW settings for this transaction first."""
     sql = " UNION ALL ".join(f"({part})" for part, _ in parts)
     params: dict[str, Any] = {}
     for _, p in parts:
         params.update(p)
-    rows: list[tuple[str, int, float, int]] = []
     with transaction.atomic(), connection.cursor() as cur:
         if hnsw_ef is not None:
             cur.execute(
@@ -216,7 +226,10 @@ def _candidates(parts: list[tuple[str, dict[str, Any]]], *, hnsw_ef: int | None)
                 [str(hnsw_ef), str(int(_setting("KNOWLEDGE_HNSW_MAX_SCAN_TUPLES", 50000)))],
             )
         cur.execute(sql, params)
-        rows = cur.fetchall()
+        return list(cur.fetchall())
+
+
+def _lists(rows: list[Row]) -> dict[str, list[tuple[int, float]]]:
     lists: dict[str, list[tuple[int, float]]] = {}
     for src, chunk_id, value, _rank in sorted(rows, key=lambda r: (r[0], r[3])):
         lists.setdefault(src, []).append((int(chunk_id), float(value)))
@@ -280,7 +293,7 @@ def chunk_search(
     if not kbs:
         return []
     n = candidates or max(2 * k, int(_setting("KNOWLEDGE_SEARCH_CANDIDATES", 100)))
-    parts: list[tuple[str, dict[str, Any]]] = []
+    dense_parts: list[Part] = []
     hnsw_ef: int | None = None
     if mode in ("hybrid", "dense"):
         by_model: dict[str, list[KnowledgeBase]] = {}
@@ -290,8 +303,8 @@ def chunk_search(
         for index, (model_id, group) in enumerate(by_model.items()):
             exact = sum(kb.bm25_chunk_count for kb in group) <= exact_max
             if not exact:
-                hnsw_ef = max(min(n, 1000), 40)
-            parts.append(
+                hnsw_ef = min(max(n, int(_setting("KNOWLEDGE_HNSW_EF_SEARCH", 300))), 1000)
+            dense_parts.append(
                 _dense_part(
                     label=f"d{index}",
                     tenant_id=tenant.pk,
@@ -301,11 +314,12 @@ def chunk_search(
                     exact=exact,
                 )
             )
-    if mode in ("hybrid", "lexical"):
-        lexical_part = _lexical_part(tenant_id=tenant.pk, kbs=kbs, query=query, n=n)
-        if lexical_part is not None:
-            parts.append(lexical_part)
-    lists = _candidates(parts, hnsw_ef=hnsw_ef) if parts else {}
+    lexical_part = (
+        _lexical_part(tenant_id=tenant.pk, kbs=kbs, query=query, n=n) if mode in ("hybrid", "lexical") else None
+    )
+    parts = dense_parts + ([lexical_part] if lexical_part is not None else [])
+    rows = _run_parts(parts, hnsw_ef) if parts else []
+    lists = _lists(rows)
     if mode == "hybrid":
         fused = _rrf([[cid for cid, _ in ranked] for ranked in lists.values()], k=int(_setting("KNOWLEDGE_RRF_K", 60)))
     elif mode == "dense":
@@ -318,7 +332,7 @@ def chunk_search(
     if not fused:
         return []
     ids = [cid for cid, _ in fused]
-    rows = {
+    chunks = {
         c.pk: c
         for c in Chunk.objects.for_tenant(tenant)
         .filter(pk__in=ids)
@@ -337,7 +351,7 @@ def chunk_search(
     }
     hits = []
     for cid, score in fused:
-        chunk = rows.get(cid)
+        chunk = chunks.get(cid)
         if chunk is None:  # deleted between the two reads
             continue
         hits.append(
