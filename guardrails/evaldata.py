@@ -22,11 +22,17 @@ PII_SYNTH = "synth_dataset_v2.json"
 PII_SMALL = "generated_small.json"
 
 
+# Where the evaluation sets are looked for when PORTAL_EVAL_DIR is unset: beside the checkout (the development
+# layout), then the workplace's shared folder (a CI clone may live anywhere on the machine).
+WORKPLACE_EVAL_DIR = Path("/work/shared/eval")
+
+
 def eval_dir() -> Path:
     configured = os.environ.get("PORTAL_EVAL_DIR")
     if configured:
         return Path(configured)
-    return Path(settings.BASE_DIR).parent / "shared" / "eval"
+    candidates = [Path(settings.BASE_DIR).parent / "shared" / "eval", WORKPLACE_EVAL_DIR]
+    return next((c for c in candidates if (c / "injection").is_dir()), candidates[0])
 
 
 @dataclass(frozen=True)
