@@ -12,7 +12,6 @@ with a ``dimension``; a knowledge base can switch between them (re-embedded in t
 
 from __future__ import annotations
 
-import os
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -65,8 +64,8 @@ class LocalEmbedder:
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                    # a local folder with local_files_only: nothing is fetched. (HF_HUB_OFFLINE is deliberately not
+                    # set here: huggingface_hub would then refuse every request, including to TEI.)
                     import torch
                     from sentence_transformers import SentenceTransformer
 
@@ -98,8 +97,14 @@ class TEIEmbedder:
     """Text Embeddings Inference over HTTP (``feature_extraction``), batched, normalized."""
 
     def __init__(self, *, model_id: str, url: str, dimension: int, batch_size: int = DEFAULT_BATCH) -> None:
-        from huggingface_hub import InferenceClient
+        from django.core.exceptions import ImproperlyConfigured
+        from huggingface_hub import InferenceClient, constants
 
+        if constants.is_offline_mode():
+            raise ImproperlyConfigured(
+                "HF_HUB_OFFLINE is set, so huggingface_hub refuses every request, including to TEI_URL; unset it for "
+                "the portal (its local models load from paths and never reach the Hub)"
+            )
         self.model_id = model_id
         self.dimension = dimension
         self.batch_size = batch_size

@@ -29,8 +29,8 @@ from knowledge.chunking import ChunkDraft, chunk_sections, embedding_text
 from knowledge.embeddings import embedding_models, get_embedder
 from knowledge.models import EMBEDDING_DIM, Access, Chunk, Document, DocumentContent, KnowledgeBase
 from knowledge.parsing import DocumentRejected, parse_document
-from portal.errors import Conflict, InvalidInput
-from portal.metrics import INGESTION_CHUNKS
+from portal.errors import ApplicationError, Conflict, InvalidInput
+from portal.metrics import INGESTION_CHUNKS, PII_ENTITIES
 from tenants.models import Quota, Role, Tenant
 from tenants.services import audit_record
 
@@ -466,17 +466,27 @@ def document_mark_failed(*, document_id: int, message: str) -> None:
 
 
 def _pii_counts(tenant: Tenant, texts: list[str]) -> list[dict[str, int]]:
-    """Entity counts per chunk, when enabled and the guardrails app offers a scanner (values are never stored)."""
-    if not _setting("KNOWLEDGE_PII_SCAN", False):
-        return [{} for _ in texts]
+    """Entity counts per chunk (``KNOWLEDGE_PII_SCAN``; values are never stored), from the guardrails app's scanner
+    in small batches. The scan is informational: when the scanner is unavailable the chunks are indexed without
+    counts (and that is logged), never held back."""
+    empty: list[dict[str, int]] = [{} for _ in texts]
+    if not _setting("KNOWLEDGE_PII_SCAN", False) or not texts:
+        return empty
     try:
-        guard_services = importlib.import_module("guardrails.services")
-    except ImportError:
-        return [{} for _ in texts]
-    scan = getattr(guard_services, "pii_counts", None)
-    if scan is None:
-        return [{} for _ in texts]
-    counts: list[dict[str, int]] = scan(tenant=tenant, texts=texts)
+        scan = importlib.import_module("guardrails.services").pii_counts
+    except (ImportError, AttributeError):
+        return empty
+    counts: list[dict[str, int]] = []
+    batch = int(_setting("KNOWLEDGE_PII_SCAN_BATCH", 8))
+    try:
+        for start in range(0, len(texts), batch):
+            counts.extend(scan(tenant=tenant, texts=texts[start : start + batch]))
+    except ApplicationError as exc:
+        logger.warning("pii scan unavailable during ingestion: %s", exc.code)
+        return empty
+    for entity_counts in counts:
+        for entity, n in entity_counts.items():
+            PII_ENTITIES.labels(entity_type=entity, action="ingest_scan").inc(n)
     return counts
 
 

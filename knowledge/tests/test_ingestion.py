@@ -392,3 +392,28 @@ def test_beat_schedules_the_sweep():
 
     app.loader.import_default_modules()
     assert "knowledge.ingest_sweep" in app.conf.beat_schedule
+
+
+def test_pii_scan_records_entity_counts_never_values(world, kb, settings):
+    settings.KNOWLEDGE_PII_SCAN = True
+    text = b"Contact Jane Miller at jane.miller@example.com or +1 212 555 0142 about the travel policy."
+    doc = ingest(upload(kb, "contacts.txt", text))
+    assert doc.status == "indexed"
+    assert doc.pii_counts.get("EMAIL_ADDRESS") == 1
+    [chunk] = Chunk.objects.for_tenant(world.tenant).filter(document=doc)
+    assert chunk.pii_counts == doc.pii_counts
+    stored = str(doc.pii_counts) + str(chunk.pii_counts)
+    assert "jane" not in stored.lower() and "555" not in stored
+
+
+def test_pii_scan_unavailable_does_not_hold_back_indexing(world, kb, settings, monkeypatch):
+    from guardrails import services as guard_services
+    from portal.errors import GuardrailUnavailable
+
+    def broken(**kwargs):
+        raise GuardrailUnavailable()
+
+    settings.KNOWLEDGE_PII_SCAN = True
+    monkeypatch.setattr(guard_services, "pii_counts", broken)
+    doc = ingest(upload(kb, "contacts.txt", b"Mail jane@example.com"))
+    assert (doc.status, doc.pii_counts) == ("indexed", {})
