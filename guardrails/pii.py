@@ -47,6 +47,7 @@ from presidio_analyzer.predefined_recognizers import (
     UsSsnRecognizer,
 )
 
+from guardrails import names
 from guardrails.policy import NER_ENTITIES, ResolvedPolicy
 from guardrails.vault import PLACEHOLDER_RE
 
@@ -130,9 +131,29 @@ def card_recognizer() -> CreditCardRecognizer:
 
 
 class PersonContextRecognizer(PatternRecognizer):
-    """Names announced by their context (``my name is``, ``Mr.``, ``Dear``, signatures) that a small NER misses."""
+    """Names announced by their context that a small NER misses: an honorific, an introduction (``my name is``,
+    ``Name:``, ``Dear``, a signature), a relation (``my son``, ``follow up with``) or a predicate only people take
+    (``… lives at``, ``… was born``)."""
 
-    _NAME = r"((?:[A-Z][a-z\u00c0-\u024f'\-]+|[A-Z]\.)(?:\s+(?:[A-Z][a-z\u00c0-\u024f'\-]+|[A-Z]\.)){0,2})"
+    _NAME = rf"((?:{names.NAME_WORD}|[A-Z]\.)(?:[ \t]+(?:{names.NAME_WORD}|[A-Z]\.?(?=[ \t]))){{0,2}})"
+    _INTRODUCED = (
+        r"[Mm]y name is|[Nn]ame(?: is|:)|[Nn]amed|[Cc]alled|[Ii] am|[Ii]'m|[Tt]his is|[Dd]ear|[Rr]egards,|"
+        r"[Ss]incerely,|[Tt]hanks,|[Cc]ontact(?: person)?:|[Aa]ttn:?|[Ff]rom:|[Tt]o:|[Cc]c:|"
+        r"(?:[Ll]ast|[Ff]irst|[Ff]ull|[Mm]aiden|[Mm]iddle|[Gg]iven|[Ff]amily) name(?: is|\?|:)|[Ss]urname(?: is|:|\?)|"
+        r"[Cc]alls? me|[Kk]nown as|[Uu]nder the name|name on the account(?: is|\?|:)"
+    )
+    _RELATION = (
+        r"\b(?:[Mm]y|[Oo]ur|[Hh]is|[Hh]er|[Tt]heir) (?:kid|son|daughter|child|wife|husband|partner|spouse|mother|"
+        r"father|mom|mum|dad|brother|sister|grandmother|grandfather|uncle|aunt|cousin|nephew|niece|colleague|"
+        r"coworker|boss|manager|assistant|friend|fiancée?|girlfriend|boyfriend|tenant|landlord|neighbou?r)"
+        r"|[Ff]ollow up with|[Ss]peak (?:to|with)|[Tt]alk (?:to|with)|[Mm]eet(?:ing)? with|[Aa]ssistant to"
+        r"|(?:[Dd]irected|[Ww]ritten|[Pp]roduced|[Cc]omposed|[Pp]erformed|[Pp]ainted|[Ss]igned) [Bb]y:?"
+        r"|[Ss]tarring|[Ff]eaturing|[Aa] tribute to|[Oo]n behalf of"
+    )
+    _PREDICATE = (
+        r"(?=[ \t]+(?:lives (?:at|on|in)|was born|is (?:from|married)|passed away|, aged? \d)"
+        r"|'s (?:kid|son|daughter|child|children|wife|husband|partner|mother|father|parents|killers?|funeral)\b)"
+    )
 
     def __init__(self) -> None:
         super().__init__(
@@ -143,15 +164,12 @@ class PersonContextRecognizer(PatternRecognizer):
             patterns=[
                 Pattern(
                     "honorific",
-                    r"(?<=\b(?:Mr|Mrs|Ms|Mx|Dr|Prof|Sir|Madam|Miss|Herr|Frau)\.?\s)" + self._NAME,
+                    r"(?<=\b(?i:Mr|Mrs|Ms|Mx|Dr|Prof|Sir|Madam|Miss|Herr|Frau)\.?[ \t]+)" + self._NAME,
                     0.7,
                 ),
-                Pattern(
-                    "introduced",
-                    r"(?<=\b(?:[Mm]y name is|[Nn]ame:|[Nn]amed|[Cc]alled|[Ii] am|[Ii]'m|[Tt]his is|[Dd]ear|"
-                    r"[Rr]egards,|[Ss]incerely,|[Tt]hanks,|[Cc]ontact person:|[Aa]ttn:)\s)" + self._NAME,
-                    0.5,
-                ),
+                Pattern("introduced", rf"(?<=\b(?:{self._INTRODUCED})[ \t]+)" + self._NAME, 0.5),
+                Pattern("relation", rf"(?<=(?:{self._RELATION})[ \t]+)" + self._NAME, 0.5),
+                Pattern("predicate", rf"(?<![\w\-]){self._NAME}{self._PREDICATE}", 0.5),
             ],
         )
 
@@ -166,17 +184,6 @@ writing looking interested available new going trying calling sending from in at
 service manager director sales hr it admin"""
 _NOT_NAMES = frozenset(_NOT_NAMES_WORDS.split())
 
-_HONORIFICS = frozenset({"mr", "mrs", "ms", "mx", "dr", "prof", "sir", "madam", "miss", "herr", "frau"})
-
-# A PERSON inside an address is a street name: "46 Jakobi 69", "1755 Nelson Mandela Drive".
-_STREET_WORDS = re.compile(
-    r"^\s*(?:St|Street|Str|Road|Rd|Avenue|Ave|Drive|Dr|Lane|Ln|Close|Way|Blvd|Boulevard|Court|Ct|Place|Pl|"
-    r"Square|Sq|Terrace|Highway|Hwy|Parkway|Pkwy|Straße|Strasse|Gasse|Weg|Platz|Allee|Ring|Gürtel|Rue|Via|Calle|"
-    r"Avenida|Suite|Apt)\b\.?|^\s*\d",
-)
-_HOUSE_NUMBER_BEFORE = re.compile(r"\d+[a-zA-Z]?,?\s+$")
-
-
 _ADDRESS_BEFORE = re.compile(
     r"(?:\b(?:Apt|Apartment|Suite|Ste|Unit|Box|address(?: is)?|lives? (?:at|on))\.?:?\s*)$", re.I
 )
@@ -190,24 +197,6 @@ _ADDRESS_AFTER = re.compile(
 def _in_address(text: str, start: int, end: int) -> bool:
     return bool(_ADDRESS_BEFORE.search(text[max(0, start - 20) : start])) or bool(
         _ADDRESS_AFTER.match(text[end : end + 60])
-    )
-
-
-# A PERSON followed by a company suffix is (part of) an organisation: "Davis, Reynolds and Hall Orchestra".
-_ORG_AFTER = re.compile(
-    r"^(?:,?\s*[A-Z][\w'\-]*)*(?:,?\s+(?:and|&)\s+[A-Z][\w'\-]*)?\s*,?\s*(?:Inc|Ltd|LLC|GmbH|AG|SE|Corp|"
-    r"Corporation|Company|Co|Group|Orchestra|Incorporated|PLC|LLP|Partners|Associates|Holdings|Foundation|"
-    r"University|Bank|Industries|Solutions|Systems|Consulting)\b"
-)
-
-
-def _is_organisation(text: str, start: int, end: int) -> bool:
-    return bool(_ORG_AFTER.match(text[end : end + 80]))
-
-
-def _is_street_name(text: str, start: int, end: int) -> bool:
-    return bool(_HOUSE_NUMBER_BEFORE.search(text[max(0, start - 12) : start])) or bool(
-        _STREET_WORDS.match(text[end : end + 14])
     )
 
 
@@ -511,21 +500,50 @@ class PiiAnalyzer:
             ad_hoc_recognizers=ad_hoc or None,
         )
         placeholders = [(m.start(), m.end()) for m in PLACEHOLDER_RE.finditer(text)] if "<" in text else []
-        return resolve_overlaps(
+        findings = [
             Finding(r.entity_type, r.start, r.end, float(r.score))
             for r in results
-            if r.score >= SCORE_THRESHOLDS.get(r.entity_type, DEFAULT_THRESHOLD)
-            and r.end > r.start
-            and not any(r.start < pe and r.end > ps for ps, pe in placeholders)  # our own <PERSON_1> markers
-            and not (
-                r.entity_type == "PERSON"
-                and (
-                    text[r.start : r.end].strip(". ").lower() in _HONORIFICS
-                    or _is_street_name(text, r.start, r.end)
-                    or _is_organisation(text, r.start, r.end)
-                )
-            )
+            if r.score >= SCORE_THRESHOLDS.get(r.entity_type, DEFAULT_THRESHOLD) and r.end > r.start
+        ]
+        if "PERSON" in wanted:
+            findings = _with_names(text, findings)
+        return resolve_overlaps(
+            f
+            for f in findings
+            if not any(f.start < pe and f.end > ps for ps, pe in placeholders)  # <PERSON_1> …
         )
+
+
+# Scores of the name signals in guardrails.names: below the NER's 0.85, so an overlap goes to the model.
+NAME_LINE_SCORE = 0.5
+GIVEN_NAME_SCORE = 0.45
+REPEATED_NAME_SCORE = 0.4
+
+
+def _with_names(text: str, findings: list[Finding]) -> list[Finding]:
+    """Add the name signals, reject PERSON spans that are streets, companies or numbers, then mark the other
+    occurrences of every name found."""
+    candidates = [
+        *findings,
+        *(Finding("PERSON", s, e, NAME_LINE_SCORE) for s, e in names.name_line_spans(text)),
+        *(Finding("PERSON", s, e, GIVEN_NAME_SCORE) for s, e in names.given_name_spans(text)),
+    ]
+    kept: list[Finding] = []
+    for f in candidates:
+        if f.entity_type == "PERSON":
+            start, end = names.trim(text, f.start, f.end)
+            if names.not_a_name(text, start, end):
+                continue
+            f = Finding("PERSON", start, end, f.score)
+        kept.append(f)
+    kept = resolve_overlaps(kept)
+    people = [(f.start, f.end) for f in kept if f.entity_type == "PERSON"]
+    repeats = [
+        Finding("PERSON", s, e, REPEATED_NAME_SCORE)
+        for s, e in names.repeated_spans(text, people)
+        if not names.not_a_name(text, s, e)
+    ]
+    return [*kept, *repeats]
 
 
 def resolve_overlaps(findings: Iterable[Finding]) -> list[Finding]:

@@ -1,0 +1,179 @@
+"""Person-name signals around the NER model, and the checks that reject what is not a name.
+
+The small spaCy pipeline finds names in running prose; it misses them where prose gives it nothing to go on. These
+signals fill the common gaps; each is cheap (regular expressions over the raw text, well under a millisecond for
+2 KB) and each yields spans with a score below the NER's, so overlaps go to the model:
+
+- **name lines**: a line that holds only two to four capitalised words or initials, right above an address
+  (a line that starts with a house number) or on top of a document (the first line, followed by a blank line)
+  when one of its words is a known given name: letter heads, address blocks, résumés;
+- **known given names**: a given name from the US Census 1990 lists (``data/first_names.txt``, words common in
+  English removed) followed by one or two capitalised words or initials: "Ravil G Yefimov", "Sophie Lang";
+- **repetition**: once a name is found, its other occurrences in the same text are the same person ("My name is
+  Antti Poutiainen but everyone calls me Antti"), so masking never leaves a second copy in clear.
+
+``not_a_name`` is the last word on every PERSON span, the NER's included: digits, street words ("Philip
+Bypass"), a house number before or a number after on the same line, a company suffix after, an honorific alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import regex
+
+_UPPER = r"A-Z\u00c0-\u00d6\u00d8-\u00de\u0100-\u024f"  # Latin capitals incl. accented ones
+_LOWER = r"a-z\u00df-\u00f6\u00f8-\u00ff\u0100-\u024f"
+NAME_WORD = rf"[{_UPPER}][{_LOWER}'\u2019\-]+"
+INITIAL = rf"[{_UPPER}]\.?"
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Capitalised words that start sentences, label fields or address people without being names.
+_NOT_NAME_WORDS = _words(
+    """The A An I We You He She It They This That These Those Here There And Or But If When Where What Why How Who
+    Which Whose My Your His Her Our Their Its Mr Mrs Ms Mx Dr Prof Sir Madam Miss Dear Hi Hello Hey Thanks Thank
+    Regards Best Kind Please Is Are Was Were Be Been Do Does Did Can Could Will Would Should Shall May Might Must
+    Yes No Not Also On In At For From To Of By With As Into About After Before Name Address Phone Email Mobile Tel
+    Fax Date Subject Re Fwd Attn Note Notes Summary Dept Department Team Company Inc Ltd Street Road Avenue Suite
+    Apt Unit Box Building Floor City State Country Total Invoice Order Account Customer Client User Assistant
+    System Admin Manager Director Report Section Chapter Page Table Figure Monday Tuesday Wednesday Thursday Friday
+    Saturday Sunday January February March April June July August September October November December"""
+)
+_HONORIFICS = frozenset({"mr", "mrs", "ms", "mx", "dr", "prof", "sir", "madam", "miss", "herr", "frau"})
+
+# Street types (USPS Publication 28 suffixes that are not also common surnames, and their European cousins).
+_STREET_TYPES = _words(
+    """Street St Str Road Rd Avenue Ave Av Drive Lane Ln Boulevard Blvd Parkway Pkwy Highway Hwy Freeway Fwy
+    Expressway Expy Turnpike Tpke Terrace Ter Bypass Byp Extension Extensions Ext Crossing Xing Creek Crk Cliffs
+    Clfs Square Sq Plaza Plz Alley Aly Causeway Cswy Circle Cir Court Ct Crescent Cres
+    Trail Trl Way Place Pl Close Straße Strasse Gasse Weg Platz Allee Rue Via Calle Avenida Rua Vej Gade Gata Katu
+    Utca"""
+)
+_UNIT_WORDS = frozenset({"Suite", "Ste", "Apt", "Apartment", "Unit", "Floor", "Room"})
+# Words in a company's name, never in a person's: "Overture Technologies", "Asc Partners", "Hall Orchestra".
+_ORG_WORDS = _words(
+    """Inc Ltd LLC GmbH AG Corp Corporation Company Co Group Orchestra Band Incorporated PLC LLP Partners Associates
+    Holdings Foundation University College School Institute Bank Industries Solutions Systems Consulting
+    Technologies Technology Tech Agency Services Software Labs Laboratories Capital Ventures Media Networks Analytics
+    Insurance Investments Financial Pharmaceuticals Motors Airlines Hospital Clinic Museum Hotel Restaurant Club
+    Society Association Council Committee Ministry Department Office Studio Studios Records Publishing Press"""
+)
+
+_NAME_LINE = regex.compile(
+    rf"^[ \t>?*\-]*({NAME_WORD}|{INITIAL})((?:[ \t]+(?:{NAME_WORD}|{INITIAL})){{1,3}})[ \t]*$", regex.MULTILINE
+)
+_ADDRESS_LINE = re.compile(r"^[ \t>?*\-]*(?:\d+[a-zA-Z]?[ \t,]+\S|P\.?O\.? Box|PSC \d|Unit \d)", re.IGNORECASE)
+_GIVEN_NAME_RUN = regex.compile(
+    rf"(?<![\w\-])({NAME_WORD})((?:[ \t]+(?:{INITIAL}(?=[ \t])|{NAME_WORD})){{1,2}})(?![\w\-])"
+)
+
+# A house number just before, or a short number just after on the same line ("Joaquin Suarez 2906"); a phone
+# number after a name ("John Smith 555 123 4567") is not a house number.
+_DIGIT_BEFORE = re.compile(r"(?<![\d\-./])\d{1,5}[a-zA-Z]?,?[ \t]+$")
+_NUMBER_AFTER = re.compile(r"^[ \t]+\d{1,4}[a-zA-Z]?(?![\d\-/]|[.,]\d|[ \t]\d)")
+_STREET_AFTER = re.compile(
+    r"^[ \t]*(?:" + "|".join(sorted(_STREET_TYPES, key=len, reverse=True)) + r")\b\.?", re.UNICODE
+)
+# A PERSON followed by a company suffix is (part of) an organisation: "Davis, Reynolds and Hall Orchestra".
+_ORG_AFTER = re.compile(
+    r"^(?:,?[ \t]*[A-Z][\w'\-]*)*(?:,?[ \t]+(?:and|&)[ \t]+[A-Z][\w'\-]*)?[ \t]*,?[ \t]*(?:Inc|Ltd|LLC|GmbH|AG|SE|"
+    r"Corp|Corporation|Company|Co|Group|Orchestra|Incorporated|PLC|LLP|Partners|Associates|Holdings|Foundation|"
+    r"University|Bank|Industries|Solutions|Systems|Consulting)\b"
+)
+
+
+@functools.cache
+def given_names() -> frozenset[str]:
+    path = Path(__file__).resolve().parent / "data" / "first_names.txt"
+    words = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return frozenset(w for w in words if w and not w.startswith("#"))
+
+
+def _is_name_word(word: str) -> bool:
+    return word.strip(".") not in _NOT_NAME_WORDS
+
+
+def name_line_spans(text: str) -> list[tuple[int, int]]:
+    """Lines that hold only a name: above an address, or heading a document with a known given name. In a run of
+    such lines only the first counts (the lines after a person's name are a company or a department)."""
+    known = given_names()
+    spans = []
+    previous_end = -2
+    for m in _NAME_LINE.finditer(text):
+        follows_a_name_line, previous_end = m.start() == previous_end + 1, m.end()
+        if follows_a_name_line:  # "Ingrid Solvang / Nordic Freight / 4 Kirkegata": the person heads the block
+            continue
+        words = [m.group(1), *m.group(2).split()]
+        if not all(_is_name_word(w) for w in words) or not any(len(w.strip(".")) > 1 for w in words):
+            continue
+        following = text[m.end() : m.end() + 240].split("\n")[1:5]
+        above_address = any(_ADDRESS_LINE.match(line) for line in following if line.strip(" \t>?*-"))
+        heading = (
+            not text[: m.start()].strip(" \t>?*-\n")
+            and text[m.end() : m.end() + 2] == "\n\n"
+            and any(w.lower() in known for w in words)
+        )
+        if above_address or heading:
+            spans.append((m.start(1), m.end(2)))
+    return spans
+
+
+def given_name_spans(text: str) -> list[tuple[int, int]]:
+    """A known given name followed by one or two capitalised words or initials."""
+    known = given_names()
+    spans = []
+    for m in _GIVEN_NAME_RUN.finditer(text):
+        first, rest = m.group(1), m.group(2).split()
+        if first.lower() not in known or not _is_name_word(first) or not all(_is_name_word(w) for w in rest):
+            continue
+        if len(rest[-1].rstrip(".")) == 1:  # "John F" without the surname
+            continue
+        spans.append((m.start(1), m.end(2)))
+    return spans
+
+
+def repeated_spans(text: str, names: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Other occurrences of found names and of their words (three letters or more), case-sensitive."""
+    keys: set[str] = set()
+    for start, end in names:
+        span = text[start:end]
+        keys.add(span)
+        keys.update(w for w in regex.findall(NAME_WORD, span) if len(w) > 2 and _is_name_word(w))
+    if not keys:
+        return []
+    found = []
+    alternatives = "|".join(re.escape(k) for k in sorted(keys, key=len, reverse=True))
+    for m in regex.finditer(rf"(?<![\w\-])(?:{alternatives})(?![\w\-])", text):
+        found.append((m.start(), m.end()))
+    return found
+
+
+def trim(text: str, start: int, end: int) -> tuple[int, int]:
+    """Drop trailing unit words a name pattern ran into: "Diana Usamov Suite" (913 ...) → "Diana Usamov"."""
+    words = list(regex.finditer(r"\S+", text[start:end]))
+    while len(words) > 1 and words[-1].group().strip(".,") in _UNIT_WORDS:
+        words.pop()
+    return (start, start + words[-1].end()) if words else (start, end)
+
+
+def not_a_name(text: str, start: int, end: int) -> bool:
+    """True when a PERSON span is a street, a company, a number or an honorific rather than a person."""
+    span = text[start:end]
+    if any(ch.isdigit() for ch in span) or span.strip(". ").lower() in _HONORIFICS:
+        return True
+    if any(w.strip(".,'") in _STREET_TYPES or w.strip(".,'") in _ORG_WORDS for w in span.split()):
+        return True
+    before, after = text[max(0, start - 12) : start], text[end : end + 80]
+    return bool(
+        _DIGIT_BEFORE.search(before)
+        or _NUMBER_AFTER.match(after)
+        or _STREET_AFTER.match(after)
+        or _ORG_AFTER.match(after)
+    )

@@ -1,0 +1,98 @@
+"""Person-name signals beside the NER model (guardrails.names), alone and through the analyzer.
+
+Hand-written cases; none is taken from the evaluation sets.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from guardrails import names
+
+
+def _people(analyzer, text):
+    return [text[f.start : f.end] for f in analyzer.analyze(text, entities=["PERSON"])]
+
+
+def test_given_names_come_from_the_bundled_list_without_common_words():
+    known = names.given_names()
+    assert {"margaret", "john", "olga"} <= known
+    assert not {"may", "will", "june", "the", "grace", "bill"} & known
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("Tomas Q Vandermeer\n12 Harbour View Road\nLeeds", ["Tomas Q Vandermeer"], id="above-address"),
+        pytest.param("> Ingrid Solvang\n> Nordic Freight\n> 4 Kirkegata\n", ["Ingrid Solvang"], id="quoted-block"),
+        pytest.param("Margaret Oyelaran\n\nProcurement lead, 9 years", ["Margaret Oyelaran"], id="document-head"),
+        pytest.param("Quarterly Results\n\nRevenue grew by 4%.", [], id="heading-is-not-a-name"),
+        pytest.param("Thanks For Coming\n12 March", [], id="line-of-common-words"),
+    ],
+)
+def test_name_lines(text, expected):
+    assert [text[s:e] for s, e in names.name_line_spans(text)] == expected
+
+
+def test_given_name_runs_need_a_capitalised_word_after_a_known_given_name():
+    text = "Olga K Petrenko met Janet Brightwater; Olga left. The Will Of The People."
+    assert [text[s:e] for s, e in names.given_name_spans(text)] == ["Olga K Petrenko", "Janet Brightwater"]
+
+
+def test_repeated_occurrences_of_a_found_name_and_of_its_words():
+    text = "I am Anneliese Vortmann, but friends say Anneliese; anneliese in lowercase is left."
+    start = text.index("Anneliese Vortmann")
+    found = [text[s:e] for s, e in names.repeated_spans(text, [(start, start + len("Anneliese Vortmann"))])]
+    assert found == ["Anneliese Vortmann", "Anneliese"]
+
+
+@pytest.mark.parametrize(
+    ("text", "span", "rejected"),
+    [
+        pytest.param("Meet me at Philip Bypass tonight.", "Philip Bypass", True, id="street-type-inside"),
+        pytest.param("He lives at 41 Joaquin Suarez, 2nd floor.", "Joaquin Suarez", True, id="house-number-before"),
+        pytest.param("The office is on Joaquin Suarez 2906.", "Joaquin Suarez", True, id="house-number-after"),
+        pytest.param("Call Joaquin Suarez 555 123 4567 today.", "Joaquin Suarez", False, id="phone-after-is-fine"),
+        pytest.param("Hall Orchestra plays tonight.", "Hall Orchestra", True, id="organisation-word"),
+        pytest.param("Quinn, Hale and Dunmore LLP wrote back.", "Dunmore", True, id="company-suffix-after"),
+        pytest.param("Agent 007 Bond", "007 Bond", True, id="digits"),
+        pytest.param("Regards, Mrs.", "Mrs.", True, id="honorific-alone"),
+        pytest.param("Regards, Priya Raman", "Priya Raman", False, id="a-name"),
+    ],
+)
+def test_not_a_name(text, span, rejected):
+    start = text.index(span)
+    assert names.not_a_name(text, start, start + len(span)) is rejected
+
+
+def test_trailing_unit_words_are_trimmed():
+    text = "Mrs. Diana Okafor Suite 12, 4 Elm Road"
+    start = text.index("Diana")
+    end = text.index(" 12")
+    assert text[slice(*names.trim(text, start, end))] == "Diana Okafor"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("What is your last name? Vandermeer", ["Vandermeer"], id="last-name"),
+        pytest.param("I need to add my daughter Ilse to the plan.", ["Ilse"], id="relation"),
+        pytest.param("Please follow up with Teodor Brannigan next week.", ["Teodor Brannigan"], id="follow-up"),
+        pytest.param("Ottoline lives at the old mill.", ["Ottoline"], id="predicate"),
+        pytest.param("Directed By:    Ansgar Lindqvist", ["Ansgar Lindqvist"], id="credits"),
+        pytest.param("Please speak to ms. Quennell about it.", ["Quennell"], id="lowercase-honorific"),
+        pytest.param("Name:  Berit Aasland\nPhone: 0421 555 010", ["Berit Aasland"], id="field-stops-at-line-end"),
+    ],
+)
+def test_context_cues_through_the_analyzer(analyzer, text, expected):
+    assert _people(analyzer, text) == expected
+
+
+def test_every_occurrence_of_a_name_is_masked(analyzer):
+    text = "My name is Anneliese Vortmann but everyone calls me Anneliese. Anneliese's badge is 4711."
+    assert _people(analyzer, text) == ["Anneliese Vortmann", "Anneliese", "Anneliese"]
+
+
+def test_address_block_names_without_prose(analyzer):
+    text = "Margaret Oyelaran\nOyelaran Logistics Ltd\n17 Canal Street\nManchester M1 3HE"
+    assert _people(analyzer, text) == ["Margaret Oyelaran"]
