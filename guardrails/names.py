@@ -57,13 +57,15 @@ _STREET_TYPES = _words(
     Utca"""
 )
 _UNIT_WORDS = frozenset({"Suite", "Ste", "Apt", "Apartment", "Unit", "Floor", "Room"})
-# Words in a company's name, never in a person's: "Overture Technologies", "Asc Partners", "Hall Orchestra".
+# Words in the name of a company or a place, not of a person: "Overture Technologies", "Victoria Station".
 _ORG_WORDS = _words(
     """Inc Ltd LLC GmbH AG Corp Corporation Company Co Group Orchestra Band Incorporated PLC LLP Partners Associates
     Holdings Foundation University College School Institute Bank Industries Solutions Systems Consulting
     Technologies Technology Tech Agency Services Software Labs Laboratories Capital Ventures Media Networks Analytics
     Insurance Investments Financial Pharmaceuticals Motors Airlines Hospital Clinic Museum Hotel Restaurant Club
-    Society Association Council Committee Ministry Department Office Studio Studios Records Publishing Press"""
+    Society Association Council Committee Ministry Department Office Studio Studios Records Publishing Press
+    Station Airport Terminal Stadium Arena Centre Center Mall Beach River Bridge Tower Harbour Harbor Cathedral
+    Church Temple Mosque Synagogue Castle Palace"""
 )
 
 _NAME_LINE = regex.compile(

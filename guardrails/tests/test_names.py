@@ -96,3 +96,15 @@ def test_every_occurrence_of_a_name_is_masked(analyzer):
 def test_address_block_names_without_prose(analyzer):
     text = "Margaret Oyelaran\nOyelaran Logistics Ltd\n17 Canal Street\nManchester M1 3HE"
     assert _people(analyzer, text) == ["Margaret Oyelaran"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("I flew from Austin Texas to Charlotte last week.", id="ner-says-place"),
+        pytest.param("We met at Victoria Station in London.", id="place-word"),
+        pytest.param("Thanks For Coming\nto the Quarterly Review", id="not-a-name-line"),
+    ],
+)
+def test_places_named_like_people_are_not_masked(analyzer, text):
+    assert _people(analyzer, text) == []
