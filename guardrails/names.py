@@ -35,16 +35,19 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-# Capitalised words that start sentences, label fields or address people without being names.
+# Words that start sentences, label fields, address people or describe the speaker without being names (compared
+# in lowercase): "The", "Name:", "Dear", "I am sorry".
 _NOT_NAME_WORDS = _words(
-    """The A An I We You He She It They This That These Those Here There And Or But If When Where What Why How Who
-    Which Whose My Your His Her Our Their Its Mr Mrs Ms Mx Dr Prof Sir Madam Miss Dear Hi Hello Hey Thanks Thank
-    Regards Best Kind Please Is Are Was Were Be Been Do Does Did Can Could Will Would Should Shall May Might Must
-    Yes No Not Also On In At For From To Of By With As Into About After Before Name Address Phone Email Mobile Tel
-    Fax Date Subject Re Fwd Attn Note Notes Summary Dept Department Team Company Inc Ltd Street Road Avenue Suite
-    Apt Unit Box Building Floor City State Country Total Invoice Order Account Customer Client User Assistant
-    System Admin Manager Director Report Section Chapter Page Table Figure Monday Tuesday Wednesday Thursday Friday
-    Saturday Sunday January February March April June July August September October November December"""
+    """the a an i we you he she it they this that these those here there and or but if when where what why how who
+    which whose my your his her our their its mr mrs ms mx dr prof sir madam miss dear hi hello hey thanks thank
+    regards best kind please is are was were be been do does did can could will would should shall may might must
+    yes no not also on in at for from to of by with as into about after before name address phone email mobile tel
+    fax date subject re fwd attn note notes summary dept department team company inc ltd street road avenue suite
+    apt unit box building floor city state country total invoice order account customer client user assistant
+    system admin manager director report section chapter page table figure monday tuesday wednesday thursday friday
+    saturday sunday january february march april june july august september october november december available
+    calling fine glad going good happy hr interested looking new sales sending so sorry trying very writing support
+    service"""
 )
 _HONORIFICS = frozenset({"mr", "mrs", "ms", "mx", "dr", "prof", "sir", "madam", "miss", "herr", "frau"})
 
@@ -98,8 +101,8 @@ def given_names() -> frozenset[str]:
     return frozenset(w for w in words if w and not w.startswith("#"))
 
 
-def _is_name_word(word: str) -> bool:
-    return word.strip(".") not in _NOT_NAME_WORDS
+def is_name_word(word: str) -> bool:
+    return word.strip(".,").lower() not in _NOT_NAME_WORDS
 
 
 def name_line_spans(text: str) -> list[tuple[int, int]]:
@@ -113,7 +116,7 @@ def name_line_spans(text: str) -> list[tuple[int, int]]:
         if follows_a_name_line:  # "Ingrid Solvang / Nordic Freight / 4 Kirkegata": the person heads the block
             continue
         words = [m.group(1), *m.group(2).split()]
-        if not all(_is_name_word(w) for w in words) or not any(len(w.strip(".")) > 1 for w in words):
+        if not all(is_name_word(w) for w in words) or not any(len(w.strip(".")) > 1 for w in words):
             continue
         following = text[m.end() : m.end() + 240].split("\n")[1:5]
         above_address = any(_ADDRESS_LINE.match(line) for line in following if line.strip(" \t>?*-"))
@@ -133,7 +136,7 @@ def given_name_spans(text: str) -> list[tuple[int, int]]:
     spans = []
     for m in _GIVEN_NAME_RUN.finditer(text):
         first, rest = m.group(1), m.group(2).split()
-        if first.lower() not in known or not _is_name_word(first) or not all(_is_name_word(w) for w in rest):
+        if first.lower() not in known or not is_name_word(first) or not all(is_name_word(w) for w in rest):
             continue
         if len(rest[-1].rstrip(".")) == 1:  # "John F" without the surname
             continue
@@ -147,7 +150,7 @@ def repeated_spans(text: str, names: Iterable[tuple[int, int]]) -> list[tuple[in
     for start, end in names:
         span = text[start:end]
         keys.add(span)
-        keys.update(w for w in regex.findall(NAME_WORD, span) if len(w) > 2 and _is_name_word(w))
+        keys.update(w for w in regex.findall(NAME_WORD, span) if len(w) > 2 and is_name_word(w))
     if not keys:
         return []
     found = []

@@ -175,14 +175,8 @@ class PersonContextRecognizer(PatternRecognizer):
 
     def validate_result(self, pattern_text: str) -> bool | None:
         first = pattern_text.split()[0].lower().strip(".")
-        return None if first not in _NOT_NAMES else False
+        return None if names.is_name_word(first) else False
 
-
-# Capitalised words the context patterns would otherwise take for names.
-_NOT_NAMES_WORDS = """the a an i we you he she it they this that here there good fine sorry happy glad not so very
-writing looking interested available new going trying calling sending from in at on with team support customer
-service manager director sales hr it admin"""
-_NOT_NAMES = frozenset(_NOT_NAMES_WORDS.split())
 
 _ADDRESS_BEFORE = re.compile(
     r"(?:\b(?:Apt|Apartment|Suite|Ste|Unit|Box|address(?: is)?|lives? (?:at|on))\.?:?\s*)$", re.I
@@ -343,13 +337,13 @@ class WindowContextEnhancer(ContextAwareEnhancer):
 # What the NER calls a place is not a person, whatever a weaker signal says ("Austin Texas", "Victoria Station");
 # the NER's own PERSON spans are not affected. (Vetoing its ORG spans too cost 0.03 PERSON recall on
 # synth_dataset_v2: the small pipeline calls many people organisations.)
-NOT_PEOPLE_LABELS = frozenset({"GPE", "LOC", "FAC"})
+PLACE_LABELS = frozenset({"GPE", "LOC", "FAC"})
 
 
 class NerArtifacts(NlpArtifacts):
-    """Presidio's artifacts plus the character spans the NER labelled as something other than a person."""
+    """Presidio's artifacts plus the character spans the NER labelled as places."""
 
-    not_people: list[tuple[int, int]] = []
+    places: Sequence[tuple[int, int]] = ()
 
 
 class TrimmedSpacyNlpEngine(SpacyNlpEngine):
@@ -400,7 +394,7 @@ class TrimmedSpacyNlpEngine(SpacyNlpEngine):
             nlp_engine=self,
             language=language,
         )
-        artifacts.not_people = [(e.start_char, e.end_char) for e in doc.ents if e.label_ in NOT_PEOPLE_LABELS]
+        artifacts.places = [(e.start_char, e.end_char) for e in doc.ents if e.label_ in PLACE_LABELS]
         return artifacts
 
     def pattern_artifacts(self, text: str) -> NlpArtifacts:
@@ -517,16 +511,14 @@ class PiiAnalyzer:
         findings = [
             Finding(r.entity_type, r.start, r.end, float(r.score))
             for r in results
-            if r.score >= SCORE_THRESHOLDS.get(r.entity_type, DEFAULT_THRESHOLD) and r.end > r.start
+            if r.score >= SCORE_THRESHOLDS.get(r.entity_type, DEFAULT_THRESHOLD)
+            and r.end > r.start
+            and not any(r.start < pe and r.end > ps for ps, pe in placeholders)  # our own <PERSON_1> markers
         ]
         if "PERSON" in wanted:
-            not_people = artifacts.not_people if isinstance(artifacts, NerArtifacts) else []
-            findings = _with_names(text, findings, not_people=not_people)
-        return resolve_overlaps(
-            f
-            for f in findings
-            if not any(f.start < pe and f.end > ps for ps, pe in placeholders)  # <PERSON_1> …
-        )
+            places = artifacts.places if isinstance(artifacts, NerArtifacts) else ()
+            findings = _with_names(text, findings, vetoes=[*placeholders, *places])
+        return resolve_overlaps(findings)
 
 
 # Scores of the name signals in guardrails.names: below the NER's 0.85, so an overlap goes to the model.
@@ -535,12 +527,12 @@ GIVEN_NAME_SCORE = 0.45
 REPEATED_NAME_SCORE = 0.4
 
 
-def _with_names(text: str, findings: list[Finding], *, not_people: Sequence[tuple[int, int]]) -> list[Finding]:
-    """Add the name signals (not where the NER saw a place or an organisation), reject PERSON spans that are
+def _with_names(text: str, findings: list[Finding], *, vetoes: Sequence[tuple[int, int]]) -> list[Finding]:
+    """Add the name signals (not over a veto: a place the NER saw, a placeholder), reject PERSON spans that are
     streets, companies or numbers, then mark the other occurrences of every name found."""
 
     def vetoed(start: int, end: int) -> bool:
-        return any(start < ve and end > vs for vs, ve in not_people)
+        return any(start < ve and end > vs for vs, ve in vetoes)
 
     candidates = [
         *findings,
