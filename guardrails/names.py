@@ -87,10 +87,10 @@ _STREET_AFTER = re.compile(
     r"^[ \t]*(?:" + "|".join(sorted(_STREET_TYPES, key=len, reverse=True)) + r")\b\.?", re.UNICODE
 )
 # A PERSON followed by a company suffix is (part of) an organisation: "Davis, Reynolds and Hall Orchestra".
-_ORG_AFTER = re.compile(
-    r"^(?:,?[ \t]*[A-Z][\w'\-]*)*(?:,?[ \t]+(?:and|&)[ \t]+[A-Z][\w'\-]*)?[ \t]*,?[ \t]*(?:Inc|Ltd|LLC|GmbH|AG|SE|"
-    r"Corp|Corporation|Company|Co|Group|Orchestra|Incorporated|PLC|LLP|Partners|Associates|Holdings|Foundation|"
-    r"University|Bank|Industries|Solutions|Systems|Consulting)\b"
+_ORG_AFTER = re.compile(  # one separator before every word, each word atomic: no exponential backtracking
+    r"^(?:(?:,[ \t]*|[ \t]+)[A-Z][\w'\-]*+)*(?:,?[ \t]+(?:and|&)[ \t]+[A-Z][\w'\-]*+)?[ \t]*,?[ \t]*(?:Inc|Ltd|"
+    r"LLC|GmbH|AG|SE|Corp|Corporation|Company|Co|Group|Orchestra|Incorporated|PLC|LLP|Partners|Associates|Holdings|"
+    r"Foundation|University|Bank|Industries|Solutions|Systems|Consulting)\b"
 )
 
 
@@ -144,19 +144,34 @@ def given_name_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+MAX_NAME_CHARS = 80  # longer PERSON spans are run-on matches, not names
+_MAX_REPEATED_KEYS = 64
+_NAME_WORD_RE = regex.compile(NAME_WORD)
+
+
+def _is_word_char(text: str, i: int) -> bool:
+    return 0 <= i < len(text) and (text[i].isalnum() or text[i] in "_-")
+
+
 def repeated_spans(text: str, names: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Other occurrences of found names and of their words (three letters or more), case-sensitive."""
+    """Other occurrences of found names and of their words (three letters or more), case-sensitive, whole words.
+
+    Plain substring search per name (at most 64 names of at most 80 characters): linear in the text, whatever it
+    holds; overlapping results (a full name and its first word) are left to the caller's overlap resolution."""
     keys: set[str] = set()
     for start, end in names:
         span = text[start:end]
-        keys.add(span)
-        keys.update(w for w in regex.findall(NAME_WORD, span) if len(w) > 2 and is_name_word(w))
-    if not keys:
-        return []
+        if len(span) <= MAX_NAME_CHARS:
+            keys.add(span)
+            keys.update(w for w in _NAME_WORD_RE.findall(span) if len(w) > 2 and is_name_word(w))
     found = []
-    alternatives = "|".join(re.escape(k) for k in sorted(keys, key=len, reverse=True))
-    for m in regex.finditer(rf"(?<![\w\-])(?:{alternatives})(?![\w\-])", text):
-        found.append((m.start(), m.end()))
+    for key in sorted(keys, key=len, reverse=True)[:_MAX_REPEATED_KEYS]:
+        i = text.find(key)
+        while i != -1:
+            j = i + len(key)
+            if not _is_word_char(text, i - 1) and not _is_word_char(text, j):
+                found.append((i, j))
+            i = text.find(key, j)
     return found
 
 
@@ -171,7 +186,7 @@ def trim(text: str, start: int, end: int) -> tuple[int, int]:
 def not_a_name(text: str, start: int, end: int) -> bool:
     """True when a PERSON span is a street, a company, a number or an honorific rather than a person."""
     span = text[start:end]
-    if any(ch.isdigit() for ch in span) or span.strip(". ").lower() in _HONORIFICS:
+    if len(span) > MAX_NAME_CHARS or any(ch.isdigit() for ch in span) or span.strip(". ").lower() in _HONORIFICS:
         return True
     if any(w.strip(".,'") in _STREET_TYPES or w.strip(".,'") in _ORG_WORDS for w in span.split()):
         return True

@@ -40,10 +40,18 @@ def test_given_name_runs_need_a_capitalised_word_after_a_known_given_name():
 
 
 def test_repeated_occurrences_of_a_found_name_and_of_its_words():
-    text = "I am Anneliese Vortmann, but friends say Anneliese; anneliese in lowercase is left."
+    text = "I am Anneliese Vortmann, but friends say Anneliese; anneliese in lowercase and Annelieses are left."
     start = text.index("Anneliese Vortmann")
-    found = [text[s:e] for s, e in names.repeated_spans(text, [(start, start + len("Anneliese Vortmann"))])]
-    assert found == ["Anneliese Vortmann", "Anneliese"]
+    spans = set(names.repeated_spans(text, [(start, start + len("Anneliese Vortmann"))]))
+    second = text.index("Anneliese;")
+    outside = {(s, e) for s, e in spans if not start <= s < start + len("Anneliese Vortmann")}
+    assert outside == {(second, second + len("Anneliese"))}  # not the lowercase one, not inside "Annelieses"
+
+
+def test_repetition_ignores_run_on_spans():
+    text = "Mr. " + "A" * 5000
+    assert names.repeated_spans(text, [(4, len(text))]) == []  # longer than any name: not searched for
+    assert names.not_a_name(text, 4, len(text))
 
 
 @pytest.mark.parametrize(

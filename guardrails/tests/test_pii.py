@@ -92,3 +92,64 @@ def test_placeholders_are_never_taken_for_entities(analyzer):
     text = "Dear <PERSON_1>, call <PHONE_NUMBER_12> about <CREDIT_CARD_2>. Regards, <PERSON_3> and Maria Lopez"
     found = [(f.entity_type, text[f.start : f.end]) for f in analyzer.analyze(text, entities=list(BUILTIN_ENTITIES))]
     assert found == [("PERSON", "Maria Lopez")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "Visit https://portal.example.com/a/b?x=1#top, then www.example.org.",
+            [("URL", "https://portal.example.com/a/b?x=1#top"), ("URL", "www.example.org")],
+            id="urls-without-trailing-punctuation",
+        ),
+        pytest.param("Open http://localhost:8000/chat now", [("URL", "http://localhost:8000/chat")], id="any-host"),
+        pytest.param(
+            "Mail first.last+tag@sub.example.co.uk now",
+            [("EMAIL_ADDRESS", "first.last+tag@sub.example.co.uk")],
+            id="email",
+        ),
+        pytest.param("x@y.zz and e.g. this", [], id="no-public-suffix"),
+    ],
+)
+def test_links_and_addresses(analyzer, text, expected):
+    found = [(f.entity_type, text[f.start : f.end]) for f in analyzer.analyze(text, entities=["URL", "EMAIL_ADDRESS"])]
+    assert found == expected
+
+
+# Inputs that made a pattern backtrack: Presidio's URL and email patterns on runs of dots ("a.a.a."), unbounded
+# look-behinds on runs of blanks, name repetition on a run-on span. Each took one to four seconds on 2 KB (longer
+# inputs grow faster than linearly); all of them together now take well under a second.
+ADVERSARIAL = [
+    prefix + (unit * 4000)[:4000] + "!"
+    for prefix, unit in [
+        ("", "."),
+        ("www.", "."),
+        ("x@", "a."),
+        ("", "a."),
+        ("", "1."),
+        ("", " "),
+        ("My name is", "\t"),
+        ("Mr. ", "A"),
+        ("Mr. ", "a"),
+        ("Mr. ", "-"),
+        ("x@", "/"),
+        ("www.", "x@"),
+        ("", "a_"),
+        ("Peter Smith ", "Ab, "),
+        ("", "Ab Cd\n"),
+        ("http://", "%"),
+    ]
+]
+
+
+def test_adversarial_text_cannot_stall_the_analyzer(analyzer):
+    import time
+
+    from guardrails import injection
+
+    started = time.monotonic()
+    for text in ADVERSARIAL:
+        analyzer.analyze(text, entities=list(BUILTIN_ENTITIES))
+        injection.verdicts([text], strictness="high")
+    # A guard against super-linear blow-up, not a speed target: the slowest of these took 4 s on 2 KB before.
+    assert time.monotonic() - started < 20
