@@ -46,7 +46,7 @@ case "$role" in
       python /app/docker/migrate.py
     fi
     exec uvicorn portal.asgi:application --host 0.0.0.0 --port "${PORT:-8000}" \
-      --workers "${WEB_CONCURRENCY:-1}" --ws websockets --no-access-log \
+      --workers "${WEB_CONCURRENCY:-1}" --ws websockets-sansio --no-access-log \
       --proxy-headers --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}" "$@"
     ;;
   worker)

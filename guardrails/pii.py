@@ -2,9 +2,12 @@
 
 - spaCy pipeline from settings.SPACY_MODEL, loaded once per process with every component NER does not need
   disabled (tagger, parser, lemmatizer …); never downloaded at run time.
-- Pattern recognizers: email (validated with an offline tldextract), phone (a regex pre-filter and
-  python-phonenumbers validation instead of Presidio's slow multi-region matcher), credit card (Luhn), IBAN
-  (checksum), US SSN, IP, URL, dates; plus per-tenant custom patterns and deny-lists (ad hoc recognizers).
+- Pattern recognizers: email and URL (our own linear-time patterns, domains checked on tldextract's bundled
+  public-suffix list), phone (a regex pre-filter and python-phonenumbers validation instead of Presidio's slow
+  multi-region matcher), credit card (Luhn), IBAN (checksum), US SSN, IP, dates; plus per-tenant custom patterns
+  and deny-lists (ad hoc recognizers).
+- PERSON: the NER plus the signals in guardrails.names (name lines, known given names, repetition, context cues),
+  every span passing one not-a-name check.
 - When no NER entity type is requested the spaCy pipeline is skipped: a regex tokenizer feeds the context
   enhancer instead (the "patterns only" mode).
 - Overlaps are resolved by score then length, so an email's domain is not also a URL and a card number's digits

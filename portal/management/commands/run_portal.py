@@ -112,7 +112,7 @@ class Command(BaseCommand):
                 str(opts["port"]),
                 "--no-access-log",
                 "--ws",
-                "websockets",
+                "websockets-sansio",
             ],
             env,
         )
