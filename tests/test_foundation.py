@@ -180,3 +180,56 @@ def test_run_portal_refuses_a_locked_data_directory(tmp_path):
         )
     assert result.returncode != 0
     assert "another portal is already running" in result.stderr
+
+
+def test_run_portal_stops_every_part_even_when_interrupted_twice(tmp_path):
+    """Ctrl-C twice (an impatient user): the second signal arrives while the first one's clean-up runs and must
+    not cut it short, or llama-server and the embedded PostgreSQL outlive the launcher and hold their ports."""
+    import re
+    import signal
+
+    from inference_pool.local_engines import port_in_use
+
+    engine_port = free_port()
+    base = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "PORTAL_EPHEMERAL_DB"}}
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "run_portal", "--port", str(free_port())],
+        cwd=ROOT,
+        env={**base, "PORTAL_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1", "ENGINE_BASE_PORT": str(engine_port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    children: list[int] = []
+    output: list[str] = []
+    postmaster = tmp_path / "postgres" / "postmaster.pid"
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            children += [int(pid) for pid in re.findall(r"Started \w+ \(pid (\d+)", line)]
+            if "The portal is running" in line:
+                break
+        assert len(children) == 3, "".join(output)  # web, worker and beat
+        assert postmaster.exists() and port_in_use("127.0.0.1", engine_port)
+        proc.send_signal(signal.SIGINT)
+        for line in proc.stdout:
+            output.append(line)
+            if "Stopping" in line:  # the clean-up has begun: interrupt it again
+                proc.send_signal(signal.SIGINT)
+                break
+        output.append(proc.communicate(timeout=60)[0])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    log = "".join(output)
+    assert "Stopped." in log and "Traceback" not in log, log[-2000:]  # the clean-up ran to its end
+    assert not port_in_use("127.0.0.1", engine_port), "llama-server was stopped"
+    assert not postmaster.exists(), "the embedded PostgreSQL was stopped"
+    for pid in children:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        raise AssertionError(f"child {pid} outlived the launcher")

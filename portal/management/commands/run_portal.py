@@ -169,6 +169,10 @@ class Command(BaseCommand):
         if self._stopping:
             return
         self._stopping = True
+        # A second Ctrl-C (or a SIGTERM after it) must not abort the clean-up half way: that orphaned the engines
+        # and the embedded PostgreSQL, and the next start found their ports taken. Stuck children are killed below.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for _name, proc in self.children:
             if proc.poll() is None:
                 # the main process only: Celery's prefork pool must shut its own children down
