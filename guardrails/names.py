@@ -111,6 +111,7 @@ def name_line_spans(text: str) -> list[tuple[int, int]]:
     known = given_names()
     spans = []
     previous_end = -2
+    document_start = len(text) - len(text.lstrip(" \t>?*-\n"))  # where the first line's words begin
     for m in _NAME_LINE.finditer(text):
         follows_a_name_line, previous_end = m.start() == previous_end + 1, m.end()
         if follows_a_name_line:  # "Ingrid Solvang / Nordic Freight / 4 Kirkegata": the person heads the block
@@ -121,7 +122,7 @@ def name_line_spans(text: str) -> list[tuple[int, int]]:
         following = text[m.end() : m.end() + 240].split("\n")[1:5]
         above_address = any(_ADDRESS_LINE.match(line) for line in following if line.strip(" \t>?*-"))
         heading = (
-            not text[: m.start()].strip(" \t>?*-\n")
+            m.start() <= document_start
             and text[m.end() : m.end() + 2] == "\n\n"
             and any(w.lower() in known for w in words)
         )
