@@ -74,7 +74,17 @@ _ORG_WORDS = _words(
 _NAME_LINE = regex.compile(
     rf"^[ \t>?*\-]*({NAME_WORD}|{INITIAL})((?:[ \t]+(?:{NAME_WORD}|{INITIAL})){{1,3}})[ \t]*$", regex.MULTILINE
 )
-_ADDRESS_LINE = re.compile(r"^[ \t>?*\-]*(?:\d+[a-zA-Z]?[ \t,]+\S|P\.?O\.? Box|PSC \d|Unit \d)", re.IGNORECASE)
+# An address line: a house number, a few words and then a street type or another number that ends the line
+# ("12 Harbour View Road", "4 Kirkegata", "4844 Søndergade 52"), or a box. "2024 revenue grew by 4%" is not one.
+_STREET_SUFFIX = r"(?:gata|gatan|gade|vej|veien|straße|strasse|str|weg|katu|tie|laan|gasse|platz|allee|utca|väg|vägen)"
+_STREET_TYPE_WORDS = "|".join(sorted(_STREET_TYPES, key=len, reverse=True))
+_LAST_HOUSE_NUMBER = r"\d+[a-zA-Z]?(?=[ \t]*(?:,|$|(?:apt|suite|ste|unit)\b))"
+_ADDRESS_LINE = regex.compile(
+    rf"^[ \t>?*\-]*(?:\d+[a-zA-Z]?,?[ \t]+(?:[\w.'\-]+[ \t]+){{0,4}}?"
+    rf"(?:{_LAST_HOUSE_NUMBER}|[\w'\-]*{_STREET_SUFFIX}\b|(?:{_STREET_TYPE_WORDS})\b)"
+    rf"|P\.?O\.?[ \t]*Box|PSC[ \t]*\d|Unit[ \t]*\d)",
+    regex.IGNORECASE,
+)
 _GIVEN_NAME_RUN = regex.compile(
     rf"(?<![\w\-])({NAME_WORD})((?:[ \t]+(?:{INITIAL}(?=[ \t])|{NAME_WORD})){{1,2}})(?![\w\-])"
 )

@@ -28,6 +28,8 @@ def test_given_names_come_from_the_bundled_list_without_common_words():
         pytest.param("Margaret Oyelaran\n\nProcurement lead, 9 years", ["Margaret Oyelaran"], id="document-head"),
         pytest.param("Quarterly Results\n\nRevenue grew by 4%.", [], id="heading-is-not-a-name"),
         pytest.param("Thanks For Coming\n12 March", [], id="line-of-common-words"),
+        pytest.param("Quarterly Results\n2024 revenue grew by 4%.", [], id="heading-above-a-figure"),
+        pytest.param("Anna Lindqvist\n17 Rue Cler 4, Apt 3\nParis", ["Anna Lindqvist"], id="house-number-last"),
     ],
 )
 def test_name_lines(text, expected):
