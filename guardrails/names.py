@@ -195,11 +195,14 @@ def trim(text: str, start: int, end: int) -> tuple[int, int]:
 
 
 def not_a_name(text: str, start: int, end: int) -> bool:
-    """True when a PERSON span is a street, a company, a number or an honorific rather than a person."""
+    """True when a PERSON span is a street, a company, a number, an honorific or a field label, not a person."""
     span = text[start:end]
     if len(span) > MAX_NAME_CHARS or any(ch.isdigit() for ch in span) or span.strip(". ").lower() in _HONORIFICS:
         return True
-    if any(w.strip(".,'") in _STREET_TYPES or w.strip(".,'") in _ORG_WORDS for w in span.split()):
+    words = span.split()
+    if any(w.strip(".,'") in _STREET_TYPES or w.strip(".,'") in _ORG_WORDS for w in words):
+        return True
+    if not any(is_name_word(w) for w in words):  # "Suite", "Dear Sir", "The"
         return True
     before, after = text[max(0, start - 12) : start], text[end : end + 80]
     return bool(

@@ -67,6 +67,7 @@ def test_repetition_ignores_run_on_spans():
         pytest.param("Quinn, Hale and Dunmore LLP wrote back.", "Dunmore", True, id="company-suffix-after"),
         pytest.param("Agent 007 Bond", "007 Bond", True, id="digits"),
         pytest.param("Regards, Mrs.", "Mrs.", True, id="honorific-alone"),
+        pytest.param("Dear Sir, the Suite is ready.", "Dear Sir", True, id="only-label-words"),
         pytest.param("Regards, Priya Raman", "Priya Raman", False, id="a-name"),
     ],
 )
