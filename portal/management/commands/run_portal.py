@@ -57,6 +57,7 @@ class Command(BaseCommand):
             self._start(opts)
             self._wait()
         except KeyboardInterrupt:
+            _ignore_stop_signals()  # before anything is said: a second Ctrl-C must not cut the clean-up short
             self.stdout.write("\nStopping…")
         except (EngineStartError, OSError) as exc:
             self._shutdown()
@@ -169,10 +170,7 @@ class Command(BaseCommand):
         if self._stopping:
             return
         self._stopping = True
-        # A second Ctrl-C (or a SIGTERM after it) must not abort the clean-up half way: that orphaned the engines
-        # and the embedded PostgreSQL, and the next start found their ports taken. Stuck children are killed below.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _ignore_stop_signals()
         for _name, proc in self.children:
             if proc.poll() is None:
                 # the main process only: Celery's prefork pool must shut its own children down
@@ -192,6 +190,13 @@ class Command(BaseCommand):
 
         stop_server()
         self.stdout.write("Stopped.")
+
+
+def _ignore_stop_signals() -> None:
+    """A second Ctrl-C (or a SIGTERM after it) must not abort the clean-up half way: that orphaned the engines and
+    the embedded PostgreSQL, and the next start found their ports taken. Stuck children are killed instead."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
