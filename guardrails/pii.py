@@ -170,6 +170,20 @@ class OfflineUrlRecognizer(PatternRecognizer):
         return results
 
 
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+class CaseInsensitiveIbanRecognizer(IbanRecognizer):
+    """IBANs typed in lower case ("gb42nawi0445…") are IBANs too: Presidio's patterns and country formats are upper
+    case, so they read an ASCII-uppercased copy (same length, so the offsets hold; ``str.upper`` would turn "ß"
+    into "SS")."""
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None, regex_flags: int | None = None
+    ) -> list[RecognizerResult]:
+        return super().analyze(text.translate(_ASCII_UPPER), entities, nlp_artifacts, regex_flags)  # type: ignore[arg-type]
+
+
 def card_recognizer() -> CreditCardRecognizer:
     """Presidio's Luhn-validated card recognizer, widened to today's lengths and ranges: 12 to 19 digits,
     Mastercard 2-series, Maestro (12 to 19 digits), 19-digit Visa, 15-digit JCB (2131/1800)."""
@@ -475,7 +489,7 @@ def _pattern_recognizers() -> list[EntityRecognizer]:
         OfflineEmailRecognizer(),
         FastPhoneRecognizer(),
         card_recognizer(),
-        IbanRecognizer(),
+        CaseInsensitiveIbanRecognizer(),
         UsSsnRecognizer(),
         IpRecognizer(),
         OfflineUrlRecognizer(),

@@ -75,11 +75,15 @@ def test_spacy_pipeline_is_trimmed_to_ner(analyzer):
         pytest.param("Reach me at 60-56-85-91 tomorrow.", [("PHONE_NUMBER", "60-56-85-91")], id="dk-phone"),
         pytest.param("The Davis, Reynolds and Hall Orchestra plays.", [], id="organisation-not-person"),
         pytest.param("Dear Mr. Okonkwo, thank you.", [("PERSON", "Okonkwo")], id="honorific"),
+        pytest.param(
+            "my iban is de89370400440532013000, thanks", [("IBAN_CODE", "de89370400440532013000")], id="lowercase-iban"
+        ),
     ],
 )
 def test_known_confusions(analyzer, text, expected):
     found = [
-        (f.entity_type, text[f.start : f.end]) for f in analyzer.analyze(text, entities=["PHONE_NUMBER", "PERSON"])
+        (f.entity_type, text[f.start : f.end])
+        for f in analyzer.analyze(text, entities=["PHONE_NUMBER", "PERSON", "IBAN_CODE"])
     ]
     assert found == expected
 
