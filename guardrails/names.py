@@ -49,7 +49,7 @@ _NOT_NAME_WORDS = _words(
     calling fine glad going good happy hr interested looking new sales sending so sorry trying very writing support
     service"""
 )
-_HONORIFICS = frozenset({"mr", "mrs", "ms", "mx", "dr", "prof", "sir", "madam", "miss", "herr", "frau"})
+HONORIFICS = ("mr", "mrs", "ms", "mx", "dr", "prof", "sir", "madam", "miss", "herr", "frau")
 
 # Street types (USPS Publication 28 suffixes that are not also common surnames, and their European cousins).
 _STREET_TYPES = _words(
@@ -197,7 +197,7 @@ def trim(text: str, start: int, end: int) -> tuple[int, int]:
 def not_a_name(text: str, start: int, end: int) -> bool:
     """True when a PERSON span is a street, a company, a number, an honorific or a field label, not a person."""
     span = text[start:end]
-    if len(span) > MAX_NAME_CHARS or any(ch.isdigit() for ch in span) or span.strip(". ").lower() in _HONORIFICS:
+    if len(span) > MAX_NAME_CHARS or any(ch.isdigit() for ch in span) or span.strip(". ").lower() in HONORIFICS:
         return True
     words = span.split()
     if any(w.strip(".,'") in _STREET_TYPES or w.strip(".,'") in _ORG_WORDS for w in words):
