@@ -94,6 +94,20 @@ RULES: tuple[Rule, ...] = (
         r"\b(?:vergiss|ignoriere|ignorieren sie)\s+(?:\w+\s+){0,2}(?:davor|zuvor|vorher|oben|das gesagte)\b",
     ),
     _r(
+        "ml_override",
+        "instruction_override",
+        0.95,
+        # French, Spanish, Italian, Portuguese, Swedish, Polish: "ignore (all) previous instructions".
+        r"\b(?:ignore[zr]?|oublie[zr]?|ne tiens pas compte d?e?s?|ignora(?:r|d)?|olvida(?:r|d)?|ignori|dimentica(?:re)?|"
+        r"esquece(?:r)?|ignorera|glöm|bortse från|zignoruj(?:cie)?|ignoruj(?:cie)?|zapomnij)\b\s+(?:\w+\s+){0,2}?"
+        r"(?:toutes\s+|todas\s+|tutte\s+|alla\s+|wszystkie\s+|las\s+|les\s+|le\s+|as\s+|de\s+)*"
+        r"(?:(?:instructions?|instrucciones|istruzioni|instruções|instruktioner(?:na)?|instrukcje|consignes|"
+        r"indicaciones|regole|règles|reglas|regler(?:na)?|zasady|polecenia)\s+"
+        r"(?:précédentes|antérieures|anteriores|previas|precedenti|anteriori|tidigare|föregående|poprzednie|"
+        r"wcześniejsze)|(?:précédentes|anteriores|tidigare|föregående|poprzednie|wcześniejsze)\s+"
+        r"(?:instructions|instrucciones|instruktioner(?:na)?|instrukcje|polecenia|regler(?:na)?|zasady))\b",
+    ),
+    _r(
         "new_instructions",
         "instruction_override",
         0.8,

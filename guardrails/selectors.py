@@ -24,6 +24,7 @@ def guardrail_policy_get(*, tenant: Tenant) -> ResolvedPolicy:
         injection_strictness=row.injection_strictness,
         custom_patterns=patterns,
         deny_lists=deny,
+        link_hosts=tuple(str(h) for h in (row.link_hosts or [])),
     )
 
 
