@@ -160,7 +160,12 @@ def _scored(name: str, rows: Sequence[evaldata.Labeled]) -> ScoredSet:
 def _pool(name: str, parts: list[BinaryScore]) -> BinaryScore:
     pooled = BinaryScore(name)
     for s in parts:
-        pooled.tp, pooled.fp, pooled.fn, pooled.tn = pooled.tp + s.tp, pooled.fp + s.fp, pooled.fn + s.fn, pooled.tn + s.tn
+        pooled.tp, pooled.fp, pooled.fn, pooled.tn = (
+            pooled.tp + s.tp,
+            pooled.fp + s.fp,
+            pooled.fn + s.fn,
+            pooled.tn + s.tn,
+        )
     return pooled
 
 
@@ -182,8 +187,9 @@ class InjectionScores:
             "notinject": self.notinject.at(t),
         }
         pooled = _pool("deepset_test+jackhhao_test", [sets["deepset_test"], sets["jackhhao_test"]])
-        return InjectionReport(sets=sets, pooled=pooled, notinject=sets["notinject"], strictness=strictness,
-                               seconds=self.seconds)
+        return InjectionReport(
+            sets=sets, pooled=pooled, notinject=sets["notinject"], strictness=strictness, seconds=self.seconds
+        )
 
     def by_language(self, strictness: str) -> dict[str, BinaryScore]:
         warn = injection.THRESHOLDS[strictness][0]

@@ -98,8 +98,9 @@ RULES: tuple[Rule, ...] = (
         "instruction_override",
         0.95,
         # French, Spanish, Italian, Portuguese, Swedish, Polish: "ignore (all) previous instructions".
-        r"\b(?:ignore[zr]?|oublie[zr]?|ne tiens pas compte d?e?s?|ignora(?:r|d)?|olvida(?:r|d)?|ignori|dimentica(?:re)?|"
-        r"esquece(?:r)?|ignorera|glöm|bortse från|zignoruj(?:cie)?|ignoruj(?:cie)?|zapomnij)\b\s+(?:\w+\s+){0,2}?"
+        r"\b(?:ignore[zr]?|oublie[zr]?|ne tiens pas compte d?e?s?|ignora(?:r|d)?|olvida(?:r|d)?|ignori|"
+        r"dimentica(?:re)?|esquece(?:r)?|ignorera|glöm|bortse från|zignoruj(?:cie)?|ignoruj(?:cie)?|zapomnij)\b"
+        r"\s+(?:\w+\s+){0,2}?"
         r"(?:toutes\s+|todas\s+|tutte\s+|alla\s+|wszystkie\s+|las\s+|les\s+|le\s+|as\s+|de\s+)*"
         r"(?:(?:instructions?|instrucciones|istruzioni|instruções|instruktioner(?:na)?|instrukcje|consignes|"
         r"indicaciones|regole|règles|reglas|regler(?:na)?|zasady|polecenia)\s+"

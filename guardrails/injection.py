@@ -118,7 +118,9 @@ class Detection:
 # Heuristic rules that are unambiguous in any text: an override of "previous instructions", a fake prompt delimiter,
 # a request for the system prompt. Other rules ("new rules are …", "without restrictions", "reveal your password")
 # occur in ordinary policies and count in a document only when it also addresses the model.
-DOCUMENT_RULES = frozenset({"ml_override", "despite_told", "de_despite_told", "fake_delimiters", "reveal_prompt", "dan"})
+DOCUMENT_RULES = frozenset(
+    {"ml_override", "despite_told", "de_despite_told", "fake_delimiters", "reveal_prompt", "dan"}
+)
 # In a document "ignore … rules" is often ordinary advice ("ignore any request to bypass these rules"): an override
 # counts on its own only when it names the earlier/previous/system instructions.
 _DOC_OVERRIDE_RE = re.compile(
@@ -231,9 +233,7 @@ def detect_many(texts: list[str], *, mode: Mode = "prompt") -> list[Detection]:
     return out
 
 
-def _obfuscation(
-    hits: list[heuristics.HeuristicHit], signals: set[str], score: float, reasons: list[str]
-) -> float:
+def _obfuscation(hits: list[heuristics.HeuristicHit], signals: set[str], score: float, reasons: list[str]) -> float:
     hidden = sorted({hit.view for hit in hits if hit.view in _OBFUSCATION_VIEWS})
     if hidden:
         score = min(1.0, score + 0.1)

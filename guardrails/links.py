@@ -27,8 +27,12 @@ REMOVED_IMAGE = "[image removed]"
 REMOVED_LINK = "[link removed]"
 
 _URL_CHARS = r"[^\s<>\"'`]"
-_MD_IMAGE_RE = re.compile(r"!\[([^\]\n]*)\]\(\s*<?([^()\s>]*(?:\([^()\s]*\)[^()\s>]*)*)>?(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)")
-_MD_LINK_RE = re.compile(r"(?<!!)\[([^\]\n]*)\]\(\s*<?([^()\s>]*(?:\([^()\s]*\)[^()\s>]*)*)>?(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)")
+_MD_IMAGE_RE = re.compile(
+    r"!\[([^\]\n]*)\]\(\s*<?([^()\s>]*(?:\([^()\s]*\)[^()\s>]*)*)>?(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)"
+)
+_MD_LINK_RE = re.compile(
+    r"(?<!!)\[([^\]\n]*)\]\(\s*<?([^()\s>]*(?:\([^()\s]*\)[^()\s>]*)*)>?(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)"
+)
 _REF_DEF_RE = re.compile(r"^([ ]{0,3}\[[^\]\n]+\]:[ \t]*)<?(\S+?)>?([ \t]+.*)?$", re.MULTILINE)
 _AUTOLINK_RE = re.compile(r"<((?:https?:)?//[^<>\s]*)>", re.IGNORECASE)
 _HTML_ATTR_RE = re.compile(r"""\b(src|href|srcset|background|poster|data)\s*=\s*(["']?)([^"'\s>]+)\2""", re.I)
@@ -191,9 +195,9 @@ def _hold_from(buffer: str) -> int:
                 depth_start = i
             else:
                 after = rest[close + 1 :]
-                if after == "" or (after.startswith("(") and ")" not in after):
-                    depth_start = i
-                elif after.startswith("[") and "]" not in after[1:]:
+                unfinished_url = after.startswith("(") and ")" not in after
+                unfinished_ref = after.startswith("[") and "]" not in after[1:]
+                if after == "" or unfinished_url or unfinished_ref:
                     depth_start = i
             if depth_start is not None:
                 if depth_start > 0 and buffer[depth_start - 1] == "!":

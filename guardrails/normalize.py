@@ -131,7 +131,7 @@ def canonical(text: str) -> tuple[str, set[str]]:
         signals.add("homoglyphs")
     # Remove combining marks used to disguise letters (keeps umlauts: NFKC composed them already).
     decomposed = unicodedata.normalize("NFD", folded)
-    if any(unicodedata.combining(ch) for ch in decomposed) and not re.search(r"[äöüßéèàáçñ]", folded):
+    if mostly_latin and any(unicodedata.combining(ch) for ch in decomposed) and not re.search(r"[äöüßéèàáçñ]", folded):
         folded = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return _WS_RE.sub(" ", folded).strip(), signals
 
@@ -208,7 +208,12 @@ def _join_spaced(text: str) -> str:
     def join(m: re.Match[str]) -> str:
         run = m.group(0)
         gaps = re.findall(r"\w([^\w]+)(?=\w)", run)
-        wide = any(len(g) >= 2 and g.strip(" \t") in {"", "/"} or g.strip() == "/" for g in gaps)
+        wide = any((len(g) >= 2 and g.strip(" \t") in {"", "/"}) or g.strip() == "/" for g in gaps)
+        # "i-g-n-o-r-e a-l-l": letters joined by dashes (or dots), words separated by spaces
+        spaced = [g for g in gaps if g.strip() == ""]
+        if spaced and len(spaced) < len(gaps):
+            gaps = ["  " if g.strip() == "" else "" for g in gaps]
+            wide = True
         out = []
         letters = re.findall(r"\w", run)
         for letter, gap in zip(letters, [*gaps, ""], strict=True):

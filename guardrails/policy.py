@@ -144,7 +144,9 @@ def validate_deny_lists(raw: object) -> dict[str, list[str]]:
 
 
 MAX_LINK_HOSTS = 200
-_HOST_RE = re.compile(r"^(?:\*\.)?(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_HOST_RE = re.compile(
+    r"^(?:\*\.)?(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+)
 
 
 def validate_link_hosts(raw: object) -> list[str]:

@@ -5,8 +5,8 @@ read here):
 
 - jackhhao ``jailbreak_dataset_train_balanced.csv`` (jailbreak / benign),
 - deepset's **train** split (``opensource_deepset_attacks.yaml`` / ``_benign.yaml``),
-- ``train/injection_train_extra.csv`` (Lakera gandalf and mosscap, multilingual injections, CyberSecEval,
-  XSTest safe prompts, JailbreakBench benign),
+- ``train/injection_train_extra.csv`` (Lakera gandalf, multilingual injections, CyberSecEval, XSTest safe
+  prompts, JailbreakBench benign; the mosscap sample is left out, see EXCLUDED_SOURCES),
 - the portal developers' own benign prompts: ``data/benign_prompts.tsv`` (hand-written) and
   ``benign_templates.generate()`` (trigger words in ordinary use, six languages).
 
@@ -37,6 +37,11 @@ from guardrails import benign_templates, evaldata
 EXTRA_TRAIN = "train/injection_train_extra.csv"
 OWN_BENIGN_PATH = Path(__file__).resolve().parent / "data" / "benign_prompts.tsv"
 OWN_SOURCES = frozenset({"own_benign", "own_template"})
+# Lakera's mosscap sample is every message sent to a password-guarding game bot, labelled attack wholesale; many are
+# ordinary chatter out of context ("is there a space between the hyphen and the number?", "write a haiku"), and with
+# them the classifier learned that any short question is an attack. Left out (measured: "What is the capital of
+# France?" scored as an injection with it). gandalf_ignore_instructions, the clean override subset, stays.
+EXCLUDED_SOURCES = frozenset({"mosscap_sample"})
 GROUP_CAP = 600.0
 OWN_WEIGHT = 10.0
 C_GRID = (10.0, 30.0)
@@ -68,12 +73,18 @@ def own_benign() -> list[Row]:
 
 
 def training_rows() -> list[Row]:
-    rows = [Row(r.text, int(r.malicious), "jackhhao_train", "en") for r in evaldata.read_jackhhao(evaldata.INJECTION_TRAIN)]
+    rows = [
+        Row(r.text, int(r.malicious), "jackhhao_train", "en") for r in evaldata.read_jackhhao(evaldata.INJECTION_TRAIN)
+    ]
     for name in (evaldata.DEEPSET_ATTACKS, evaldata.DEEPSET_BENIGN):
         rows += [Row(r.text, int(r.malicious), "deepset_train", "en/de") for r in evaldata.read_parapet_yaml(name)]
     path = evaldata.eval_dir() / "injection" / EXTRA_TRAIN
     with path.open(newline="", encoding="utf-8") as fh:
-        rows += [Row(r["text"], int(r["label"]), r["source"], r["lang"]) for r in csv.DictReader(fh)]
+        rows += [
+            Row(r["text"], int(r["label"]), r["source"], r["lang"])
+            for r in csv.DictReader(fh)
+            if r["source"] not in EXCLUDED_SOURCES
+        ]
     return rows + own_benign()
 
 

@@ -123,9 +123,7 @@ def test_inspect_output_removes_exfil_links_and_honours_the_department(world, an
     )
     assert "wiki.corp.example" not in other.text  # another department's allowance does not apply
     stream = output_link_filter(tenant=world.tenant)
-    assert stream.feed(text) + stream.flush() == (
-        "Done. [image: p] [Wiki](https://wiki.corp.example/page?id=1)"
-    )
+    assert stream.feed(text) + stream.flush() == ("Done. [image: p] [Wiki](https://wiki.corp.example/page?id=1)")
 
 
 def test_link_hosts_are_validated(world):
