@@ -21,7 +21,8 @@ class Rule:
 
 
 def _r(name: str, category: str, weight: float, pattern: str) -> Rule:
-    return Rule(name, category, weight, re.compile(pattern, re.IGNORECASE | re.DOTALL))
+    # Patterns are matched on normalised views, which are lower case already (IGNORECASE would only cost time).
+    return Rule(name, category, weight, re.compile(pattern, re.DOTALL))
 
 
 # Building blocks ---------------------------------------------------------------------------------------------

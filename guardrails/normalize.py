@@ -88,6 +88,27 @@ _SPACED_RUN_RE = re.compile(r"(?<!\w)\w(?:(?:[ \t]{1,3}|[.\-_*/]|[ ]/[ ])\w(?!\w
 _LEET_WORD_RE = re.compile(r"\b(?=\w*[a-z])(?=\w*[013457])[a-z0-9@$!]{3,24}\b")
 _WS_RE = re.compile(r"\s+")
 _MAX_DECODE = 20_000
+# Stems of attack words as they read after rot13 (ignore, instruction, prompt, system, previous, disregard, forget,
+# password, jailbreak, reveal, rules, secret).
+_ROT13_HINT_RE = re.compile(
+    "|".join(
+        codecs.encode(w, "rot_13")
+        for w in (
+            "ignor",
+            "instruct",
+            "prompt",
+            "system",
+            "previous",
+            "disregard",
+            "forget",
+            "password",
+            "jailbreak",
+            "reveal",
+            "rules",
+            "secret",
+        )
+    )
+)
 DECODED_VIEWS = frozenset({"base64", "hex", "url_encoding", "tag_characters", "spaced_letters"})
 
 
@@ -236,7 +257,8 @@ def normalize(text: str) -> Normalized:
         result.signals.add(kind)
         result.views.append((kind, canonical(decoded)[0]))
     sample = canon[:_MAX_DECODE]
-    result.views.append(("rot13", codecs.decode(sample, "rot_13")))
+    if _ROT13_HINT_RE.search(sample):  # only when an attack's word appears rot13-encoded (halves the work)
+        result.views.append(("rot13", codecs.decode(sample, "rot_13")))
     if _LEET_WORD_RE.search(sample):
         leet = _LEET_WORD_RE.sub(lambda m: m.group(0).translate(_LEET_TABLE), sample)
         if leet != sample:
