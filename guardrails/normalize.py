@@ -76,6 +76,12 @@ _CONFUSABLES = {
     "ω": "w", "ɩ": "i", "ց": "g", "ո": "n", "ս": "u", "օ": "o", "ԍ": "g", "ɾ": "r", "ʋ": "v",
 }  # fmt: skip
 _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLES)
+_CONFUSABLE_RE = re.compile("[" + "".join(sorted(_CONFUSABLES)) + "]")
+_CONFUSABLE_WORD_RE = re.compile(r"\w*[" + "".join(sorted(_CONFUSABLES)) + r"]\w*")
+_LETTER_RE = re.compile(r"[^\W\d_]")
+_LATIN_RE = re.compile(r"[a-z]")
+_COMBINING_RE = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+_TAG_RE = re.compile("[\U000e0020-\U000e007e]")
 _LEET_TABLE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
@@ -144,22 +150,30 @@ def canonical(text: str) -> tuple[str, set[str]]:
         signals.add("compatibility_characters")
     lowered = nfkc.lower()
     # Text written mostly in another script (Russian, Greek) keeps its words; only words that mix scripts fold.
-    letters = [ch for ch in lowered[:2000] if ch.isalpha()]
-    latin = sum(1 for ch in letters if "a" <= ch <= "z")
-    mostly_latin = not letters or latin >= 0.5 * len(letters)
-    folded = _WORD_RE.sub(lambda m: _fold_word(m.group(0), mostly_latin), lowered)
+    if lowered.isascii():
+        folded, mostly_latin = lowered, True  # the common case: nothing to fold
+    else:
+        sample = lowered[:2000]
+        letters = len(_LETTER_RE.findall(sample))
+        latin = len(_LATIN_RE.findall(sample))
+        mostly_latin = not letters or latin >= 0.5 * letters
+        if _CONFUSABLE_RE.search(lowered):
+            folded = _CONFUSABLE_WORD_RE.sub(lambda m: _fold_word(m.group(0), mostly_latin), lowered)
+        else:
+            folded = lowered
     if folded != lowered:
         signals.add("homoglyphs")
     # Remove combining marks used to disguise letters (keeps umlauts: NFKC composed them already).
-    decomposed = unicodedata.normalize("NFD", folded)
-    if mostly_latin and any(unicodedata.combining(ch) for ch in decomposed) and not re.search(r"[äöüßéèàáçñ]", folded):
+    decomposed = folded if folded.isascii() else unicodedata.normalize("NFD", folded)
+    if mostly_latin and _COMBINING_RE.search(decomposed) and not re.search(r"[äöüßéèàáçñ]", folded):
         folded = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return _WS_RE.sub(" ", folded).strip(), signals
 
 
 def _tag_characters(text: str) -> str:
     """Unicode tag characters (U+E0020 to U+E007E) spell ASCII invisibly ("ASCII smuggling")."""
-    return "".join(chr(ord(ch) - 0xE0000) for ch in text if 0xE0020 <= ord(ch) <= 0xE007E)
+    found = _TAG_RE.findall(text)
+    return "".join(chr(ord(ch) - 0xE0000) for ch in found)
 
 
 def _plausible_text(decoded: str) -> bool:
@@ -197,7 +211,9 @@ def _hex_segments(text: str) -> list[str]:
 
 
 def _url_segments(text: str) -> list[str]:
-    out = []
+    out: list[str] = []
+    if text.count("%") < 4:
+        return out
     for m in _URLENC_RE.finditer(text[:_MAX_DECODE]):
         decoded = urllib.parse.unquote_plus(m.group(0), errors="strict") if "%" in m.group(0) else ""
         if decoded and _plausible_text(decoded):
