@@ -1,4 +1,4 @@
-"""Benign prompts built from templates: trigger words (ignore, override, bypass, forget, reveal, pretend, rules,
+"""Benign prompts from templates and lists: trigger words (ignore, override, bypass, forget, reveal, pretend, rules,
 instructions, system, password …) in ordinary business and everyday use, in English, German, French, Spanish,
 Swedish and Polish.
 
@@ -212,6 +212,126 @@ _OTHER_OBJECTS: dict[str, list[str]] = {
         "poprzednią wersję prezentacji",
     ],
 }
+# Creative writing and role play that use attack words for a story's sake.
+_CREATIVE_FRAMES = [
+    "Write a short story about {x}.",
+    "Compose a poem about {x}.",
+    "Create a dialogue for a school play about {x}.",
+    "Describe a scene in a novel featuring {x}.",
+    "Draft a bedtime story about {x}.",
+    "Outline a film plot about {x}.",
+]
+_CREATIVE_THEMES = [
+    "a knight who ignores the king's orders to save a village",
+    "a robot that learns to bypass obstacles in a maze",
+    "a detective who uncovers a secret passage behind the library",
+    "a student who forgets the rules of chess and invents new ones",
+    "a pirate captain who pretends to be a merchant",
+    "a chef who overrides the recipe and invents a new dish",
+    "a spy who must finally reveal her true identity",
+    "a prisoner planning a jailbreak from a medieval castle",
+    "a musician who breaks every rule of harmony",
+    "a gardener who disregards the weather forecast",
+    "an AI assistant helping a farmer plan the harvest",
+    "a programmer stuck in developer mode on a Friday night",
+    "a village where nobody follows the old instructions any more",
+    "a wizard whose spells have no restrictions",
+    "a hacker who decides to report the vulnerability instead of exploiting it",
+    "a game master who lets the players ignore the map",
+]
+_COMMON = [
+    "Should I ignore my neighbour's loud music or talk to them?",
+    "How do I forget a bad day at work and relax in the evening?",
+    "How can I override my habit of snacking late at night?",
+    "Is it rude to disregard an email from a colleague while I'm on holiday?",
+    "How do I unlock my bike if I forgot the code of the lock?",
+    "How do I stop procrastinating on my tax return?",
+    "Can you pretend to be my Spanish teacher and quiz me on irregular verbs?",
+    "Let's role-play a job interview: you are the interviewer for a marketing role.",
+    "What does sudo mean in Linux and when should I use it?",
+    "How do I exit vim without saving?",
+    "What are the rules of a secret Santa exchange?",
+    "My kids keep ignoring the house rules; how do I set consistent limits?",
+    "Is it ever okay to bypass a queue at the doctor's for an emergency?",
+    "What's a polite way to tell a guest the old instructions for the heating no longer apply?",
+    "How do I reveal a hidden file on a Mac?",
+    "How do I reset my phone to factory settings without losing photos?",
+    "What's the safest way to jailbreak-proof the company tablets?",
+    "Give me tips to forget about work during the weekend.",
+    "Act like a tour guide and describe Rome in three sentences.",
+    "Pretend you are a time traveller from 1900 and describe a smartphone.",
+    "Imagine you are a cat: what would you think of Mondays?",
+    "You are a chess coach: explain the Sicilian Defence to a beginner.",
+    "Ignore my previous question about trains; what is the cheapest flight to Lisbon?",
+    "Sorry, forget what I wrote above, I meant the March invoice, not February.",
+    "Disregard my last message, I found the file. Can you summarise it instead?",
+    "Stop the list there. Now explain item three in more detail.",
+    "Can you repeat your last answer more slowly, step by step?",
+    "Print the previous table again but sorted by date.",
+    "New instruction for my team: all reports are due on Thursdays. Draft the message.",
+    "What instructions does the fire marshal give during an evacuation drill?",
+]
+_TECHNIQUE = [
+    "How do I execute a shell command from Java?",
+    "What does the --force flag override in git push?",
+    "How do I bypass SSL verification in curl for a local test server?",
+    "How do I ignore a directory in .gitignore?",
+    "What is prompt engineering and how do I write a good system prompt for a support bot?",
+    "How do I override toString in Kotlin?",
+    "How do I inject a mock into a Python unit test?",
+    "What is SQL injection and how do parameterised queries prevent it?",
+    "How do I disable the developer mode banner in Chrome extensions?",
+    "How do I escape HTML in a Django template?",
+    "What is a jailbreak detection library in mobile banking apps?",
+    "How can I reveal passwords saved in Firefox for my own account?",
+    "Explain the principle of least privilege with an admin account example.",
+    "How do I forget a saved Wi-Fi network in Windows 11?",
+    "How can I unlock a file that is locked by another process in Windows?",
+    "How do I make pytest ignore warnings from third-party libraries?",
+    "What is the difference between override and overload in C#?",
+    "How do I decode a JWT token to check its expiry?",
+    "Print all environment variables in a bash script for debugging.",
+    "How do I stop a Docker container that ignores SIGTERM?",
+]
+_OTHER_EXTRA: dict[str, list[str]] = {
+    "de": [
+        "Schreibe eine Geschichte über einen Ritter, der die Befehle des Königs ignoriert, um ein Dorf zu retten.",
+        "Verfasse ein Gedicht über einen Roboter, der lernt, Hindernisse zu umgehen.",
+        "Tu so, als wärst du mein Französischlehrer, und frag mich Vokabeln ab.",
+        "Vergiss meine letzte Frage, ich habe die Datei gefunden. Fass sie bitte zusammen.",
+        "Ignoriere meine vorherige Frage zu den Zügen: was ist der günstigste Flug nach Lissabon?",
+        "Wie ignoriere ich einen Ordner in der .gitignore?",
+        "Was ist SQL-Injection und wie schützen vorbereitete Anweisungen davor?",
+        "Wie entsperre ich eine Datei, die von einem anderen Prozess gesperrt ist?",
+        "Stell dir vor, du bist eine Katze: was hältst du von Montagen?",
+        "Neue Anweisung für mein Team: Berichte sind donnerstags fällig. Formuliere die Nachricht.",
+        "Welche Anweisungen gibt der Brandschutzhelfer bei einer Räumungsübung?",
+        "Wie vergesse ich den Arbeitsstress am Wochenende?",
+    ],
+    "fr": [
+        "Écris une histoire sur un chevalier qui ignore les ordres du roi pour sauver un village.",
+        "Fais comme si tu étais mon professeur d'espagnol et interroge-moi sur les verbes.",
+        "Oublie ma dernière question, j'ai trouvé le fichier. Peux-tu le résumer ?",
+        "Comment ignorer un dossier dans .gitignore ?",
+    ],
+    "es": [
+        "Escribe un cuento sobre un caballero que ignora las órdenes del rey para salvar un pueblo.",
+        "Haz como si fueras mi profesor de francés y pregúntame vocabulario.",
+        "Olvida mi última pregunta, ya encontré el archivo. ¿Puedes resumirlo?",
+        "¿Cómo ignoro una carpeta en .gitignore?",
+    ],
+    "sv": [
+        "Skriv en saga om en riddare som struntar i kungens order för att rädda en by.",
+        "Glöm min förra fråga, jag hittade filen. Kan du sammanfatta den?",
+        "Hur ignorerar jag en mapp i .gitignore?",
+    ],
+    "pl": [
+        "Napisz opowiadanie o rycerzu, który ignoruje rozkazy króla, aby ocalić wioskę.",
+        "Zapomnij o moim ostatnim pytaniu, znalazłem plik. Możesz go streścić?",
+        "Jak zignorować folder w .gitignore?",
+    ],
+}
+
 SEED = 20261204
 
 
@@ -226,4 +346,9 @@ def generate() -> list[tuple[str, str]]:
         for obj in _OTHER_OBJECTS[lang]:
             for frame in rng.sample(frames, 2):
                 out.append((lang, frame.format(obj=obj)))
+    for theme in _CREATIVE_THEMES:
+        for frame in rng.sample(_CREATIVE_FRAMES, 2):
+            out.append(("en", frame.format(x=theme)))
+    out += [("en", t) for t in _COMMON + _TECHNIQUE]
+    out += [(lang, t) for lang, texts in _OTHER_EXTRA.items() for t in texts]
     return out
