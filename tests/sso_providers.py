@@ -161,7 +161,7 @@ def oidc_provider(tmp_path_factory: pytest.TempPathFactory, sso_portal_port: int
     bases = ["http://testserver", f"http://127.0.0.1:{sso_portal_port}"]
     provider = OidcProvider(
         workdir,
-        redirect_uris=[f"{b}/sso/oidc/{slug}/callback/" for b in bases for slug in ("company", "other")],
+        redirect_uris=[f"{b}/sso/oidc/{slug}/callback/" for b in bases for slug in ("company", "other", "sso")],
         post_logout_redirect_uris=[f"{b}/accounts/login/" for b in bases],
     ).start()
     try:
