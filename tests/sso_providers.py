@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import re
@@ -204,6 +205,39 @@ def self_signed_certificate(common_name: str) -> tuple[str, str]:
     return key_pem, cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
+@contextlib.contextmanager
+def idp_clock_behind(*, minutes: int) -> Iterator[None]:
+    """pysaml2's clock (``saml2.time_util``, which stamps IssueInstant, NotBefore and NotOnOrAfter) set back."""
+    if not minutes:
+        yield
+        return
+    import time as real_time
+    from datetime import datetime as real_datetime
+    from unittest import mock
+
+    import saml2.time_util as time_util
+
+    shift = minutes * 60
+
+    class ShiftedTime:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_time, name)
+
+        def time(self) -> float:
+            return real_time.time() - shift
+
+        def gmtime(self, seconds: float | None = None) -> Any:
+            return real_time.gmtime(real_time.time() - shift if seconds is None else seconds)
+
+    class ShiftedDatetime(real_datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:  # type: ignore[override]
+            return real_datetime.now(tz) - dt.timedelta(seconds=shift)
+
+    with mock.patch.object(time_util, "time", ShiftedTime()), mock.patch.object(time_util, "datetime", ShiftedDatetime):
+        yield
+
+
 class SamlIdp:
     """A pysaml2 IdP. ``sso(url)`` takes the portal's redirect (HTTP-Redirect binding) and returns what the IdP's
     auto-submitting form would post to the ACS: (acs_url, {"SAMLResponse": ..., "RelayState": ...})."""
@@ -228,7 +262,7 @@ class SamlIdp:
             "groups": groups,
         }
 
-    def _server(self, sp_metadata: str, *, lifetime_minutes: int = 5) -> Any:
+    def _server(self, sp_metadata: str, *, lifetime_minutes: int = 5, extra_metadata: list[str] = ()) -> Any:  # type: ignore[assignment]
         import shutil
 
         from saml2 import BINDING_HTTP_REDIRECT
@@ -247,7 +281,7 @@ class SamlIdp:
                     "name_id_format": ["urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"],
                 }
             },
-            "metadata": {"inline": [sp_metadata]},
+            "metadata": {"inline": [sp_metadata, *extra_metadata]},
             "allow_unknown_attributes": True,
         }
         config = IdPConfig()
@@ -262,29 +296,42 @@ class SamlIdp:
         login: str,
         sign: bool = True,
         lifetime_minutes: int = 5,
+        issued_minutes_ago: int = 0,
         audience: str | None = None,
     ) -> tuple[str, dict[str, str]]:
+        """``audience``: issue the assertion for another service provider (as if the IdP knew one at that entity id
+        with the portal's ACS); ``issued_minutes_ago``: the IdP's clock runs that far behind."""
         from saml2 import BINDING_HTTP_REDIRECT
-        from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
 
         query = parse_qs(urlsplit(redirect_url).query)
-        server = self._server(sp_metadata, lifetime_minutes=lifetime_minutes)
+        extra = []
+        if audience:
+            portal_entity = re.search(r'entityID="([^"]+)"', sp_metadata)
+            assert portal_entity
+            extra.append(sp_metadata.replace(portal_entity.group(1), audience))
+        server = self._server(sp_metadata, lifetime_minutes=lifetime_minutes, extra_metadata=extra)
         request = server.parse_authn_request(query["SAMLRequest"][0], BINDING_HTTP_REDIRECT)
         message = request.message
         destination = message.assertion_consumer_service_url
         sp_entity_id = message.issuer.text
-        response = server.create_authn_response(
+        with idp_clock_behind(minutes=issued_minutes_ago):
+            response = self._respond(server, message, destination, audience or sp_entity_id, login, sign)
+        encoded = base64.b64encode(str(response).encode()).decode()
+        return destination, {"SAMLResponse": encoded, "RelayState": query.get("RelayState", [""])[0]}
+
+    def _respond(self, server: Any, message: Any, destination: str, sp_entity_id: str, login: str, sign: bool) -> Any:
+        from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
+
+        return server.create_authn_response(
             identity=self.people[login],
             in_response_to=message.id,
             destination=destination,
-            sp_entity_id=audience or sp_entity_id,
+            sp_entity_id=sp_entity_id,
             name_id=NameID(format=NAMEID_FORMAT_PERSISTENT, text=f"saml-{login}"),
             authn={"class_ref": "urn:oasis:names:tc:SAML:2.0:ac:classes:Password", "authn_auth": self.entity_id},
             sign_assertion=sign,
             sign_response=False,
         )
-        encoded = base64.b64encode(str(response).encode()).decode()
-        return destination, {"SAMLResponse": encoded, "RelayState": query.get("RelayState", [""])[0]}
 
 
 @pytest.fixture(scope="session")
