@@ -8,14 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.core.cache import cache
 
-from tests.sso_providers import (  # noqa: F401  (fixtures)
-    PORTAL_CLIENT_ID,
-    PORTAL_CLIENT_SECRET,
-    OidcProvider,
-    oidc_provider,
-    saml_idp,
-    sso_portal_port,
-)
+from tests.sso_providers import PORTAL_CLIENT_ID, PORTAL_CLIENT_SECRET, OidcProvider
 
 
 @pytest.fixture(autouse=True)

@@ -44,7 +44,7 @@ def test_oidc_authorization_request_uses_pkce_state_and_nonce(client, company, o
 def test_oidc_sign_in_creates_the_account_in_the_mapped_department_with_the_role(
     client, company, departments, oidc_provider
 ):
-    finance, legal = departments
+    finance, _legal = departments
     oidc_provider.person("ada", groups=["fin-analysts", "fin-leads", "unrelated"], email="ada@corp.example")
     response = oidc_sign_in(client, oidc_provider, login="ada")
     assert response.status_code == 302 and response["Location"] == "/"
