@@ -48,6 +48,12 @@ def _policy_cache_clear() -> None:
     cache.delete(POLICY_CACHE_KEY)
 
 
+def _policy_changed() -> None:
+    """Forget the cached policy now and again after commit (a request in between may have cached the old one)."""
+    _policy_cache_clear()
+    transaction.on_commit(_policy_cache_clear)
+
+
 def _validate_provider_fields(*, kind: str, fields: dict[str, Any]) -> None:
     if kind == IdentityProvider.Kind.OIDC:
         missing = [f for f in ("issuer", "client_id", "client_secret") if not str(fields.get(f) or "").strip()]
@@ -99,7 +105,7 @@ def provider_create(
         target=provider,
         details={"provider": slug, "kind": kind, "source": source},
     )
-    transaction.on_commit(_policy_cache_clear)
+    _policy_changed()
     return provider
 
 
@@ -121,7 +127,7 @@ def provider_update(*, provider: IdentityProvider, actor: User | None = None, **
         target=provider,
         details={"provider": provider.slug, "fields": sorted(f for f in fields if f != "client_secret")},
     )
-    transaction.on_commit(_policy_cache_clear)
+    _policy_changed()
     return provider
 
 
@@ -130,7 +136,7 @@ def provider_delete(*, provider: IdentityProvider, actor: User | None = None) ->
     slug = provider.slug
     provider.delete()
     tenant_services.audit_record(action="identity.provider.delete", actor=actor, details={"provider": slug})
-    transaction.on_commit(_policy_cache_clear)
+    _policy_changed()
 
 
 _env_synced: tuple[str, ...] | None = None
@@ -753,7 +759,7 @@ def password_sign_in_set(*, enabled: bool, actor: User | None = None) -> SignInP
     tenant_services.audit_record(
         action="identity.policy.password_sign_in", actor=actor, details={"enabled": bool(enabled)}
     )
-    transaction.on_commit(_policy_cache_clear)
+    _policy_changed()
     return policy
 
 
