@@ -157,7 +157,7 @@ def provider_sync_from_environment() -> IdentityProvider | None:
     existing = IdentityProvider.objects.filter(slug="sso").first()
     if _env_synced == wanted and existing is not None:
         return existing
-    values = {
+    values: dict[str, Any] = {
         "issuer": issuer,
         "client_id": client_id,
         "client_secret": secret,
