@@ -95,6 +95,7 @@ class ScimView(APIView):
     parser_classes = [ScimJSONParser, JSONParser]
     renderer_classes = [ScimJSONRenderer, JSONRenderer]
     throttle_classes: list[Any] = []
+    schema = None  # SCIM's own schema documents (RFC 7643) describe it, not the portal's OpenAPI
 
     def get_exception_handler(self) -> Any:
         return scim_error_response
