@@ -337,3 +337,15 @@ class SamlIdp:
 @pytest.fixture(scope="session")
 def saml_idp(tmp_path_factory: pytest.TempPathFactory) -> SamlIdp:
     return SamlIdp(tmp_path_factory.mktemp("saml-idp"))
+
+
+@pytest.fixture(autouse=True)
+def _identity_policy_cache_fresh() -> Iterator[None]:
+    """The sign-in policy is cached for a few seconds; a test starts and ends without another test's."""
+    from django.core.cache import cache
+
+    from identity.services import POLICY_CACHE_KEY
+
+    cache.delete(POLICY_CACHE_KEY)
+    yield
+    cache.delete(POLICY_CACHE_KEY)

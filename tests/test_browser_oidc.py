@@ -59,9 +59,7 @@ class PortalServer:
         connections.close_all()
 
 
-def test_oidc_browser_sign_in_lands_in_the_mapped_department_and_follows_the_directory(
-    oidc_provider, sso_portal_port
-):
+def test_oidc_browser_sign_in_lands_in_the_mapped_department_and_follows_the_directory(oidc_provider, sso_portal_port):
     from playwright.sync_api import expect, sync_playwright
 
     finance = TenantFactory(slug="finance", name="Finance")
