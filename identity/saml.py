@@ -119,9 +119,7 @@ def authn_request_start(
     return location, str(request_id)
 
 
-def in_response_to(saml_response: str) -> str:
-    """The request id a base64 SAMLResponse answers ("" when unreadable); read before any check, to find the
-    request in flight — the checks themselves are ``response_parse``'s."""
+def _root_attribute(saml_response: str, name: str) -> str:
     import base64
     import binascii
 
@@ -132,7 +130,13 @@ def in_response_to(saml_response: str) -> str:
         root = ElementTree.fromstring(base64.b64decode(saml_response, validate=False))
     except (binascii.Error, ValueError, ElementTree.ParseError, DefusedXmlException):
         return ""
-    return str(root.get("InResponseTo", ""))[:128]
+    return str(root.get(name, ""))[:500]
+
+
+def in_response_to(saml_response: str) -> str:
+    """The request id a base64 SAMLResponse answers ("" when unreadable); read before any check, to find the
+    request in flight — the checks themselves are ``response_parse``'s."""
+    return _root_attribute(saml_response, "InResponseTo")[:128]
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,9 @@ def response_parse(
     outstanding: dict[str, str],
 ) -> SamlAssertion:
     """Verify a base64 SAMLResponse (HTTP-POST binding); refusals name the failed check."""
+    destination = _root_attribute(saml_response, "Destination")
+    if destination and destination != sp.acs_url:  # pysaml2 would only answer "no response" here
+        raise _refused("saml_wrong_recipient", "The SAML response is addressed to a different URL.")
     client = Saml2Client(
         config=_config(idp_entity_id=idp_entity_id, idp_sso_url=idp_sso_url, idp_certificate=idp_certificate, sp=sp)
     )

@@ -298,6 +298,7 @@ class SamlIdp:
         lifetime_minutes: int = 5,
         issued_minutes_ago: int = 0,
         audience: str | None = None,
+        recipient: str | None = None,
     ) -> tuple[str, dict[str, str]]:
         """``audience``: issue the assertion for another service provider (as if the IdP knew one at that entity id
         with the portal's ACS); ``issued_minutes_ago``: the IdP's clock runs that far behind."""
@@ -315,7 +316,7 @@ class SamlIdp:
         destination = message.assertion_consumer_service_url
         sp_entity_id = message.issuer.text
         with idp_clock_behind(minutes=issued_minutes_ago):
-            response = self._respond(server, message, destination, audience or sp_entity_id, login, sign)
+            response = self._respond(server, message, recipient or destination, audience or sp_entity_id, login, sign)
         encoded = base64.b64encode(str(response).encode()).decode()
         return destination, {"SAMLResponse": encoded, "RelayState": query.get("RelayState", [""])[0]}
 

@@ -144,3 +144,11 @@ def test_saml_assertion_for_another_service_provider_is_refused(client, corp, sa
     reason, page = _refused(client, path, form, caplog)
     assert reason == "saml_wrong_audience"
     assert "different application" in page
+
+
+def test_saml_response_addressed_to_another_recipient_is_refused(client, corp, saml_idp, caplog):
+    path, form = _answer(client, saml_idp, recipient="https://other.example/sso/acs/")
+    assert 'Recipient="https://other.example/sso/acs/"' in _xml(form)
+    reason, page = _refused(client, path, form, caplog)
+    assert reason == "saml_wrong_recipient"
+    assert "addressed to a different URL" in page
