@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from portal import metrics_views, views
+from core import metrics_views
+from portal import views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -19,7 +20,7 @@ urlpatterns = [
     path("adapters/", include("adapters.urls")),
     path("pool/", include("inference_pool.urls")),
     path("guardrails/", include("guardrails.urls")),
-    path("api/", include("portal.api.urls")),
+    path("api/", include("portal.api_urls")),
     path("v1/", include("chat.openai_urls")),
     path("django-admin/", admin.site.urls),
     path("metrics", metrics_views.metrics, name="metrics"),
