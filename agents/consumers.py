@@ -21,7 +21,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from agents.events import event_frame, run_group
 from agents.models import AgentRun
 from agents.selectors import agent_event_list, agent_run_get
-from portal.errors import ApplicationError, InvalidInput, NotAuthenticated
+from core.errors import ApplicationError, InvalidInput, NotAuthenticated
 from tenants.middleware import SESSION_KEY
 from tenants.models import Membership, Role
 from tenants.selectors import membership_get, membership_list_for_user, membership_require
@@ -72,7 +72,7 @@ class AgentRunConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         membership = resolve_membership(user=self.scope.get("user"), session=self.scope.get("session"))
         raw = str(self.scope["url_route"]["kwargs"].get("run_id", ""))
         if not raw.isdigit() or len(raw) > 18:
-            from portal.errors import NotFound
+            from core.errors import NotFound
 
             raise NotFound("Run not found.")
         run = agent_run_get(tenant=membership.tenant, role=membership.role, user=membership.user, run_id=int(raw))

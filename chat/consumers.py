@@ -24,8 +24,8 @@ from django.conf import settings
 
 from chat.models import Conversation
 from chat.pipeline import ChatInput, ChatRun, Citations, Done, Failed, Started, Token
+from core.errors import ApplicationError, InvalidInput, NotAuthenticated, NotFound
 from identity import realtime
-from portal.errors import ApplicationError, InvalidInput, NotAuthenticated, NotFound
 from tenants.middleware import SESSION_KEY
 from tenants.models import Membership, Role
 from tenants.selectors import membership_get, membership_list_for_user, membership_require

@@ -16,10 +16,10 @@ from django.urls import reverse
 from console.access import ConsoleScope
 from console.decorators import console_view
 from console.forms import cleaned
+from core.errors import NotFound
 from identity import selectors as identity_selectors
 from identity import services as identity_services
 from identity.models import IdentityProvider
-from portal.errors import NotFound
 from tenants.models import Role
 
 

@@ -3,7 +3,7 @@ understands; none ever holds a token, a code, a secret or an assertion."""
 
 from __future__ import annotations
 
-from portal.errors import ApplicationError
+from core.errors import ApplicationError
 
 
 class SignInRefused(ApplicationError):

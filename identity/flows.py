@@ -8,10 +8,10 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from core.errors import ApplicationError
 from identity import oidc, services
 from identity.errors import SignInRefused
 from identity.models import IdentityProvider
-from portal.errors import ApplicationError
 
 logger = logging.getLogger("identity.sign_in")
 

@@ -21,10 +21,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.errors import ApplicationError, NotAuthenticated
 from identity import selectors, services
 from identity.errors import ScimError
 from identity.models import DirectoryGroup, ExternalIdentity, IdentityProvider
-from portal.errors import ApplicationError, NotAuthenticated
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"

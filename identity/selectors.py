@@ -11,6 +11,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.core.cache import cache
 from django.db.models import QuerySet
 
+from core.errors import NotAuthenticated, NotFound
 from identity.errors import SignInRefused
 from identity.models import (
     BreakGlassAccount,
@@ -22,7 +23,6 @@ from identity.models import (
     TotpDevice,
 )
 from identity.services import POLICY_CACHE_KEY, POLICY_CACHE_TTL_S
-from portal.errors import NotAuthenticated, NotFound
 
 
 def provider_list(*, enabled_only: bool = False) -> QuerySet[IdentityProvider]:

@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from core.errors import Conflict, InvalidInput, NotFound
 from identity import realtime
 from identity.errors import AccountDeactivated, MfaInvalid, SignInRefused
 from identity.models import (
@@ -32,7 +33,6 @@ from identity.models import (
     SignInPolicy,
     TotpDevice,
 )
-from portal.errors import Conflict, InvalidInput, NotFound
 from tenants import services as tenant_services
 from tenants.models import ROLE_RANK, Role, Tenant
 from tenants.selectors import api_key_list_created_by, membership_list_all_for_user

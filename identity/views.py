@@ -23,11 +23,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 
+from core.errors import ApplicationError
+from core.pages import render_error
 from identity import flows, oidc, saml, selectors, services
 from identity.errors import MfaInvalid, PasswordSignInDisabled, SignInRefused
 from identity.models import IdentityProvider
-from portal.errors import ApplicationError
-from portal.pages import render_error
 
 logger = logging.getLogger(__name__)
 

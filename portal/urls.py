@@ -3,8 +3,9 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from core import metrics_views
 from identity import views as identity_views
-from portal import metrics_views, views
+from portal import views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -23,7 +24,7 @@ urlpatterns = [
     path("adapters/", include("adapters.urls")),
     path("pool/", include("inference_pool.urls")),
     path("guardrails/", include("guardrails.urls")),
-    path("api/", include("portal.api.urls")),
+    path("api/", include("portal.api_urls")),
     path("v1/", include("chat.openai_urls")),
     # one sign-in door (TOTP and the password policy apply): the admin site's own login form is not used
     path("django-admin/login/", RedirectView.as_view(pattern_name="login", query_string=True)),

@@ -9,7 +9,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from portal.errors import InvalidInput, NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
+from core.errors import InvalidInput, NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
 from tenants import apikeys
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant, UsageRecord, role_at_least
 

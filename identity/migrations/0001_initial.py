@@ -2,7 +2,7 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import portal.fields
+import core.fields
 import uuid
 from django.conf import settings
 from django.db import migrations, models
@@ -29,7 +29,7 @@ class Migration(migrations.Migration):
                 ('enabled', models.BooleanField(default=True)),
                 ('issuer', models.URLField(blank=True, default='', max_length=500)),
                 ('client_id', models.CharField(blank=True, default='', max_length=255)),
-                ('client_secret', portal.fields.EncryptedTextField(blank=True, default='')),
+                ('client_secret', core.fields.EncryptedTextField(blank=True, default='')),
                 ('scopes', models.CharField(blank=True, default='openid email profile groups', max_length=255)),
                 ('idp_entity_id', models.CharField(blank=True, default='', max_length=500)),
                 ('idp_sso_url', models.URLField(blank=True, default='', max_length=500)),
@@ -109,7 +109,7 @@ class Migration(migrations.Migration):
             name='TotpDevice',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('secret', portal.fields.EncryptedTextField()),
+                ('secret', core.fields.EncryptedTextField()),
                 ('confirmed', models.BooleanField(default=False)),
                 ('last_step', models.BigIntegerField(default=0)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),

@@ -9,9 +9,9 @@ from typing import Any
 import pyotp
 import pytest
 
+from core.errors import Conflict
 from identity import services
 from identity.models import TotpDevice
-from portal.errors import Conflict
 from tenants.models import AuditEvent
 from tests.factories import UserFactory
 from tests.fixtures import PASSWORD
