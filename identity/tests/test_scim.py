@@ -224,3 +224,31 @@ def test_scim_service_provider_config(directory):
     _provider, token, _eng = directory
     body = Scim(token).get("ServiceProviderConfig").json()
     assert body["patch"]["supported"] is True and body["bulk"]["supported"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_scim_deactivation_closes_the_agent_run_socket(directory):
+    from agents.services import agent_definition_create, agent_run_start
+    from agents.tests.test_events import _open
+
+    _provider, token, engineering = directory
+    scim = Scim(token)
+
+    def provision() -> tuple[str, Any, Any]:
+        ann = scim.send("post", "Users", _user("ann@corp.example")).json()["id"]
+        scim.send("post", "Groups", {"displayName": "eng-leads", "members": [{"value": ann}]})
+        user = ExternalIdentity.objects.get(scim_id=ann).user
+        definition = agent_definition_create(
+            tenant=engineering, actor=user, name="Watcher", instructions="Do things.", tools=["calculator"]
+        )
+        run = agent_run_start(definition=definition, role=Role.ADMIN, text="watch", user=user)
+        return ann, user, run
+
+    ann, user, run = await database_sync_to_async(provision)()
+    comm, connected = await _open(user, engineering, run.pk, after=1)
+    assert connected
+    await database_sync_to_async(lambda: scim.send("patch", f"Users/{ann}", _deactivate()))()
+    frame = await comm.receive_json_from(timeout=10)
+    assert frame["type"] == "error" and frame["code"] == "account_deactivated"
+    assert await comm.receive_output(timeout=10) == {"type": "websocket.close", "code": 4401}
+    await comm.disconnect()
