@@ -51,10 +51,7 @@ def _provider(provider_id: int) -> IdentityProvider:
 
 
 def _user(user_id: int) -> User:
-    user = User.objects.filter(pk=user_id).first()
-    if user is None:
-        raise NotFound()
-    return user
+    return identity_selectors.user_get(user_id=user_id)
 
 
 @console_view(staff_only=True)

@@ -22,7 +22,9 @@ from identity.models import (
     SignInPolicy,
     TotpDevice,
 )
-from identity.services import POLICY_CACHE_KEY, POLICY_CACHE_TTL_S
+
+POLICY_CACHE_KEY = "identity:policy:v1"
+POLICY_CACHE_TTL_S = 10
 
 
 def provider_list(*, enabled_only: bool = False) -> QuerySet[IdentityProvider]:
@@ -161,3 +163,14 @@ def break_glass_user_ids() -> set[int]:
 
 def staff_list() -> QuerySet[User]:
     return User.objects.filter(is_staff=True).order_by("username")
+
+
+def user_get_active(*, user_id: int) -> User | None:
+    return User.objects.filter(pk=user_id, is_active=True).first()
+
+
+def user_get(*, user_id: int) -> User:
+    user = User.objects.filter(pk=user_id).first()
+    if user is None:
+        raise NotFound()
+    return user

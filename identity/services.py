@@ -33,14 +33,12 @@ from identity.models import (
     SignInPolicy,
     TotpDevice,
 )
+from identity.selectors import POLICY_CACHE_KEY
 from tenants import services as tenant_services
 from tenants.models import ROLE_RANK, Role, Tenant
 from tenants.selectors import api_key_list_created_by, membership_list_all_for_user
 
 logger = logging.getLogger(__name__)
-
-POLICY_CACHE_KEY = "identity:policy:v1"
-POLICY_CACHE_TTL_S = 10
 
 
 # ------------------------------------------------------------------------------------------------ providers

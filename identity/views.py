@@ -123,7 +123,7 @@ def _pending_user(request: HttpRequest) -> tuple[User | None, dict[str, Any] | N
     if not isinstance(pending, dict) or time.time() - float(pending.get("at", 0)) > PENDING_TTL_S:
         request.session.pop(SESSION_PENDING, None)
         return None, None
-    user = User.objects.filter(pk=int(pending.get("user_id") or 0), is_active=True).first()
+    user = selectors.user_get_active(user_id=int(pending.get("user_id") or 0))
     return user, pending
 
 

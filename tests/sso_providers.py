@@ -345,7 +345,7 @@ def _identity_policy_cache_fresh() -> Iterator[None]:
     """The sign-in policy is cached for a few seconds; a test starts and ends without another test's."""
     from django.core.cache import cache
 
-    from identity.services import POLICY_CACHE_KEY
+    from identity.selectors import POLICY_CACHE_KEY
 
     cache.delete(POLICY_CACHE_KEY)
     yield
