@@ -301,16 +301,22 @@ def identity_sign_in(*, provider: IdentityProvider, person: DirectoryPerson, ip:
     identity = _identity_for(provider=provider, person=person)
     created = False
     if identity is None:
-        user = User.objects.create(
-            username=_unique_username(person.username or person.email or f"{provider.slug}-{person.subject}"),
-            email=person.email,
-            first_name=person.first_name[:150],
-            last_name=person.last_name[:150],
-        )
-        user.set_unusable_password()
-        user.save(update_fields=["password"])
-        identity = ExternalIdentity.objects.create(provider=provider, user=user, subject=person.subject)
-        created = True
+        try:
+            with transaction.atomic():  # a savepoint: a concurrent first sign-in of the same person may win
+                user = User.objects.create(
+                    username=_unique_username(person.username or person.email or f"{provider.slug}-{person.subject}"),
+                    email=person.email,
+                    first_name=person.first_name[:150],
+                    last_name=person.last_name[:150],
+                )
+                user.set_unusable_password()
+                user.save(update_fields=["password"])
+                identity = ExternalIdentity.objects.create(provider=provider, user=user, subject=person.subject)
+                created = True
+        except IntegrityError:
+            identity = _identity_for(provider=provider, person=person)
+            if identity is None:
+                raise
     user = identity.user
     if not identity.active or not user.is_active:
         tenant_services.audit_record(

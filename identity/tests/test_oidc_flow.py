@@ -165,3 +165,39 @@ def test_oidc_provider_from_three_environment_variables(client, db, settings, oi
     assert ExternalIdentity.objects.filter(provider__slug="sso", provider__source="environment", subject="fay").exists()
     assert AuditEvent.objects.filter(action="identity.provider.create", details__source="environment").exists()
     services._env_synced = None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_oidc_first_sign_in_twice_at_once_makes_one_account():
+    """Two tabs finishing the first sign-in together: one account, both sign-ins succeed."""
+    import threading
+
+    from django.db import connection
+
+    from identity.services import DirectoryPerson, identity_sign_in, provider_create
+
+    provider = provider_create(
+        kind="oidc", name="Race", slug="race", issuer="https://race.example", client_id="a", client_secret="b"
+    )
+    person = DirectoryPerson(subject="twin", username="twin", email="twin@corp.example", groups=("x",))
+    barrier = threading.Barrier(4)
+    users: list[int] = []
+    errors: list[BaseException] = []
+
+    def sign_in() -> None:
+        try:
+            barrier.wait()
+            users.append(identity_sign_in(provider=provider, person=person).pk)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=sign_in) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == []
+    assert len(users) == 4 and len(set(users)) == 1
+    assert ExternalIdentity.objects.filter(provider=provider, subject="twin").count() == 1
