@@ -16,9 +16,9 @@ from rest_framework.routers import SimpleRouter
 
 from adapters.models import Adapter, AdapterFormat
 from adapters.selectors import adapter_list_for_tenant
-from portal.api.auth import caller_from_request
-from portal.api.views import JsonViewSet, id_parameter
-from portal.errors import NotFound
+from core.api.views import JsonViewSet, id_parameter
+from core.errors import NotFound
+from tenants.auth import caller_from_request
 from tenants.models import Role
 
 

@@ -6,7 +6,7 @@
   (only when the server runs with ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``; otherwise the routes answer 404).
 - TGI has no listing endpoint: its adapters are the ones in its launch configuration (``--lora-adapters``).
 
-Errors become ``portal.errors.UpstreamError`` with a message a person can act on; engine text is shortened.
+Errors become ``core.errors.UpstreamError`` with a message a person can act on; engine text is shortened.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from portal.errors import UpstreamError
+from core.errors import UpstreamError
 
 if TYPE_CHECKING:
     from inference_pool.models import Backend

@@ -8,7 +8,7 @@ from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet, Subque
 from django.db.models.functions import Coalesce
 
 from adapters.models import Adapter, AdapterAssignment
-from portal.errors import NotFound
+from core.errors import NotFound
 from tenants.models import Tenant
 
 

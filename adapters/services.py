@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from adapters import engines
 from adapters.models import ADAPTER_NAME_VALIDATOR, Adapter, AdapterAssignment, AdapterFormat
-from portal.errors import Conflict, InvalidInput, NotFound, UpstreamError
+from core.errors import Conflict, InvalidInput, NotFound, UpstreamError
 from tenants.models import Tenant
 from tenants.services import audit_record
 

@@ -55,9 +55,9 @@ from agents.services import (
     webhook_endpoint_delete,
 )
 from agents.tools import TOOLS
-from portal.api.auth import ApiKeyAuthentication, Caller, PortalSessionAuthentication, caller_from_request
-from portal.api.views import ID_PATTERN, MAX_ID, JsonViewSet, id_parameter
-from portal.errors import ApplicationError, InvalidInput
+from core.api.views import ID_PATTERN, MAX_ID, JsonViewSet, id_parameter
+from core.errors import ApplicationError, InvalidInput
+from tenants.auth import ApiKeyAuthentication, Caller, PortalSessionAuthentication, caller_from_request
 from tenants.models import ApiKey, Role
 
 TERMINAL = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}

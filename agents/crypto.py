@@ -7,8 +7,8 @@ Plaintext never leaves this module except to the caller that needs it at the mom
 
 from __future__ import annotations
 
-from portal.crypto import InvalidToken, Keyring
-from portal.errors import ApplicationError
+from core.crypto import InvalidToken, Keyring
+from core.errors import ApplicationError
 
 _KEYRING = Keyring("agent-secrets", ("AGENT_SECRETS_KEY", "PII_VAULT_KEY"))
 

@@ -49,8 +49,8 @@ from agents import protocol
 from agents.events import event_append, status_data, step_public
 from agents.models import AgentDefinition, AgentRun, AgentStep, RunStatus, StepKind, StepStatus
 from agents.tools import ToolContext, ToolError, ToolResult, tool_get
-from portal.errors import ApplicationError, Busy, GuardrailUnavailable, NotFound, QuotaExceeded, UpstreamError
-from portal.metrics import AGENT_STEPS
+from core.errors import ApplicationError, Busy, GuardrailUnavailable, NotFound, QuotaExceeded, UpstreamError
+from core.metrics import AGENT_STEPS
 from tenants.models import Role, Tenant, UsageRecord, role_at_least
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from agents.models import (
     StepStatus,
     WebhookEndpoint,
 )
-from portal.errors import NotFound
+from core.errors import NotFound
 from tenants.models import ApiKey, Role, Tenant, role_at_least
 
 

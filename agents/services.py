@@ -27,7 +27,7 @@ from agents.models import (
 from agents.runner import scope_key
 from agents.selectors import agent_run_may_cancel, agent_run_may_decide
 from agents.tools import TOOLS, ToolError, normalize_url
-from portal.errors import Conflict, GuardrailBlocked, InvalidInput, NotFound, PermissionDenied
+from core.errors import Conflict, GuardrailBlocked, InvalidInput, NotFound, PermissionDenied
 from tenants.models import ApiKey, Role, Tenant, role_at_least
 from tenants.services import audit_record
 

@@ -30,8 +30,7 @@ from agents.dispatch import QUEUE, enqueue_step
 from agents.models import AgentRun, RunStatus
 from agents.runner import agent_run_fail, agent_run_step
 from agents.webhooks import DeliveryFailed, webhook_deliver
-from portal.celery import app
-from portal.logging import tenant_id_var
+from core.logging import tenant_id_var
 
 logger = logging.getLogger(__name__)
 
@@ -123,12 +122,3 @@ def _resume_when_a_worker_starts(sender: Any = None, **_: Any) -> None:
         resume_stalled.apply_async(kwargs={"include_live": True}, queue=QUEUE)
     except Exception:
         logger.warning("could not queue the agents' resume sweep", exc_info=True)
-
-
-SWEEP_SCHEDULE_NAME = "agents-resume-stalled"
-app.add_periodic_task(
-    float(getattr(settings, "AGENT_SWEEP_INTERVAL", 15.0)),
-    resume_stalled.s(),
-    name=SWEEP_SCHEDULE_NAME,
-    expires=float(getattr(settings, "AGENT_SWEEP_INTERVAL", 15.0)),
-)

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.db import connection, transaction
 
-from portal.errors import PermissionDenied
+from core.errors import PermissionDenied
 from tenants.models import Role, Tenant, role_at_least
 
 RESULT_CHARS = 6_000  # what a tool returns at most (the prompt takes less; see runner)

@@ -1,7 +1,7 @@
 """Pages under /agents/: define agents (admins), start runs (members), watch a run's steps live, approve or reject,
 cancel, see the result and the usage; the HTTP tool's allowlist, secrets and webhooks (admins).
 
-Thin: parse, call ``agents.services`` / ``agents.selectors``, render. Errors go through ``portal.pages``.
+Thin: parse, call ``agents.services`` / ``agents.selectors``, render. Errors go through ``core.pages``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from agents import selectors, services
 from agents.forms import AgentDefinitionForm, DecisionForm, HttpRuleForm, RunStartForm, SecretForm, WebhookForm
 from agents.models import AgentDefinition, AgentRun, RunStatus, StepKind
 from agents.tools import TOOLS
-from portal.errors import ApplicationError, Conflict, InvalidInput
-from portal.pages import page_errors
+from core.errors import ApplicationError, Conflict, InvalidInput
+from core.pages import page_errors
 from tenants.models import Membership, Role, role_at_least
 from tenants.selectors import membership_require
 

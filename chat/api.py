@@ -29,9 +29,9 @@ from chat.services import (
     conversation_set_options,
     message_feedback_set,
 )
-from portal.api.auth import Caller, caller_from_request
-from portal.api.views import MAX_ID, JsonViewSet, id_parameter
-from portal.errors import ApplicationError, PermissionDenied
+from core.api.views import MAX_ID, JsonViewSet, id_parameter
+from core.errors import ApplicationError, PermissionDenied
+from tenants.auth import Caller, caller_from_request
 from tenants.models import ApiKey, Role, UsageRecord
 
 
@@ -132,7 +132,7 @@ def conversation_ask(
     *, caller: Caller, user: User, conversation: Conversation, text: str, max_tokens: int | None = None
 ) -> tuple[int, int]:
     """One turn through the chat pipeline, consumed to the end (the REST door does not stream). Errors before the
-    answer starts (quota, guardrails, busy pool, a generation already running) raise ``portal.errors.*``.
+    answer starts (quota, guardrails, busy pool, a generation already running) raise ``core.errors.*``.
     Returns the ids of the question and the answer."""
     run = ChatRun(
         ChatInput(

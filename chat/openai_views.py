@@ -10,7 +10,7 @@ system and user turn before the pipeline runs; a block there answers like a bloc
 trimmed to its most recent 32,000 characters (the pipeline fits it to the model's window anyway).
 
 Authentication: ``Authorization: Bearer <api key>`` only (no cookies, so no CSRF); the key needs the ``chat`` scope.
-Every request counts against the key's rate (``portal.api.throttling``), and the pipeline counts it against the
+Every request counts against the key's rate (``tenants.throttling``), and the pipeline counts it against the
 department's quota. Errors answer in OpenAI's format ``{"error": {"message", "type", "param", "code"}}``; a used-up
 quota, a key over its rate and a saturated pool answer 429 with ``Retry-After``.
 
@@ -37,7 +37,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.views.decorators.csrf import csrf_exempt
 
 from chat.pipeline import ChatInput, ChatRun, Citations, Done, Failed, Started, Token
-from portal.errors import (
+from core.errors import (
     ApplicationError,
     Busy,
     GuardrailBlocked,
@@ -47,7 +47,7 @@ from portal.errors import (
     PermissionDenied,
     QuotaExceeded,
 )
-from portal.logging import request_id_var
+from core.logging import request_id_var
 from tenants.models import ApiKey, Role, UsageRecord, role_at_least
 
 logger = logging.getLogger(__name__)
@@ -112,9 +112,9 @@ def _invalid(message: str, param: str | None = None) -> InvalidInput:
 
 
 def _authenticate_sync(raw: str) -> ApiKey:
-    from portal.api.throttling import api_key_throttle_check
     from tenants.selectors import api_key_authenticate
     from tenants.services import api_key_touch
+    from tenants.throttling import api_key_throttle_check
 
     close_old_connections()
     try:

@@ -13,7 +13,7 @@
 
 Use: ``run = ChatRun(ChatInput(...))`` then ``async for event in run.stream(): ...``. Events: ``Started``,
 ``Citations``, ``Token``, then ``Done`` or ``Failed``. Errors before the first event (quota, guard block, busy pool,
-unknown model...) are raised as ``portal.errors.*`` so that each door answers them its own way (an error frame, a
+unknown model...) are raised as ``core.errors.*`` so that each door answers them its own way (an error frame, a
 429). Cancelling the consuming task (stop, disconnect) keeps the partial answer as ``stopped`` and settles usage;
 ``run`` then still tells what happened (``run.status``, ``run.message_id``, ``run.text``).
 
@@ -43,11 +43,11 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from chat.models import Conversation, Message
+from core.errors import ApplicationError, InvalidInput, NotFound, PermissionDenied, TenantSuspended
+from core.logging import request_id_var, tenant_id_var, user_id_var
+from core.metrics import PIPELINE_STAGE
+from core.tracing import stage_span
 from guardrails.output import canary_new
-from portal.errors import ApplicationError, InvalidInput, NotFound, PermissionDenied, TenantSuspended
-from portal.logging import request_id_var, tenant_id_var, user_id_var
-from portal.metrics import PIPELINE_STAGE
-from portal.tracing import stage_span
 from tenants.models import ApiKey, Role, Tenant, UsageRecord, role_at_least
 
 logger = logging.getLogger(__name__)
@@ -462,7 +462,7 @@ class ChatRun:
             span.set(decision=verdict.decision)
         self.guard["input"] = _verdict_dict(verdict)
         if verdict.decision == "block":
-            from portal.errors import GuardrailBlocked
+            from core.errors import GuardrailBlocked
 
             reasons = "; ".join(list(verdict.reasons)[:2])
             raise GuardrailBlocked(
@@ -517,8 +517,8 @@ class ChatRun:
     def _inspect_and_mask_chunks(self, hits: list[Any]) -> list[tuple[dict[str, Any], str]]:
         """Drop passages the injection check blocks, quote the ones it warns about, and mask their PII in the
         conversation's vault (documents hold personal data too) before they reach the engine."""
+        from core.errors import GuardrailBlocked, GuardrailUnavailable
         from guardrails.services import inspect_chunks, mask, quote_untrusted
-        from portal.errors import GuardrailBlocked, GuardrailUnavailable
 
         tenant, scope = self.inp.tenant, self.scope_key
         verdicts = inspect_chunks(tenant=tenant, texts=[h.text for h in hits])

@@ -10,7 +10,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet
 
 from chat.models import Conversation, Message
-from portal.errors import NotFound
+from core.errors import NotFound
 from tenants.models import Tenant
 
 

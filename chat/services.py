@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from chat.models import Conversation, Message
-from portal.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from tenants.models import Tenant
 from tenants.services import audit_record
 

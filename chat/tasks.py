@@ -7,11 +7,6 @@ from datetime import timedelta
 
 from celery import shared_task
 
-from portal.celery import app
-
-SWEEP_SCHEDULE_NAME = "chat-quota-sweep"
-SWEEP_INTERVAL_S = 300.0
-
 
 @shared_task(name="chat.quota_sweep", ignore_result=True, acks_late=False, time_limit=60)
 def quota_sweep() -> int:
@@ -30,6 +25,3 @@ def quota_sweep() -> int:
     )
     Conversation.unscoped.filter(generating_since__lt=cutoff).update(generating_since=None)
     return released
-
-
-app.add_periodic_task(SWEEP_INTERVAL_S, quota_sweep.s(), name=SWEEP_SCHEDULE_NAME, expires=SWEEP_INTERVAL_S)

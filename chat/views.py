@@ -26,8 +26,8 @@ from chat.services import (
     conversation_set_options,
     message_feedback_set,
 )
-from portal.errors import InvalidInput
-from portal.pages import page_errors
+from core.errors import InvalidInput
+from core.pages import page_errors
 from tenants.models import Membership, Role, Tenant
 from tenants.quota import quota_status
 from tenants.selectors import membership_require

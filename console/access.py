@@ -13,7 +13,7 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
 
-from portal.errors import NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
+from core.errors import NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
 from tenants.models import Membership, Role, Tenant, role_at_least
 from tenants.selectors import membership_require
 

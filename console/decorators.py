@@ -11,7 +11,7 @@ from django.shortcuts import redirect
 from django.views.decorators.cache import never_cache
 
 from console.access import ConsoleScope, scope_from_request
-from portal.pages import page_errors
+from core.pages import page_errors
 
 ConsoleView = Callable[..., Any]  # views return HttpResponse or StreamingHttpResponse
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 
-from portal.errors import InvalidInput
+from core.errors import InvalidInput
 from tenants.models import ApiKey, Quota, Role
 
 

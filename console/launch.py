@@ -8,9 +8,9 @@ from typing import Any
 
 from django import forms
 
+from core.errors import InvalidInput
 from inference_pool.capacity import BYTES_PER_WEIGHT, CapacityPlan, capacity_plan
 from inference_pool.launch import launch_config_for_backend, launch_specs
-from portal.errors import InvalidInput
 
 PRECISIONS = [(p, p.upper()) for p in BYTES_PER_WEIGHT]
 

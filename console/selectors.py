@@ -18,7 +18,7 @@ from django.db.models import Aggregate, Count, FloatField, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDay
 from django.utils import timezone
 
-from portal.errors import InvalidInput
+from core.errors import InvalidInput
 from tenants.models import ApiKey, Membership, Quota, Tenant, UsageRecord
 
 GroupBy = Literal["tenant", "user", "adapter", "model", "day"]

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
 
-from portal.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from tenants.models import Membership, ModelPrice, Role, Tenant
 from tenants.services import audit_record, membership_assign, membership_revoke
 

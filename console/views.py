@@ -33,8 +33,8 @@ from console.forms import (
     TenantCreateForm,
     cleaned,
 )
+from core.errors import InvalidInput
 from inference_pool.models import BaseModel
-from portal.errors import InvalidInput
 from tenants import services as tenant_services
 from tenants.models import ApiKey, ModelPrice, Quota, Role, Tenant
 from tenants.selectors import audit_event_list

@@ -16,7 +16,7 @@ from console.access import ConsoleScope
 from console.decorators import back, console_view, is_htmx
 from console.forms import cleaned
 from console.launch import launch_specs_for
-from portal.errors import InvalidInput, NotFound, PermissionDenied
+from core.errors import InvalidInput, NotFound, PermissionDenied
 
 
 def _adapter_for_write(scope: ConsoleScope, adapter_id: int) -> Adapter:

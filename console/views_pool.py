@@ -16,7 +16,7 @@ from console.decorators import back, console_view, is_htmx
 from console.forms import cleaned
 from console.forms_pool import BackendForm
 from console.launch import PlannerForm, launch_specs_for, plan
-from portal.errors import NotFound
+from core.errors import NotFound
 
 
 def _backend(backend_id: int) -> Any:

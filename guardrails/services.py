@@ -1,6 +1,6 @@
 """The guardrail services the chat, API and agents call (docs/contracts.md → guardrails).
 
-Every call fails closed: an error or a timeout inside a guard raises ``portal.errors.GuardrailUnavailable``
+Every call fails closed: an error or a timeout inside a guard raises ``core.errors.GuardrailUnavailable``
 (code ``guardrail_unavailable``, a subclass of GuardrailBlocked) and nothing is sent on. Text and PII values are
 never logged, put in metrics or audit details: only entity types, counts, scores and decisions.
 """
@@ -21,6 +21,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.errors import ApplicationError, GuardrailBlocked, GuardrailUnavailable, InvalidInput
+from core.metrics import GUARDRAIL_DECISIONS, PII_ENTITIES
 from guardrails import injection
 from guardrails.links import LinkStreamFilter, strip_exfil_links
 from guardrails.models import GuardrailPolicy, PiiVault
@@ -37,8 +39,6 @@ from guardrails.policy import (
 from guardrails.selectors import guardrail_policy_get
 from guardrails.types import Decision, MaskResult, OutputVerdict, Verdict
 from guardrails.vault import Mapping, decrypt, encrypt
-from portal.errors import ApplicationError, GuardrailBlocked, GuardrailUnavailable, InvalidInput
-from portal.metrics import GUARDRAIL_DECISIONS, PII_ENTITIES
 from tenants.models import Tenant
 from tenants.services import audit_record
 

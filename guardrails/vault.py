@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from portal.crypto import InvalidToken, Keyring
+from core.crypto import InvalidToken, Keyring
 
 PLACEHOLDER_RE = re.compile(r"<([A-Z][A-Z0-9_]{0,39})_(\d{1,6})>")
 

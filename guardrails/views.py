@@ -9,11 +9,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core.errors import InvalidInput
+from core.pages import page_errors
 from guardrails.forms import PolicyForm, PreviewForm
 from guardrails.selectors import guardrail_policy_get
 from guardrails.services import guardrail_policy_update, guardrail_preview
-from portal.errors import InvalidInput
-from portal.pages import page_errors
 from tenants.models import Membership, Role, role_at_least
 from tenants.selectors import membership_require
 

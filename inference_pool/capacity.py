@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from portal.errors import InvalidInput
+from core.errors import InvalidInput
 
 GB = 1_000_000_000
 

@@ -18,10 +18,10 @@ import httpx
 from django.db import transaction
 from django.utils import timezone
 
+from core import metrics
 from inference_pool.local_engines import local_engine_specs
 from inference_pool.models import Backend, BackendAdapter, BreakerState, EngineKind, HealthState
 from inference_pool.signals import load_signals
-from portal import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from portal.errors import InvalidInput
+from core.errors import InvalidInput
 
 if TYPE_CHECKING:
     from inference_pool.models import Backend

@@ -29,12 +29,12 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from core import metrics
+from core.errors import Busy, InvalidInput, NotFound, UpstreamError
 from inference_pool.breaker import CircuitBreaker
 from inference_pool.clients import BackendTarget, EngineClient, EngineError, Finish, estimate_prompt_tokens
 from inference_pool.inflight import Inflight, LocalInflight, RedisInflight
 from inference_pool.types import ChatRequest, DoneEvent, ErrorEvent, PoolEvent, Telemetry, TokenEvent, UsageEvent
-from portal import metrics
-from portal.errors import Busy, InvalidInput, NotFound, UpstreamError
 
 logger = logging.getLogger(__name__)
 

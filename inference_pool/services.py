@@ -9,10 +9,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.errors import InvalidInput
 from inference_pool.local_engines import local_engine_specs
 from inference_pool.models import Backend, BackendAdapter, BaseModel, EngineKind, Quantization
 from inference_pool.types import ChatRequest, PoolEvent
-from portal.errors import InvalidInput
 
 
 def pool_stream(*, request: ChatRequest) -> AsyncIterator[PoolEvent]:
@@ -21,8 +21,8 @@ def pool_stream(*, request: ChatRequest) -> AsyncIterator[PoolEvent]:
 
     Yields ``TokenEvent``s, then one ``UsageEvent`` and one ``DoneEvent``; a failure after the first token ends
     with an ``ErrorEvent`` instead of ``DoneEvent`` (the caller keeps the text it has). Before the first token it
-    raises ``portal.errors.Busy`` (every backend saturated after a bounded wait), ``portal.errors.UpstreamError``
-    (no backend could serve it) or ``portal.errors.NotFound`` (unknown model or adapter).
+    raises ``core.errors.Busy`` (every backend saturated after a bounded wait), ``core.errors.UpstreamError``
+    (no backend could serve it) or ``core.errors.NotFound`` (unknown model or adapter).
     """
     from inference_pool.router import get_router
 

@@ -21,12 +21,12 @@ from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 from rest_framework.views import APIView
 
+from core.api.views import ID_PATTERN, JsonViewSet, id_parameter
+from core.errors import InvalidInput, PermissionDenied
 from knowledge import selectors, services
 from knowledge.models import Access, Document, KnowledgeBase
 from knowledge.selectors import MODES, SearchHit, chunk_search
-from portal.api.auth import Caller, caller_from_request
-from portal.api.views import ID_PATTERN, JsonViewSet, id_parameter
-from portal.errors import InvalidInput, PermissionDenied
+from tenants.auth import Caller, caller_from_request
 from tenants.models import ApiKey, Role
 
 READ = ApiKey.Scope.KNOWLEDGE_READ

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from django.conf import settings
 
-from portal.errors import InvalidInput
+from core.errors import InvalidInput
 
 DEFAULT_BATCH = 32
 

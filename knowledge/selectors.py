@@ -22,9 +22,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet
 
+from core.errors import InvalidInput, NotFound, PermissionDenied
 from knowledge.embeddings import get_embedder
 from knowledge.models import Access, Chunk, Document, KnowledgeBase
-from portal.errors import InvalidInput, NotFound, PermissionDenied
 from tenants.models import Role, Tenant
 
 BM25_K1 = 0.9

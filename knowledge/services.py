@@ -25,12 +25,12 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core.errors import ApplicationError, Conflict, InvalidInput
+from core.metrics import INGESTION_CHUNKS, PII_ENTITIES
 from knowledge.chunking import ChunkDraft, chunk_sections, embedding_text
 from knowledge.embeddings import embedding_models, get_embedder
 from knowledge.models import EMBEDDING_DIM, Access, Chunk, Document, DocumentContent, KnowledgeBase
 from knowledge.parsing import DocumentRejected, parse_document
-from portal.errors import ApplicationError, Conflict, InvalidInput
-from portal.metrics import INGESTION_CHUNKS, PII_ENTITIES
 from tenants.models import Quota, Role, Tenant
 from tenants.services import audit_record
 

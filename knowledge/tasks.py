@@ -15,11 +15,9 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from knowledge import services
-from portal.celery import app
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +102,3 @@ def reembed_knowledge_base(knowledge_base_id: int) -> str:
 @shared_task(name="knowledge.ingest_sweep", queue="ingest", ignore_result=True)
 def ingest_sweep() -> dict[str, int]:
     return services.ingest_sweep()
-
-
-# Beat schedule (registered when Celery imports this module): re-send documents whose broker message was lost and
-# dispatch tenants with documents waiting; a sweep that could not run in time is dropped, not queued up.
-SWEEP_INTERVAL = float(getattr(settings, "INGEST_SWEEP_INTERVAL", 300.0))
-app.add_periodic_task(SWEEP_INTERVAL, ingest_sweep.s(), name="knowledge.ingest_sweep", expires=SWEEP_INTERVAL)

@@ -11,11 +11,11 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from core.errors import InvalidInput, PermissionDenied
+from core.pages import page_errors
 from knowledge import selectors, services
 from knowledge.models import Access, KnowledgeBase
 from knowledge.selectors import chunk_search
-from portal.errors import InvalidInput, PermissionDenied
-from portal.pages import page_errors
 from tenants.models import Membership, Role, role_at_least
 from tenants.selectors import membership_require
 

@@ -8,6 +8,6 @@ app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-from portal.observability import celery_observability_connect  # noqa: E402
+from core.observability import celery_observability_connect  # noqa: E402
 
 celery_observability_connect()

@@ -109,6 +109,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "portal",
     "tenants",
+    "identity",
     "inference_pool",
     "adapters",
     "guardrails",
@@ -120,13 +121,14 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "portal.middleware.RequestContextMiddleware",
+    "core.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "identity.middleware.SignInPolicyMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "tenants.middleware.CurrentTenantMiddleware",
@@ -199,10 +201,10 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 if REDIS_URL:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}}
-    CACHES = {"default": {"BACKEND": "portal.cache.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "core.cache.RedisCache", "LOCATION": REDIS_URL}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    CACHES = {"default": {"BACKEND": "portal.cache.LocMemCache"}}
+    CACHES = {"default": {"BACKEND": "core.cache.LocMemCache"}}
 
 # --- Model engine and models ----------------------------------------------------------------------------
 LLAMA_CPP_PY_VERSION = env.str("LLAMA_CPP_PY_VERSION", default="0.3.36")
@@ -255,6 +257,13 @@ CHAT_BLOCKING_WORKERS = env.int("CHAT_BLOCKING_WORKERS", default=2)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+# Single sign-on from the environment (identity/): these three name one OpenID Connect provider (slug "sso");
+# more providers, SAML ones and the group → department mapping are set in the admin console.
+OIDC_ISSUER = env.str("OIDC_ISSUER", default="")
+OIDC_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="")
+OIDC_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="")
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -292,13 +301,13 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 # --- REST framework -------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "portal.api.auth.ApiKeyAuthentication",
-        "portal.api.auth.PortalSessionAuthentication",
+        "tenants.auth.ApiKeyAuthentication",
+        "tenants.auth.PortalSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_THROTTLE_CLASSES": ["portal.api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["tenants.throttling.ApiKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_key": env.str("API_RATE_PER_KEY", default="600/min")},
-    "EXCEPTION_HANDLER": "portal.api.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.api.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
@@ -317,7 +326,7 @@ SPECTACULAR_SETTINGS = {
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "portal.api.schema.add_error_responses",
+        "core.api.schema.add_error_responses",
     ],
 }
 
@@ -327,10 +336,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "request_context": {"()": "portal.logging.RequestContextFilter"},
-        "redact": {"()": "portal.logging.RedactingFilter"},
+        "request_context": {"()": "core.logging.RequestContextFilter"},
+        "redact": {"()": "core.logging.RedactingFilter"},
     },
-    "formatters": {"json": {"()": "portal.logging.JsonFormatter"}, "text": {"()": "portal.logging.TextFormatter"}},
+    "formatters": {"json": {"()": "core.logging.JsonFormatter"}, "text": {"()": "core.logging.TextFormatter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
@@ -343,7 +352,36 @@ LOGGING = {
         "uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.db.backends": {"level": "WARNING"},
         "presidio-analyzer": {"level": "ERROR"},
+        "xmlschema": {"level": "WARNING"},  # pysaml2's schema loader: one INFO line per import otherwise
+        "saml2": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},  # huggingface_hub's transport: one INFO line per engine request otherwise
+    },
+}
+
+# --- Beat schedule (one place; each task module only defines its task) ----------------------------------------
+# A periodic task that could not run within its interval is dropped (``expires``), not queued up behind a busy worker.
+INGEST_SWEEP_INTERVAL = env.float("INGEST_SWEEP_INTERVAL", default=300.0)
+QUOTA_SWEEP_INTERVAL = env.float("QUOTA_SWEEP_INTERVAL", default=300.0)
+CELERY_BEAT_SCHEDULE = {
+    "inference_pool.probe_backends": {
+        "task": "inference_pool.probe_backends",
+        "schedule": POOL_PROBE_INTERVAL,
+        "options": {"expires": POOL_PROBE_INTERVAL},
+    },
+    "knowledge.ingest_sweep": {
+        "task": "knowledge.ingest_sweep",
+        "schedule": INGEST_SWEEP_INTERVAL,
+        "options": {"expires": INGEST_SWEEP_INTERVAL, "queue": "ingest"},
+    },
+    "chat.quota_sweep": {
+        "task": "chat.quota_sweep",
+        "schedule": QUOTA_SWEEP_INTERVAL,
+        "options": {"expires": QUOTA_SWEEP_INTERVAL},
+    },
+    "agents.resume_stalled": {
+        "task": "agents.resume_stalled",
+        "schedule": AGENT_SWEEP_INTERVAL,
+        "options": {"expires": AGENT_SWEEP_INTERVAL, "queue": "agents"},
     },
 }

@@ -17,9 +17,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
-from portal.api.auth import Caller, caller_from_request
-from portal.api.views import MAX_ID, JsonViewSet, id_parameter
-from portal.errors import NotFound
+from core.api.views import MAX_ID, JsonViewSet, id_parameter
+from core.errors import NotFound
+from tenants.auth import Caller, caller_from_request
 from tenants.models import ApiKey, Membership, Quota, Role, Tenant
 from tenants.selectors import (
     USAGE_GROUPS,

@@ -5,7 +5,7 @@ from collections.abc import Callable
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
-from portal.logging import tenant_id_var, user_id_var
+from core.logging import tenant_id_var, user_id_var
 from tenants.models import Membership
 from tenants.selectors import membership_list_for_user
 

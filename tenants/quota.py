@@ -22,8 +22,8 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
-from portal.errors import InvalidInput, QuotaExceeded
-from portal.metrics import COST, QUOTA_REJECTIONS, TOKENS
+from core.errors import InvalidInput, QuotaExceeded
+from core.metrics import COST, QUOTA_REJECTIONS, TOKENS
 from tenants.models import ApiKey, ModelPrice, Quota, QuotaCounter, QuotaReservation, Tenant, UsageRecord
 
 Period = QuotaCounter.Period

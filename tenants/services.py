@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from portal.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from tenants import apikeys
 from tenants.models import ApiKey, AuditEvent, Membership, Quota, Role, Tenant, role_at_least
 

@@ -6,8 +6,8 @@ from django.shortcuts import redirect
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from portal.errors import InvalidInput
-from portal.pages import page_errors
+from core.errors import InvalidInput
+from core.pages import page_errors
 from tenants.middleware import SESSION_KEY
 from tenants.selectors import tenant_get_for_user
 

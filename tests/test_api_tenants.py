@@ -398,7 +398,7 @@ def test_key_use_is_recorded(world, api_keys):  # noqa: F811
 
 
 def test_throttling_per_key(world, api_keys):  # noqa: F811
-    from portal.api.throttling import ApiKeyRateThrottle
+    from tenants.throttling import ApiKeyRateThrottle
 
     original = ApiKeyRateThrottle.THROTTLE_RATES
     ApiKeyRateThrottle.THROTTLE_RATES = {"api_key": "3/min"}

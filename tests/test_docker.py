@@ -19,8 +19,8 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from portal.metrics import PORTAL_METRIC_NAMES
-from portal.metrics_views import worker_metrics_serve
+from core.metrics import PORTAL_METRIC_NAMES
+from core.metrics_views import worker_metrics_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"

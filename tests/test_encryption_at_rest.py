@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 
 from chat.models import Conversation, Message
-from portal.crypto import InvalidToken, Keyring
+from core.crypto import InvalidToken, Keyring
 
 
 @pytest.mark.django_db

@@ -24,10 +24,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
-from portal.logging import JsonFormatter, RedactingFilter, RequestContextFilter, redact
-from portal.metrics import metrics_refresh_state
-from portal.metrics_views import worker_metrics_serve
-from portal.tracing import stage_span, tracing_configure, tracing_shutdown
+from core.logging import JsonFormatter, RedactingFilter, RequestContextFilter, redact
+from core.metrics import metrics_refresh_state
+from core.metrics_views import worker_metrics_serve
+from core.tracing import stage_span, tracing_configure, tracing_shutdown
 
 TOKEN = "scrape-token-0123456789abcdef"
 OUTSIDE = "203.0.113.7"  # TEST-NET-3: never in the default allowed networks
@@ -159,7 +159,7 @@ WORKER_SCRIPT = r"""
 import os, sys
 from celery import signals
 from portal.celery import app
-from portal.metrics import POOL_INFLIGHT, TOKENS
+from core.metrics import POOL_INFLIGHT, TOKENS
 
 @app.task(name="observability-test.add")
 def add(x, y):
@@ -261,7 +261,7 @@ def json_lines(settings) -> Any:
 def test_logging_settings_wire_context_and_redaction(settings):
     console = settings.LOGGING["handlers"]["console"]
     assert console["filters"] == ["request_context", "redact"]
-    assert settings.LOGGING["filters"]["redact"]["()"] == "portal.logging.RedactingFilter"
+    assert settings.LOGGING["filters"]["redact"]["()"] == "core.logging.RedactingFilter"
     assert console["formatter"] == "json"
 
 

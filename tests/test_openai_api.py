@@ -369,7 +369,7 @@ def test_used_up_quota_is_429_with_retry_after(world, keys, live_portal):  # noq
 
 
 def test_key_rate_limit_is_429_with_retry_after(world, keys, live_portal):  # noqa: F811
-    from portal.api.throttling import ApiKeyRateThrottle
+    from tenants.throttling import ApiKeyRateThrottle
 
     original = ApiKeyRateThrottle.THROTTLE_RATES
     ApiKeyRateThrottle.THROTTLE_RATES = {"api_key": "2/min"}
@@ -387,7 +387,7 @@ def test_key_rate_limit_is_429_with_retry_after(world, keys, live_portal):  # no
 
 
 def _inflight(backend: Backend) -> float:
-    from portal.metrics import POOL_INFLIGHT
+    from core.metrics import POOL_INFLIGHT
 
     return float(POOL_INFLIGHT.labels(backend.name)._value.get())
 

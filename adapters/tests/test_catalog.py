@@ -19,8 +19,8 @@ from adapters.services import (
     adapter_unassign,
     adapter_update,
 )
+from core.errors import Conflict, InvalidInput, NotFound
 from inference_pool.models import Backend, BackendAdapter, BaseModel
-from portal.errors import Conflict, InvalidInput, NotFound
 from tenants.models import AuditEvent
 
 

@@ -14,12 +14,12 @@ from adapters.models import Adapter
 from adapters.services import adapter_load, adapter_sync_backend, adapter_unload
 from adapters.tests.lora_files import lora_gguf_write
 from console.launch import launch_specs_for
+from core.errors import NotFound
 from inference_pool.health import backend_probe_all
 from inference_pool.models import Backend, BackendAdapter, BaseModel, EngineKind, HealthState
 from inference_pool.router import Router, _load_snapshot
 from inference_pool.services import pool_stream
 from inference_pool.types import ChatRequest, DoneEvent
-from portal.errors import NotFound
 from tests.engine import make_engine
 
 pytestmark = [pytest.mark.engine, pytest.mark.django_db(transaction=True)]

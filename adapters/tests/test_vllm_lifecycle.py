@@ -11,13 +11,13 @@ from django.urls import reverse
 
 from adapters.models import Adapter
 from adapters.services import adapter_load, adapter_sync_backend, adapter_unload
+from core.errors import NotFound, UpstreamError
 from inference_pool.health import backend_probe_all
 from inference_pool.models import Backend, BackendAdapter, BaseModel, EngineKind, HealthState
 from inference_pool.router import Router, _load_snapshot
 from inference_pool.selectors import served_model_list
 from inference_pool.tests.fixture_server import Route, fixture_server
 from inference_pool.types import ChatRequest
-from portal.errors import NotFound, UpstreamError
 from tenants.models import AuditEvent
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vllm"

@@ -17,7 +17,7 @@ from agents.selectors import agent_run_get
 from agents.services import agent_run_cancel, agent_run_decide, http_tool_rule_create
 from agents.tests.conftest import make_definition, start_run
 from agents.tools import TOOLS
-from portal.errors import Conflict, NotFound, PermissionDenied
+from core.errors import Conflict, NotFound, PermissionDenied
 from tenants.models import AuditEvent, Role
 
 pytestmark = pytest.mark.django_db(transaction=True)

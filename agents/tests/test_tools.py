@@ -22,7 +22,7 @@ from agents.tools import (
     http_rule_for,
     normalize_url,
 )
-from portal.errors import InvalidInput
+from core.errors import InvalidInput
 from tenants.models import Role
 
 

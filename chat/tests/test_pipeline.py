@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async as sync_to_async  # closes its co
 
 from chat.models import Message
 from chat.pipeline import ChatInput, ChatRun, Citations, Done, Started, Token
-from portal.errors import GuardrailBlocked, NotFound
+from core.errors import GuardrailBlocked, NotFound
 from tenants.models import AuditEvent, QuotaReservation, UsageRecord
 from tenants.quota import quota_status
 

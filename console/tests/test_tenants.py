@@ -150,7 +150,7 @@ def test_api_key_secret_shown_once_works_and_revocation_is_immediate(cw, client)
     owner_key = client.post(url("key_create", tenant_id=tenant.pk), {"name": "x", "role": "owner"}, **HX)
     assert owner_key.status_code == 403
     client.post(url("key_revoke", tenant_id=tenant.pk, key_id=key.pk), **HX)
-    from portal.errors import NotAuthenticated
+    from core.errors import NotAuthenticated
 
     with pytest.raises(NotAuthenticated):
         api_key_authenticate(raw_key=secret)

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
+from core.errors import GuardrailBlocked, GuardrailUnavailable
 from guardrails import injection
 from guardrails.services import inspect_chunks, inspect_input, inspect_output, mask
 from guardrails.tests.conftest import sample
-from portal.errors import GuardrailBlocked, GuardrailUnavailable
 
 pytestmark = pytest.mark.usefixtures("analyzer")
 

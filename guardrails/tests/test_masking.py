@@ -8,11 +8,11 @@ import threading
 import pytest
 from django.db import connection
 
+from core.errors import GuardrailBlocked, GuardrailUnavailable, InvalidInput
 from guardrails import vault
 from guardrails.models import PiiVault
 from guardrails.services import guardrail_policy_update, mask, pii_counts, pii_vault_delete, unmask
 from guardrails.tests.conftest import sample
-from portal.errors import GuardrailBlocked, GuardrailUnavailable, InvalidInput
 from tenants.models import AuditEvent
 
 pytestmark = pytest.mark.usefixtures("analyzer")

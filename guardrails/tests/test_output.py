@@ -9,10 +9,10 @@ import pytest
 from django.core.management import call_command
 from prometheus_client import REGISTRY, generate_latest
 
+from core.errors import GuardrailUnavailable
 from guardrails.models import PiiVault
 from guardrails.output import canary_new, groundedness, sanitize_markdown
 from guardrails.services import inspect_input, inspect_output, mask, unmask
-from portal.errors import GuardrailUnavailable
 from tenants.models import AuditEvent, UsageRecord
 
 pytestmark = pytest.mark.usefixtures("analyzer")

@@ -12,6 +12,7 @@ from channels.db import database_sync_to_async
 from django.core.management import call_command
 from prometheus_client import REGISTRY
 
+from core.errors import Busy, NotFound, UpstreamError
 from inference_pool.health import backend_probe_all, engine_health
 from inference_pool.inflight import RedisInflight
 from inference_pool.models import Backend
@@ -20,7 +21,6 @@ from inference_pool.selectors import served_model_list
 from inference_pool.services import pool_stream
 from inference_pool.tests.helpers import MODEL, drain, register
 from inference_pool.types import ChatRequest, DoneEvent, TokenEvent
-from portal.errors import Busy, NotFound, UpstreamError
 
 pytestmark = [pytest.mark.engine]
 

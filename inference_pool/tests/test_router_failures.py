@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 
+from core.errors import InvalidInput, UpstreamError
 from inference_pool.models import Backend, BaseModel
 from inference_pool.router import PoolConfig, Router
 from inference_pool.tests.fixture_server import Route, fixture_server
 from inference_pool.tests.helpers import drain
 from inference_pool.types import ChatRequest
-from portal.errors import InvalidInput, UpstreamError
 
 CHAT = ("POST", "/v1/chat/completions")
 REQUEST = ChatRequest(messages=[{"role": "user", "content": "Hello"}], model="llama-3.1-8b", max_tokens=16)

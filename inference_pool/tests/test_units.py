@@ -8,6 +8,7 @@ import time
 import pytest
 import yaml
 
+from core.errors import InvalidInput, NotFound
 from inference_pool.breaker import CircuitBreaker
 from inference_pool.capacity import capacity_plan, kv_bytes_per_token, weights_gb
 from inference_pool.clients import BackendTarget, llamacpp_lora_field
@@ -15,7 +16,6 @@ from inference_pool.inflight import LocalInflight
 from inference_pool.launch import LaunchConfig, compose_service, engine_args, kubernetes_deployment, launch_specs
 from inference_pool.router import PoolConfig, Router, Snapshot
 from inference_pool.types import ChatRequest
-from portal.errors import InvalidInput, NotFound
 
 
 # --- breaker -------------------------------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ async def test_power_of_two_choices_spreads_a_burst_and_respects_max_concurrent(
     counts = await r.inflight.counts([t.id for t in targets])
     assert counts == {1: 4, 2: 4, 3: 4, 4: 4}
     assert len({p[0].id for p in picks[:8]}) >= 3  # a burst is spread, not piled onto one
-    from portal.errors import Busy
+    from core.errors import Busy
 
     with pytest.raises(Busy):
         await r.acquire(snap, request, exclude=set(), deadline=time.monotonic() + 0.05)

@@ -318,7 +318,7 @@ def test_changing_the_model_reembeds_in_the_background_then_switches(
 
 
 def test_unknown_or_wrong_dimension_model_is_refused(world, kb, settings):
-    from portal.errors import InvalidInput
+    from core.errors import InvalidInput
 
     settings.EMBEDDING_MODELS = {"big": {"url": "http://tei.invalid", "dimension": 1024}}
     with pytest.raises(InvalidInput, match="1024-dimensional"):
@@ -407,8 +407,8 @@ def test_pii_scan_records_entity_counts_never_values(world, kb, settings):
 
 
 def test_pii_scan_unavailable_does_not_hold_back_indexing(world, kb, settings, monkeypatch):
+    from core.errors import GuardrailUnavailable
     from guardrails import services as guard_services
-    from portal.errors import GuardrailUnavailable
 
     def broken(**kwargs):
         raise GuardrailUnavailable()

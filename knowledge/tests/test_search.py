@@ -218,7 +218,7 @@ def test_a_role_never_sees_a_knowledge_base_it_may_not_read(world, kb, corpus, r
 
 
 def test_empty_query_and_unknown_mode(world, kb, corpus):
-    from portal.errors import InvalidInput
+    from core.errors import InvalidInput
 
     assert chunk_search(tenant=world.tenant, knowledge_base_ids=None, query="   ", k=5, role="viewer") == []
     assert (

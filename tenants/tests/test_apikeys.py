@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from portal.errors import NotAuthenticated, NotFound, TenantSuspended
+from core.errors import NotAuthenticated, NotFound, TenantSuspended
 from tenants.apikeys import hash_key
 from tenants.models import ApiKey, AuditEvent
 from tenants.selectors import api_key_authenticate

@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from portal.errors import QuotaExceeded
-from portal.metrics import QUOTA_REJECTIONS
+from core.errors import QuotaExceeded
+from core.metrics import QUOTA_REJECTIONS
 from tenants.models import ModelPrice, QuotaCounter, QuotaReservation, UsageRecord
 from tenants.quota import (
     quota_extend,

@@ -2,7 +2,7 @@ import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, transaction
 
-from portal.errors import NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
+from core.errors import NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
 from tenants.models import AuditEvent
 from tenants.selectors import membership_require
 from tenants.services import audit_record, tenant_set_status

@@ -10,9 +10,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from core.errors import ApplicationError
 from inference_pool.services import pool_stream
 from inference_pool.types import ChatRequest, DoneEvent, ErrorEvent, Telemetry, TokenEvent
-from portal.errors import ApplicationError
 
 
 class Command(BaseCommand):

@@ -21,9 +21,9 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
+from core.logging import TextFormatter
+from core.metrics import metrics_multiprocess_dir_reset
 from inference_pool.local_engines import EngineStartError, ManagedEngine, local_engine_specs, port_in_use
-from portal.logging import TextFormatter
-from portal.metrics import metrics_multiprocess_dir_reset
 
 
 class Command(BaseCommand):

@@ -1,8 +1,8 @@
 """Structured JSON logs carrying request id, tenant id and user id (never message text, PII or secrets).
 
 - :class:`RequestContextFilter` attaches ``request_id``, ``tenant_id``, ``user_id`` (set per request by
-  ``portal.middleware.RequestContextMiddleware``, ``tenants.middleware.CurrentTenantMiddleware`` and the API's
-  authentication; per Celery task by ``portal.observability``) and the OpenTelemetry ``trace_id`` when a span is active.
+  ``core.middleware.RequestContextMiddleware``, ``tenants.middleware.CurrentTenantMiddleware`` and the API's
+  authentication; per Celery task by ``core.observability``) and the OpenTelemetry ``trace_id`` when a span is active.
 - :class:`RedactingFilter` is a safety net: it masks obvious secrets (tokens, keys, passwords, credentials in URLs)
   and PII patterns (e-mail addresses, card numbers, IBANs, SSNs, phone numbers) in the message, its arguments, extra
   fields and tracebacks. Code must still never log prompt text or PII on purpose.

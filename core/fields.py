@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import models
 
-from portal.crypto import InvalidToken, Keyring
+from core.crypto import InvalidToken, Keyring
 
 _TEXT_KEYRING = Keyring("stored-text", ("PII_VAULT_KEY",))
 _PREFIX = "enc:v1:"

@@ -23,7 +23,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from portal.metrics import metrics_refresh_state, metrics_render
+from core.metrics import metrics_refresh_state, metrics_render
 
 logger = logging.getLogger(__name__)
 

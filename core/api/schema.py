@@ -1,6 +1,6 @@
 """OpenAPI schema quality for /api/v1/: the two ways to authenticate and the one error body on every operation.
 
-- ``ApiKeyScheme`` / ``PortalSessionScheme`` describe ``portal.api.auth``'s authentication classes.
+- ``ApiKeyScheme`` / ``PortalSessionScheme`` describe ``tenants.auth``'s authentication classes.
 - ``add_error_responses`` (a drf-spectacular postprocessing hook) documents ``{code, message, details}`` for the
   error statuses every operation can answer (400, 401, 403, 404, 429; 409 for writes), so clients and schemathesis
   know the shape.
@@ -41,7 +41,7 @@ _ERROR_STATUSES = {
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
-    target_class = "portal.api.auth.ApiKeyAuthentication"
+    target_class = "tenants.auth.ApiKeyAuthentication"
     name = "apiKey"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
@@ -51,7 +51,7 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
 
 
 class PortalSessionScheme(OpenApiAuthenticationExtension):
-    target_class = "portal.api.auth.PortalSessionAuthentication"
+    target_class = "tenants.auth.PortalSessionAuthentication"
     name = "sessionAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from django.contrib.auth.models import User
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication, get_authorization_header
 from rest_framework.request import Request
 
-from portal.errors import NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
-from portal.logging import tenant_id_var, user_id_var
+from core.errors import NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
+from core.logging import tenant_id_var, user_id_var
 from tenants.models import ApiKey, Role, Tenant, role_at_least
 from tenants.selectors import api_key_authenticate, membership_get
 from tenants.services import api_key_touch

@@ -9,7 +9,7 @@ Labels never carry PII or free text: only tenant slugs, model/adapter/backend na
   ``PORTAL_METRICS_PORT`` (see ``portal/metrics_views.py``).
 - State gauges (documents by ingestion state, the ingestion queue depth, backend up, breaker open) are set from the
   database at scrape time by :func:`metrics_refresh_state`; other code need not set them.
-- ``/metrics`` is served by ``portal.metrics_views.metrics`` (a bearer token or an allowed network).
+- ``/metrics`` is served by ``core.metrics_views.metrics`` (a bearer token or an allowed network).
 """
 
 from __future__ import annotations

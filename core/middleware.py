@@ -7,7 +7,7 @@ from collections.abc import Callable
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
-from portal.logging import request_id_var, tenant_id_var, user_id_var
+from core.logging import request_id_var, tenant_id_var, user_id_var
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework.throttling import SimpleRateThrottle
 
-from portal.api.auth import ApiKeyPrincipal
+from tenants.auth import ApiKeyPrincipal
 
 
 class ApiKeyRateThrottle(SimpleRateThrottle):
@@ -28,7 +28,7 @@ def api_key_throttle_check(*, key: Any, request: Any = None) -> None:
     from math import ceil
     from types import SimpleNamespace
 
-    from portal.errors import QuotaExceeded
+    from core.errors import QuotaExceeded
 
     throttle = ApiKeyRateThrottle()
     fake = SimpleNamespace(user=ApiKeyPrincipal(key), META=getattr(request, "META", {}))

@@ -1,10 +1,10 @@
 """Metrics, logs and traces for Celery processes (connected by ``portal/celery.py``).
 
 - every task: ``portal_celery_tasks_total{task,state}`` and ``portal_celery_task_seconds{task}``; its logs carry the
-  task id as ``request_id`` (a task that knows its department sets ``portal.logging.tenant_id_var`` itself);
+  task id as ``request_id`` (a task that knows its department sets ``core.logging.tenant_id_var`` itself);
 - a prefork child that exits has its live gauges dropped from the multiprocess directory;
 - with ``PORTAL_METRICS_PORT`` set (containers), the worker's main process serves its merged samples on that port
-  (``portal.metrics_views.worker_metrics_serve``).
+  (``core.metrics_views.worker_metrics_serve``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 from celery import signals
 
-from portal.logging import request_id_var, tenant_id_var, user_id_var
-from portal.metrics import CELERY_TASK_SECONDS, CELERY_TASKS, label_value, metrics_mark_process_dead
+from core.logging import request_id_var, tenant_id_var, user_id_var
+from core.metrics import CELERY_TASK_SECONDS, CELERY_TASKS, label_value, metrics_mark_process_dead
 
 logger = logging.getLogger(__name__)
 _started: dict[str, float] = {}
@@ -54,7 +54,7 @@ def on_worker_ready(**_: Any) -> None:
     port = os.environ.get("PORTAL_METRICS_PORT", "")
     if not port:
         return
-    from portal.metrics_views import worker_metrics_serve
+    from core.metrics_views import worker_metrics_serve
 
     try:
         worker_metrics_serve(host=os.environ.get("PORTAL_METRICS_HOST", "0.0.0.0"), port=int(port))  # noqa: S104

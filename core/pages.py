@@ -10,7 +10,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from portal.errors import ApplicationError, NotAuthenticated
+from core.errors import ApplicationError, NotAuthenticated
 
 
 def render_error(request: HttpRequest, error: ApplicationError) -> HttpResponse:

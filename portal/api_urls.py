@@ -10,7 +10,7 @@ from django.urls import include, path, re_path
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from portal.api import schema  # noqa: F401  (registers the authentication schemes with drf-spectacular)
+from core.api import schema  # noqa: F401  (registers the authentication schemes with drf-spectacular)
 
 API_APPS = ["tenants", "knowledge", "chat", "adapters", "inference_pool", "agents"]
 

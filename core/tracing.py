@@ -18,7 +18,7 @@ Usage (the chat pipeline)::
 
 Short keyword names map to the GenAI conventions (``model`` → ``gen_ai.request.model``, ``input_tokens`` →
 ``gen_ai.usage.input_tokens``, ... see ``GENAI_ATTRIBUTES``); other names become ``portal.<name>``. Values are numbers,
-booleans, short strings or lists of them; strings pass :func:`portal.logging.redact` and are cut to 200 characters.
+booleans, short strings or lists of them; strings pass :func:`core.logging.redact` and are cut to 200 characters.
 Never pass prompt or answer text, file names or PII. Every stage also observes
 ``portal_pipeline_stage_seconds{stage=<name>}`` (do not observe it again), and an exception marks the span as an error
 (``error.type`` = the exception's class) and propagates.
@@ -38,8 +38,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from portal.logging import redact
-from portal.metrics import PIPELINE_STAGE, label_value
+from core.logging import redact
+from core.metrics import PIPELINE_STAGE, label_value
 
 GENAI_ATTRIBUTES: dict[str, str] = {
     "operation": "gen_ai.operation.name",  # chat | embeddings | text_completion
