@@ -6,9 +6,9 @@ import random
 
 import pytest
 
+from core.errors import InvalidInput
 from guardrails.links import LinkStreamFilter, carries_data, is_exfil_url, normalize_hosts, strip_exfil_links
 from guardrails.services import guardrail_policy_update, inspect_output, output_link_filter
-from portal.errors import InvalidInput
 
 ALLOWED = ["intranet.example.com", "*.wiki.example.org"]
 
