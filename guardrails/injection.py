@@ -291,10 +291,10 @@ def _document(
         if hidden_score >= THRESHOLDS["high"][0]:
             score = max(score, min(1.0, hidden_score + 0.1))
             reasons.append("hidden text (HTML comment or invisible styling) carries instructions")
-    score = _obfuscation(hits if (addressed or strong) else [], signals, score, reasons) if score > 0 else score
-    if "tag_characters" in signals and score == 0:
-        score = _obfuscation([], signals, score, reasons)
-    return Detection(score=round(score, 4), classifier=round(c, 4), heuristic=round(score, 4), reasons=tuple(reasons))
+    if score > 0 or "tag_characters" in signals:
+        score = _obfuscation(hits if (addressed or strong) else [], signals, score, reasons)
+    h = heuristics.score(strong)
+    return Detection(score=round(score, 4), classifier=round(c, 4), heuristic=round(h, 4), reasons=tuple(reasons))
 
 
 def decide(score: float, strictness: str) -> Decision:
