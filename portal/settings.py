@@ -65,6 +65,8 @@ CSRF_TRUSTED_ORIGINS = _env_or_fail(env.list, "CSRF_TRUSTED_ORIGINS", default=[]
 PII_VAULT_KEY = env.str("PII_VAULT_KEY", default="")
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_NETWORKS = _env_or_fail(env.list, "METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+# Internal hosts/networks that calls made on a tenant's behalf (agent HTTP tool, webhooks) may reach; platform only.
+EGRESS_ALLOWED_INTERNAL = _env_or_fail(env.list, "EGRESS_ALLOWED_INTERNAL", default=[])
 
 if PRODUCTION:
     _require(
