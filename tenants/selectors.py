@@ -60,6 +60,20 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey:
         raise NotAuthenticated("The API key has expired.")
     if not key.tenant.is_active:
         raise TenantSuspended()
+    if key.created_by_id is not None:  # a key never outlives its issuer's access, nor exceeds it
+        issuer_role = (
+            Membership.objects.for_tenant(key.tenant_id)
+            .filter(user_id=key.created_by_id)
+            .values_list("role", flat=True)
+            .first()
+        )
+        if issuer_role is None:
+            from tenants.services import api_key_revoke_orphaned
+
+            api_key_revoke_orphaned(key=key)
+            raise NotAuthenticated("The API key was revoked: the person who issued it left the department.")
+        if not role_at_least(issuer_role, key.role):
+            key.role = issuer_role  # capped for this request (demotions also cap the stored role)
     return key
 
 
