@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from core.errors import InvalidInput, NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
 from tenants import apikeys
+from tenants.lockout import api_key_failure_record, api_key_failures_check
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant, UsageRecord, role_at_least
 
 
@@ -46,8 +47,20 @@ def membership_require(*, user: User | AnonymousUser, tenant: Tenant | None, min
     return membership
 
 
-def api_key_authenticate(*, raw_key: str) -> ApiKey:
-    """Resolve a tenant from an API key. Unknown, revoked and expired keys are refused alike (401)."""
+def api_key_authenticate(*, raw_key: str, address: str | None = None) -> ApiKey:
+    """Resolve a tenant from an API key. Unknown, revoked and expired keys are refused alike (401). With the
+    client's ``address``, failures are counted and an address with too many gets 429 (tenants.lockout)."""
+    if address is None:
+        return _api_key_authenticate(raw_key)
+    api_key_failures_check(address=address)
+    try:
+        return _api_key_authenticate(raw_key)
+    except NotAuthenticated:
+        api_key_failure_record(address=address)
+        raise
+
+
+def _api_key_authenticate(raw_key: str) -> ApiKey:
     prefix = apikeys.parse_prefix(raw_key)
     if prefix is None:
         raise NotAuthenticated("The API key is malformed.")
@@ -60,6 +73,20 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey:
         raise NotAuthenticated("The API key has expired.")
     if not key.tenant.is_active:
         raise TenantSuspended()
+    if key.created_by_id is not None:  # a key never outlives its issuer's access, nor exceeds it
+        issuer_role = (
+            Membership.objects.for_tenant(key.tenant_id)
+            .filter(user_id=key.created_by_id)
+            .values_list("role", flat=True)
+            .first()
+        )
+        if issuer_role is None:
+            from tenants.services import api_key_revoke_orphaned
+
+            api_key_revoke_orphaned(key=key)
+            raise NotAuthenticated("The API key was revoked: the person who issued it left the department.")
+        if not role_at_least(issuer_role, key.role):
+            key.role = issuer_role  # capped for this request (demotions also cap the stored role)
     return key
 
 
