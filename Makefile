@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: run test install engine system-deps lint typecheck format migrations-check bench-pool bench-retrieval bench-guard bench-chat clean
+.PHONY: run test install engine system-deps lint typecheck format migrations-check bench-pool bench-retrieval bench-guard bench-chat bench-gateway clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -55,6 +55,17 @@ bench-guard: install
 
 bench-chat: install
 	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_chat.py
+
+# LiteLLM's proxy, for comparison only, in its own virtualenv (never in the portal's); fetches nothing at run time
+LITELLM_VENV := var/litellm-venv
+$(LITELLM_VENV)/.installed:
+	@test -x $(LITELLM_VENV)/bin/python || $(PY) -m venv $(LITELLM_VENV)
+	@echo "[bench-gateway] installing litellm[proxy]==1.108.7 into $(LITELLM_VENV) (first time only)"
+	@$(LITELLM_VENV)/bin/pip install -q 'litellm[proxy]==1.108.7'
+	@touch $@
+
+bench-gateway: install $(LITELLM_VENV)/.installed
+	@LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python bench/bench_gateway.py
 
 clean:
 	rm -rf $(VENV) var
