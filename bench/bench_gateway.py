@@ -329,6 +329,18 @@ def db_counters(uri: str) -> tuple[int, int]:
     return int(calls), int(xacts)
 
 
+def top_statements(uri: str, limit: int = 40) -> list[tuple[int, str]]:
+    import psycopg
+
+    with psycopg.connect(uri, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT calls, query FROM pg_stat_statements WHERE query NOT ILIKE '%%pg_stat%%' "
+            "ORDER BY calls DESC LIMIT %s",
+            [limit],
+        ).fetchall()
+    return [(int(c), " ".join(q.split())[:160]) for c, q in rows]
+
+
 def db_reset(uri: str) -> None:
     import psycopg
 
@@ -374,6 +386,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=12, help="requests per concurrency-1 batch")
     parser.add_argument("--batch16", type=int, default=48, help="requests per concurrency-16 batch")
     parser.add_argument("--tokens", type=int, default=64, help="tokens per answer")
+    parser.add_argument("--show-queries", action="store_true", help="list the portal's most frequent statements")
     parser.add_argument("--setup-portal-database", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.setup_portal_database:
@@ -506,6 +519,7 @@ def main() -> None:
 
         results = uvloop.run(run_rounds(paths, args, measure_start))
         counters["end"] = db_counters(uri)
+        top = top_statements(uri) if args.show_queries else []
         load_after = os.getloadavg()
         portal_log.flush()
         access_lines = sum(1 for _ in (tmp / "portal.log").open())
@@ -566,6 +580,8 @@ def main() -> None:
         f"({qpr:.2f} statements, {xacts / max(portal_requests, 1):.2f} transactions per request); "
         f"portal log lines during the run: {access_lines}"
     )
+    for calls_, query in top:
+        print(f"  {calls_:>6}  {query}")
     print(
         f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
         f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}"
