@@ -25,4 +25,4 @@ def _fresh_local_caches():  # type: ignore[no-untyped-def]
     local_caches_clear()
 
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.sso_providers"]
