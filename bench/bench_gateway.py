@@ -35,6 +35,7 @@ import multiprocessing
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -292,7 +293,7 @@ def start_postgres(tmp: Path) -> tuple[Any, str]:
     server = get_server(pgdata, cleanup_mode=None)
     conf = pgdata / "postgresql.conf"
     with conf.open("a") as f:
-        f.write("\nshared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n")
+        f.write("\nshared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = top\n")
     pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=server.system_user)
     import atexit
 
@@ -387,6 +388,9 @@ def main() -> None:
     parser.add_argument("--batch16", type=int, default=48, help="requests per concurrency-16 batch")
     parser.add_argument("--tokens", type=int, default=64, help="tokens per answer")
     parser.add_argument("--show-queries", action="store_true", help="list the portal's most frequent statements")
+    parser.add_argument(
+        "--py-spy", metavar="OUT", help="profile the portal's process with this py-spy binary's output (raw)"
+    )
     parser.add_argument("--setup-portal-database", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.setup_portal_database:
@@ -514,6 +518,15 @@ def main() -> None:
         def measure_start() -> None:
             db_reset(uri)
             counters["start"] = db_counters(uri)
+            if args.py_spy:
+                spy = shutil.which("py-spy") or "py-spy"
+                procs.append(
+                    subprocess.Popen(
+                        [spy, "record", "-p", str(portal.pid), "-r", "200", "-f", "raw", "-o", args.py_spy],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
 
         import uvloop
 
@@ -524,8 +537,15 @@ def main() -> None:
         portal_log.flush()
         access_lines = sum(1 for _ in (tmp / "portal.log").open())
     finally:
-        for proc in procs:
-            proc.terminate()
+        for proc in reversed(procs):  # py-spy first: it writes its profile on SIGINT
+            if proc.args[1:2] == ["record"]:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            else:
+                proc.terminate()
         for proc in procs:
             try:
                 proc.wait(timeout=15)

@@ -336,6 +336,7 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "tenants.models.Role",
+        "TenantStatusEnum": "tenants.models.Tenant.Status",
         "AccessEnum": "knowledge.models.Access",
         "KnowledgeBaseRoleEnum": ["member", "viewer", "admin", "owner"],
         "AgentToolEnum": ["knowledge_search", "read_document", "http_request", "calculator"],
