@@ -40,6 +40,12 @@ class PolicySerializer(serializers.Serializer[ResolvedPolicy]):
         child=serializers.ListField(child=serializers.CharField(max_length=200)),
         help_text="entity type → terms that are always that entity",
     )
+    link_hosts = serializers.ListField(
+        child=serializers.CharField(max_length=253),
+        required=False,
+        help_text="hosts (subdomains included) answers may link to with data in the URL; links and images with a "
+        "query string or a long path to other hosts are removed from answers",
+    )
     version = serializers.CharField(read_only=True, help_text="changes with every edit")
 
 
@@ -51,6 +57,7 @@ def _policy_data(policy: ResolvedPolicy) -> dict[str, Any]:
             {"entity_type": p.entity_type, "pattern": p.pattern, "score": p.score} for p in policy.custom_patterns
         ],
         "deny_lists": {k: list(v) for k, v in policy.deny_lists},
+        "link_hosts": list(policy.link_hosts),
         "version": policy.version,
     }
 
@@ -73,8 +80,11 @@ class GuardrailPolicyView(JsonViewSet):
         data = dict(body.validated_data)
         if not partial:
             data.setdefault("entity_actions", dict(DEFAULT_ENTITY_ACTIONS))
+            data.setdefault("link_hosts", [])
         if "custom_recognizers" in data:
             data["custom_recognizers"] = [dict(r) for r in data["custom_recognizers"]]
+        if "link_hosts" in data:
+            data["link_hosts"] = list(data["link_hosts"])
         guardrail_policy_update(tenant=caller.tenant, actor=caller.user, **data)
         return Response(_policy_data(guardrail_policy_get(tenant=caller.tenant)))
 

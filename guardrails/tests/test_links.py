@@ -8,7 +8,9 @@ import pytest
 
 from core.errors import InvalidInput
 from guardrails.links import LinkStreamFilter, carries_data, is_exfil_url, normalize_hosts, strip_exfil_links
+from guardrails.selectors import guardrail_policy_get
 from guardrails.services import guardrail_policy_update, inspect_output, output_link_filter
+from tests.api_harness import api_call, api_keys, assert_error_body  # noqa: F401  (api_keys: a fixture)
 
 ALLOWED = ["intranet.example.com", "*.wiki.example.org"]
 
@@ -131,3 +133,21 @@ def test_link_hosts_are_validated(world):
         guardrail_policy_update(tenant=world.tenant, link_hosts=["evil example/?"])
     with pytest.raises(InvalidInput, match="list of host names"):
         guardrail_policy_update(tenant=world.tenant, link_hosts="intranet.example.com")  # type: ignore[arg-type]
+
+
+def test_link_hosts_through_the_policy_api(world, api_keys):  # noqa: F811
+    key = api_keys["admin"]
+    response = api_call("patch", "/api/v1/guardrail-policy/", key=key, body={"link_hosts": ["Wiki.Corp.Example"]})
+    assert response.status_code == 200, response.json_body
+    assert response.json_body["link_hosts"] == ["wiki.corp.example"]
+    assert guardrail_policy_get(tenant=world.tenant).link_hosts == ("wiki.corp.example",)
+    assert guardrail_policy_get(tenant=world.other_tenant).link_hosts == ()
+    bad = api_call("patch", "/api/v1/guardrail-policy/", key=key, body={"link_hosts": ["not a host/?"]})
+    assert_error_body(bad, 400)
+    assert "not a host name" in bad.json_body["message"]
+    assert_error_body(
+        api_call("patch", "/api/v1/guardrail-policy/", key=api_keys["member"], body={"link_hosts": ["x.example"]}), 403
+    )
+    put = {"entity_actions": {}, "injection_strictness": "medium", "custom_recognizers": [], "deny_lists": {}}
+    assert api_call("put", "/api/v1/guardrail-policy/", key=key, body=put).status_code == 200
+    assert guardrail_policy_get(tenant=world.tenant).link_hosts == ()  # PUT without the field: back to none
