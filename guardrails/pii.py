@@ -570,9 +570,8 @@ class Re2PatternRecognizer(LocalRecognizer):
     def __init__(self, *, entity_type: str, patterns: list[tuple[str, Any, float]], budget_s: float) -> None:
         self.patterns = patterns
         self.budget_s = budget_s
-        super().__init__(
-            supported_entities=[entity_type], name=f"custom:{entity_type}", supported_language=LANGUAGE, context=[]
-        )
+        self.label: str = f"custom:{entity_type}"
+        super().__init__(supported_entities=[entity_type], name=self.label, supported_language=LANGUAGE, context=[])
 
     def load(self) -> None:
         return None
@@ -591,10 +590,10 @@ class Re2PatternRecognizer(LocalRecognizer):
                             end=match.end(),
                             score=score,
                             analysis_explanation=AnalysisExplanation(
-                                recognizer=self.name, original_score=score, pattern_name=name
+                                recognizer=self.label, original_score=score, pattern_name=name
                             ),
                             recognition_metadata={
-                                RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                                RecognizerResult.RECOGNIZER_NAME_KEY: self.label,
                                 RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
                             },
                         )

@@ -61,6 +61,7 @@ class ResolvedPolicy:
     injection_strictness: str = "medium"
     custom_patterns: tuple[CustomPattern, ...] = ()
     deny_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    link_hosts: tuple[str, ...] = ()
 
     def action(self, entity_type: str) -> str:
         return self.entity_actions.get(entity_type, "mask")
@@ -168,3 +169,26 @@ def validate_deny_lists(raw: object) -> dict[str, list[str]]:
     if total > MAX_DENY_TERMS:
         raise ValueError(f"At most {MAX_DENY_TERMS} deny-list terms are allowed.")
     return out
+
+
+MAX_LINK_HOSTS = 200
+_HOST_RE = re.compile(
+    r"^(?:\*\.)?(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+)
+
+
+def validate_link_hosts(raw: object) -> list[str]:
+    """Host names answers may link to with data in the URL (``intranet.example.com``; subdomains included)."""
+    if not isinstance(raw, list) or not all(isinstance(h, str) for h in raw):
+        raise ValueError("Allowed link hosts must be a list of host names.")
+    out = set()
+    for entry in raw:
+        host = entry.strip().lower().removeprefix("https://").removeprefix("http://").rstrip("/")
+        if not host:
+            continue
+        if not _HOST_RE.match(host):
+            raise ValueError(f"'{entry.strip()}' is not a host name (write it like intranet.example.com).")
+        out.add(host.removeprefix("*."))
+    if len(out) > MAX_LINK_HOSTS:
+        raise ValueError(f"At most {MAX_LINK_HOSTS} allowed link hosts.")
+    return sorted(out)

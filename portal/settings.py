@@ -122,6 +122,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "portal",
     "tenants",
+    "identity",
     "inference_pool",
     "adapters",
     "guardrails",
@@ -141,6 +142,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "identity.middleware.SignInPolicyMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "tenants.middleware.CurrentTenantMiddleware",
@@ -180,7 +182,23 @@ else:
     from portal.embedded import embedded_database_settings
 
     DATABASES = {"default": embedded_database_settings(VAR_DIR)}
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+# Connections: production keeps them, in psycopg's pool (``DATABASE_POOL``, on by default in production): a request
+# borrows one for each blocking step and gives it back, so no request pays a PostgreSQL connection (about 5 per
+# request without it) and the number of server connections stays bounded however many threads ask. Without the pool,
+# ``CONN_MAX_AGE`` (seconds; 0: one connection per request) and ``CONN_HEALTH_CHECKS`` apply as Django documents.
+DATABASE_POOL = _strict_bool("DATABASE_POOL", default=PRODUCTION)
+if DATABASE_POOL:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections (Django refuses both together)
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        "max_idle": 300.0,
+        "max_lifetime": 1800.0,
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = _strict_bool("CONN_HEALTH_CHECKS", default=True)
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_portal")}
 # the same PostgreSQL backend, counted by django-prometheus (queries, errors, connections on /metrics)
 DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
@@ -270,6 +288,13 @@ CHAT_BLOCKING_WORKERS = env.int("CHAT_BLOCKING_WORKERS", default=2)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+# Single sign-on from the environment (identity/): these three name one OpenID Connect provider (slug "sso");
+# more providers, SAML ones and the group → department mapping are set in the admin console.
+OIDC_ISSUER = env.str("OIDC_ISSUER", default="")
+OIDC_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="")
+OIDC_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="")
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -326,6 +351,7 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "tenants.models.Role",
+        "TenantStatusEnum": "tenants.models.Tenant.Status",
         "AccessEnum": "knowledge.models.Access",
         "KnowledgeBaseRoleEnum": ["member", "viewer", "admin", "owner"],
         "AgentToolEnum": ["knowledge_search", "read_document", "http_request", "calculator"],
@@ -338,6 +364,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- Logging --------------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# One line per HTTP request from the ASGI server (off by default: the load balancer or proxy in front keeps them).
+ACCESS_LOG = _strict_bool("ACCESS_LOG", default=False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -356,8 +384,17 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # configuring "uvicorn" would otherwise make uvicorn.access propagate to it again (dictConfig resets child
+        # loggers), and `uvicorn --no-access-log` would still write (and format) a line per request
+        "uvicorn.access": {
+            "handlers": ["console"] if ACCESS_LOG else [],
+            "level": "INFO" if ACCESS_LOG else "WARNING",
+            "propagate": False,
+        },
         "django.db.backends": {"level": "WARNING"},
         "presidio-analyzer": {"level": "ERROR"},
+        "xmlschema": {"level": "WARNING"},  # pysaml2's schema loader: one INFO line per import otherwise
+        "saml2": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},  # huggingface_hub's transport: one INFO line per engine request otherwise
     },

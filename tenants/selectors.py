@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+import hmac
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -10,9 +12,16 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from core.errors import InvalidInput, NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
+from core.localcache import LocalCache
 from tenants import apikeys
 from tenants.lockout import api_key_failure_record, api_key_failures_check
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant, UsageRecord, role_at_least
+
+# Keys by the SHA-256 of the full key (never the key itself), with their department and creator loaded. Strict: a
+# revoked key, a changed role or scopes, a suspended department is refused by the very next request in every process
+# (``tenants.signals`` invalidates on every change of a key, a department or a membership).
+API_KEY_CACHE: LocalCache[ApiKey | None] = LocalCache("tenants.api_keys", ttl=60.0, strict=True)
+MEMBERSHIP_CACHE: LocalCache[Membership | None] = LocalCache("tenants.memberships", ttl=60.0, strict=True)
 
 
 def membership_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Membership]:
@@ -26,9 +35,18 @@ def membership_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Membersh
 
 
 def membership_get(*, user: User | AnonymousUser, tenant: Tenant | int) -> Membership | None:
-    if not user.is_authenticated:
+    """The user's membership of the department (with the department), or None. Cached in-process; every change of
+    a membership or a department invalidates it at once (strict), so a removed member is refused at once."""
+    if not user.is_authenticated or tenant is None:
         return None
-    return Membership.objects.for_tenant(tenant).select_related("tenant").filter(user_id=user.pk).first()
+    tenant_id = tenant if isinstance(tenant, int) else tenant.pk
+    user_id = user.pk
+
+    def load() -> Membership | None:
+        return Membership.objects.for_tenant(tenant_id).select_related("tenant").filter(user_id=user_id).first()
+
+    found = MEMBERSHIP_CACHE.get_or_load((user_id, tenant_id), load)
+    return copy.copy(found) if found is not None else None
 
 
 def membership_require(*, user: User | AnonymousUser, tenant: Tenant | None, min_role: str = "viewer") -> Membership:
@@ -47,9 +65,19 @@ def membership_require(*, user: User | AnonymousUser, tenant: Tenant | None, min
     return membership
 
 
+def _api_key_load(prefix: str, hashed: str) -> ApiKey | None:
+    key = ApiKey.unscoped.select_related("tenant", "created_by").filter(prefix=prefix).first()
+    if key is None or not hmac.compare_digest(key.hashed_secret, hashed):
+        return None
+    return key
+
+
 def api_key_authenticate(*, raw_key: str, address: str | None = None) -> ApiKey:
     """Resolve a tenant from an API key. Unknown, revoked and expired keys are refused alike (401). With the
-    client's ``address``, failures are counted and an address with too many gets 429 (tenants.lockout)."""
+    client's ``address``, failures are counted and an address with too many gets 429 (tenants.lockout).
+
+    The key (with its department and creator) comes from an in-process cache that every change of a key, a
+    department or a membership invalidates at once; the caller gets its own copy."""
     if address is None:
         return _api_key_authenticate(raw_key)
     api_key_failures_check(address=address)
@@ -64,9 +92,11 @@ def _api_key_authenticate(raw_key: str) -> ApiKey:
     prefix = apikeys.parse_prefix(raw_key)
     if prefix is None:
         raise NotAuthenticated("The API key is malformed.")
-    key = ApiKey.unscoped.select_related("tenant").filter(prefix=prefix).first()
-    if key is None or not apikeys.matches(raw_key, key.hashed_secret):
+    hashed = apikeys.hash_key(raw_key)
+    cached = API_KEY_CACHE.get_or_load(hashed, lambda: _api_key_load(prefix, hashed))
+    if cached is None:
         raise NotAuthenticated("The API key is not valid.")
+    key = copy.copy(cached)
     if key.revoked_at is not None:
         raise NotAuthenticated("The API key was revoked.")
     if key.expires_at is not None and key.expires_at <= timezone.now():
@@ -228,3 +258,14 @@ def user_get_by_username(*, username: str) -> User:
     if user is None:
         raise InvalidInput("There is no active user with that username.", details={"username": ["unknown user"]})
     return user
+
+
+def membership_list_all_for_user(*, user_id: int) -> QuerySet[Membership]:
+    """Every membership of a user, suspended departments included (for directory sync and deprovisioning)."""
+    return Membership.unscoped.filter(user_id=user_id).select_related("tenant").order_by("tenant_id")
+
+
+def api_key_list_created_by(*, user_id: int, active_only: bool = True) -> QuerySet[ApiKey]:
+    """The API keys a user created, across departments (deprovisioning revokes them)."""
+    qs = ApiKey.unscoped.filter(created_by_id=user_id).select_related("tenant").order_by("id")
+    return qs.filter(revoked_at__isnull=True) if active_only else qs

@@ -189,12 +189,19 @@ def api_key_revoke(*, tenant: Tenant, key_id: int, actor: User | None = None) ->
     return key
 
 
+_last_touch: dict[int, datetime] = {}
+
+
 def api_key_touch(*, key: ApiKey) -> None:
-    """Record last use, at most once a minute per key (cheap on hot paths)."""
+    """Record last use, at most once a minute per key and process (no query on the hot path otherwise)."""
     now = timezone.now()
-    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
+    last = max((t for t in (key.last_used_at, _last_touch.get(key.pk)) if t is not None), default=None)
+    if last is None or (now - last).total_seconds() > 60:
         ApiKey.unscoped.filter(pk=key.pk).update(last_used_at=now)
-        key.last_used_at = now
+        if len(_last_touch) > 10_000:
+            _last_touch.clear()
+        _last_touch[key.pk] = last = now
+    key.last_used_at = last
 
 
 @transaction.atomic
