@@ -86,16 +86,16 @@ def main() -> None:
             return f"{sum(result.counts.values())} masked"
 
         def inspected(text: str = text) -> str:
-            return inspect_input(tenant=tenant, text=text).action
+            return str(inspect_input(tenant=tenant, text=text).decision)
 
         def chunks(text: str = text) -> str:
-            return ",".join(sorted({v.action for v in inspect_chunks(tenant=tenant, texts=[text[:4000]] * 4)}))
+            return ",".join(sorted({str(v.decision) for v in inspect_chunks(tenant=tenant, texts=[text[:4000]] * 4)}))
 
         def output(text: str = text, scope: str = scope) -> str:
             verdict = inspect_output(
                 tenant=tenant, scope_key=scope, text=text, user_text="hi", canary="c4n4ry-x", sources=[text[:2000]]
             )
-            return getattr(verdict, "action", "checked")
+            return "blocked" if getattr(verdict, "blocked", False) else "checked"
 
         def search(text: str = text) -> str:
             hits = chunk_search(tenant=tenant, knowledge_base_ids=[kb.pk], query=text[:2000], k=4, role=Role.VIEWER)
@@ -115,7 +115,7 @@ def main() -> None:
     try:
         parsed = parse_document_isolated(data=b"Travel policy: economy class.", filename="ok.txt", limits=limits)
         verdict = inspect_input(tenant=tenant, text="What is the travel policy?")
-        alive = int(parsed.sections[0].text.startswith("Travel") and verdict.action == "allow")
+        alive = int(parsed.sections[0].text.startswith("Travel") and verdict.decision == "allow")
     except Exception as exc:
         print(f"not alive: {type(exc).__name__}: {exc}")
     over = sum(1 for _, _, ms, _ in rows if ms > BUDGET_MS)

@@ -62,7 +62,9 @@ def test_a_hostile_upload_ends_as_failed_or_indexed_and_the_next_file_is_indexed
     deep = next(c for c in FILES if c.name == "deep-html-unclosed")
     for case in (laughs, deep):
         [result] = document_upload(
-            knowledge_base=kb, actor=world.member, files=[SimpleUploadedFile(case.filename, case.data)]
+            knowledge_base=kb,
+            actor=world.member,
+            files=[SimpleUploadedFile(case.filename, case.data)],  # type: ignore[list-item]
         )
         _within_budget(lambda result=result: document_ingest(document_id=result.document.pk))
         doc = Document.objects.for_tenant(world.tenant).get(pk=result.document.pk)
@@ -70,7 +72,11 @@ def test_a_hostile_upload_ends_as_failed_or_indexed_and_the_next_file_is_indexed
         assert doc.status == "indexed" or doc.error
         if case is laughs and doc.status == "indexed":
             assert not any("lollollol" * 1000 in c.text for c in doc.chunks.all())  # entities never expanded
-    [ok] = document_upload(knowledge_base=kb, actor=world.member, files=[SimpleUploadedFile("ok.txt", b"Fine text.")])
+    [ok] = document_upload(
+        knowledge_base=kb,
+        actor=world.member,
+        files=[SimpleUploadedFile("ok.txt", b"Fine text.")],  # type: ignore[list-item]
+    )
     document_ingest(document_id=ok.document.pk)
     assert Document.objects.for_tenant(world.tenant).get(pk=ok.document.pk).status == "indexed"
 
