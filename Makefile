@@ -56,6 +56,9 @@ bench-retrieval: install engine
 bench-guard: install
 	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_guard.py
 
+bench-hostile: install
+	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_hostile.py
+
 # Retrain the injection classifier from the training data (about 6 minutes on 2 cores); writes
 # guardrails/data/injection_model.json.gz byte for byte the same from the same data.
 train-injection: install

@@ -13,6 +13,9 @@ os.environ.setdefault("PORTAL_EPHEMERAL_DB", "1")
 @pytest.fixture(autouse=True)
 def _fast_passwords(settings):  # type: ignore[no-untyped-def]
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # the test client always comes from 127.0.0.1: the per-address limit on failed API-key attempts (tenants.lockout)
+    # would carry one test's deliberate failures into the next; the tests of that limit set their own
+    settings.API_KEY_FAILURES_PER_ADDRESS = 1_000_000
 
 
 @pytest.fixture(autouse=True)

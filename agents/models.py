@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from core.fields import EncryptedTextField
 from tenants.models import ApiKey, Role, TenantOwned
 
 
@@ -82,9 +83,10 @@ class AgentRun(TenantOwned):
     )
     api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
-    input = models.TextField(help_text="the task as the person wrote it (shown to the department only)")
+    # the task and the answer hold raw personal data: encrypted at rest like chat messages (PII_VAULT_KEY)
+    input = EncryptedTextField(help_text="the task as the person wrote it (shown to the department only)")
     input_masked = models.TextField(blank=True, default="", help_text="the task with PII replaced by placeholders")
-    result = models.TextField(blank=True, default="")
+    result = EncryptedTextField(blank=True, default="")
     error_code = models.CharField(max_length=40, blank=True, default="")
     error = models.TextField(blank=True, default="")
     # --- execution state -------------------------------------------------------------------------------------
@@ -287,3 +289,30 @@ class WebhookEndpoint(TenantOwned):
 
     def __str__(self) -> str:
         return self.url
+
+
+class WebhookDelivery(TenantOwned):
+    """One event owed to one endpoint. A row per delivery lets the sweep (``agents.webhook_sweep``) send again what
+    a lost broker message left pending, and makes a duplicate message harmless (a delivered row is not resent)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="+")
+    event = models.ForeignKey(AgentEvent, on_delete=models.CASCADE, related_name="+")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status = models.CharField(max_length=80, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(TenantOwned.Meta):
+        constraints = [models.UniqueConstraint(fields=["endpoint", "event"], name="uniq_webhook_delivery")]
+        indexes = [
+            models.Index(fields=["updated_at"], name="webhook_delivery_pending", condition=models.Q(state="pending"))
+        ]
+
+    def __str__(self) -> str:
+        return f"event {self.event_id} → endpoint {self.endpoint_id}: {self.state}"

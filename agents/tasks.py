@@ -8,6 +8,7 @@
   queues them again; scheduled by beat every ``AGENT_SWEEP_INTERVAL`` seconds and run once when a worker starts
   (for runs whose lease is still live then, the step is queued for the moment the lease expires).
 - ``agents.deliver_webhook(endpoint_id, event_id)``: one signed POST, retried with backoff.
+- ``agents.webhook_sweep``: beat; re-queues deliveries a lost broker message left pending.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from django.db import close_old_connections
 from django.db.models import Q
 from django.utils import timezone
 
+from agents import webhooks
 from agents.dispatch import QUEUE, enqueue_step
 from agents.models import AgentRun, RunStatus
 from agents.runner import agent_run_fail, agent_run_step
@@ -113,6 +115,13 @@ def resume_stalled(include_live: bool = False) -> int:
 def deliver_webhook(endpoint_id: int, event_id: int) -> int:
     close_old_connections()
     return webhook_deliver(endpoint_id=int(endpoint_id), event_id=int(event_id))
+
+
+@shared_task(name="agents.webhook_sweep", queue=QUEUE, ignore_result=True, acks_late=False, time_limit=60)
+def webhook_sweep() -> int:
+    """Beat: re-queue webhook deliveries a lost broker message left pending."""
+    close_old_connections()
+    return webhooks.webhook_sweep()
 
 
 @worker_ready.connect

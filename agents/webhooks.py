@@ -14,19 +14,22 @@ import hmac
 import json
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from agents.crypto import decrypt
-from agents.models import AgentEvent, WebhookEndpoint
+from agents.models import AgentEvent, WebhookDelivery, WebhookEndpoint
 from core.egress import EgressRefused, egress_client
 
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Portal-Signature"
 DELIVERY_TIMEOUT_S = 10.0
+MAX_ATTEMPTS = 9  # the first try and the task's 8 retries (sweeps re-queue, they do not add attempts beyond this)
 
 
 def sign(*, secret: str, body: bytes, timestamp: int) -> str:
@@ -62,9 +65,34 @@ def webhook_fanout(*, event: AgentEvent) -> int:
         return 0
     from agents.dispatch import enqueue_webhook
 
+    WebhookDelivery.unscoped.bulk_create(
+        [WebhookDelivery(tenant_id=event.tenant_id, endpoint=e, event=event) for e in endpoints],
+        ignore_conflicts=True,
+    )
     for endpoint in endpoints:
         enqueue_webhook(endpoint_id=endpoint.pk, event_id=event.pk)
     return len(endpoints)
+
+
+def webhook_sweep(*, stale_after: timedelta | None = None, limit: int = 500) -> int:
+    """Safety net for lost broker messages: deliveries still pending and untouched for ``WEBHOOK_STALE_SECONDS``
+    (longer than the longest retry backoff) are queued again. Returns how many."""
+    from agents.dispatch import enqueue_webhook
+
+    stale_after = stale_after or timedelta(seconds=int(getattr(settings, "WEBHOOK_STALE_SECONDS", 900)))
+    cutoff = timezone.now() - stale_after
+    stale = list(
+        WebhookDelivery.unscoped.filter(state=WebhookDelivery.State.PENDING, updated_at__lt=cutoff)
+        .order_by("updated_at")
+        .values_list("pk", "endpoint_id", "event_id")[:limit]
+    )
+    if not stale:
+        return 0
+    WebhookDelivery.unscoped.filter(pk__in=[pk for pk, _, _ in stale]).update(updated_at=timezone.now())
+    for _, endpoint_id, event_id in stale:
+        enqueue_webhook(endpoint_id=endpoint_id, event_id=event_id)
+    logger.info("webhook sweep re-queued %s deliveries", len(stale))
+    return len(stale)
 
 
 def webhook_body(event: AgentEvent) -> bytes:
@@ -90,6 +118,11 @@ def webhook_deliver(*, endpoint_id: int, event_id: int) -> int:
     event = AgentEvent.unscoped.filter(pk=event_id).first()
     if endpoint is None or event is None or endpoint.tenant_id != event.tenant_id:
         return 0
+    delivery, _ = WebhookDelivery.unscoped.get_or_create(
+        endpoint=endpoint, event=event, defaults={"tenant_id": event.tenant_id}
+    )
+    if delivery.state != WebhookDelivery.State.PENDING:
+        return 0  # a duplicate message (e.g. re-queued by the sweep after all): delivered or given up already
     body = webhook_body(event)
     headers = {
         "Content-Type": "application/json",
@@ -112,6 +145,18 @@ def webhook_deliver(*, endpoint_id: int, event_id: int) -> int:
         status_text, refused = "refused: the URL is not valid", True
     except httpx.HTTPError as exc:
         status_text = type(exc).__name__
+    attempts = delivery.attempts + 1
+    given_up = not ok and (refused or attempts >= MAX_ATTEMPTS)
+    state = (
+        WebhookDelivery.State.DELIVERED
+        if ok
+        else WebhookDelivery.State.FAILED
+        if given_up
+        else WebhookDelivery.State.PENDING
+    )
+    WebhookDelivery.unscoped.filter(pk=delivery.pk).update(
+        state=state, attempts=attempts, last_status=status_text[:80], updated_at=timezone.now()
+    )
     with transaction.atomic():
         fields: dict[str, Any] = {"last_delivery_at": timezone.now(), "last_status": status_text[:80]}
         if ok:
@@ -124,6 +169,9 @@ def webhook_deliver(*, endpoint_id: int, event_id: int) -> int:
     if refused:
         logger.warning("webhook %s refused by the egress guard", endpoint.pk)
         return 0  # retrying cannot help: the destination is internal
+    if given_up:
+        logger.warning("webhook delivery %s given up after %s attempts", delivery.pk, attempts)
+        return 0
     if not ok:
         raise DeliveryFailed(f"webhook {endpoint.pk}: {status_text}")
     return 1

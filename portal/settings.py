@@ -404,6 +404,8 @@ LOGGING = {
 # A periodic task that could not run within its interval is dropped (``expires``), not queued up behind a busy worker.
 INGEST_SWEEP_INTERVAL = env.float("INGEST_SWEEP_INTERVAL", default=300.0)
 QUOTA_SWEEP_INTERVAL = env.float("QUOTA_SWEEP_INTERVAL", default=300.0)
+WEBHOOK_SWEEP_INTERVAL = env.float("WEBHOOK_SWEEP_INTERVAL", default=300.0)
+WEBHOOK_STALE_SECONDS = env.int("WEBHOOK_STALE_SECONDS", default=900)
 CELERY_BEAT_SCHEDULE = {
     "inference_pool.probe_backends": {
         "task": "inference_pool.probe_backends",
@@ -424,5 +426,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "agents.resume_stalled",
         "schedule": AGENT_SWEEP_INTERVAL,
         "options": {"expires": AGENT_SWEEP_INTERVAL, "queue": "agents"},
+    },
+    "agents.webhook_sweep": {
+        "task": "agents.webhook_sweep",
+        "schedule": WEBHOOK_SWEEP_INTERVAL,
+        "options": {"expires": WEBHOOK_SWEEP_INTERVAL, "queue": "agents"},
     },
 }

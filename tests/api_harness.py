@@ -40,8 +40,11 @@ class ApiKeys:
 def make_api_keys(world: Any) -> ApiKeys:
     out = ApiKeys(secrets={"anonymous": None})
     for role in (Role.VIEWER, Role.MEMBER, Role.ADMIN, Role.OWNER):
+        # a key never exceeds its issuer's role (tenants.selectors.api_key_authenticate caps it): the owner issues
+        # the owner key
+        issuer = world.owner if role == Role.OWNER else world.admin
         key, secret = api_key_create(
-            tenant=world.tenant, name=f"{role} key", role=role, scopes=ALL_SCOPES, created_by=world.admin
+            tenant=world.tenant, name=f"{role} key", role=role, scopes=ALL_SCOPES, created_by=issuer
         )
         out.secrets[str(role)], out.keys[str(role)] = secret, key
     key, secret = api_key_create(tenant=world.tenant, name="revoked", role=Role.ADMIN, scopes=ALL_SCOPES)

@@ -186,7 +186,7 @@ def test_a_webhook_to_an_internal_address_is_not_delivered(world: Any, local_ser
     assert WebhookEndpoint.unscoped.get(pk=endpoint.pk).last_status.startswith("refused: 127.0.0.1 is this machine")
 
 
-def _secret() -> str:
+def _secret() -> bytes:
     from agents.crypto import encrypt
 
     return encrypt("whsec_test")
