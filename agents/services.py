@@ -10,7 +10,8 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agents import crypto
+from agents import crypto, dispatch
+from agents.checkpoints import scope_key
 from agents.events import event_append, status_data, step_public
 from agents.models import (
     AgentDefinition,
@@ -24,7 +25,6 @@ from agents.models import (
     StepStatus,
     WebhookEndpoint,
 )
-from agents.runner import scope_key
 from agents.selectors import agent_run_may_cancel, agent_run_may_decide
 from agents.tools import TOOLS, ToolError, normalize_url
 from core.errors import Conflict, GuardrailBlocked, InvalidInput, NotFound, PermissionDenied
@@ -260,10 +260,8 @@ def agent_run_start(
             ip=ip,
             details={"definition_id": definition.pk, "input_guard": verdict.decision},
         )
-        from agents.dispatch import enqueue_step
-
         run_id = run.pk
-        transaction.on_commit(lambda: enqueue_step(run_id=run_id, checkpoint=0))
+        transaction.on_commit(lambda: dispatch.enqueue_step(run_id=run_id, checkpoint=0))
     run.refresh_from_db()
     return run
 
@@ -367,10 +365,8 @@ def agent_run_decide(
         locked.updated_at = now
         locked.save()
         event_append(locked, "status", status_data(locked))
-        from agents.dispatch import enqueue_step
-
         run_id, checkpoint = locked.pk, locked.checkpoint
-        transaction.on_commit(lambda: enqueue_step(run_id=run_id, checkpoint=checkpoint))
+        transaction.on_commit(lambda: dispatch.enqueue_step(run_id=run_id, checkpoint=checkpoint))
     else:
         call.status = StepStatus.SKIPPED if call.status == StepStatus.PENDING else StepStatus.FAILED
         call.payload = {**call.payload, "rejected": True}

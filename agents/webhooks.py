@@ -18,8 +18,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from agents import dispatch
 from agents.crypto import decrypt
-from agents.models import AgentEvent, WebhookEndpoint
+from agents.models import AgentEvent, AgentRun, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ def verify(*, secret: str, body: bytes, header: str, tolerance_s: int = 300, now
 
 def webhook_fanout(*, event: AgentEvent) -> int:
     """Queue one delivery per matching active endpoint. Returns how many."""
-    from agents.models import AgentRun
-
     definition_id = AgentRun.unscoped.filter(pk=event.run_id).values_list("definition_id", flat=True).first()
     endpoints = [
         e
@@ -58,10 +57,8 @@ def webhook_fanout(*, event: AgentEvent) -> int:
     ]
     if not endpoints:
         return 0
-    from agents.dispatch import enqueue_webhook
-
     for endpoint in endpoints:
-        enqueue_webhook(endpoint_id=endpoint.pk, event_id=event.pk)
+        dispatch.enqueue_webhook(endpoint_id=endpoint.pk, event_id=event.pk)
     return len(endpoints)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -120,3 +121,12 @@ def backend_register(
                 },
             )
     return row
+
+
+async def pool_close() -> None:
+    """Close the running event loop's router (its HTTP connections), e.g. before that loop is stopped."""
+    from inference_pool.router import _routers
+
+    router = _routers.get(asyncio.get_running_loop())
+    if router is not None:
+        await router.aclose()
