@@ -21,6 +21,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from agents.events import event_frame, run_group
 from agents.models import AgentRun
 from agents.selectors import agent_event_list, agent_run_get
+from agents.services import agent_run_cancel, agent_run_decide
 from core.errors import ApplicationError, InvalidInput, NotFound
 from tenants.auth import Caller, caller_from_scope
 
@@ -117,13 +118,9 @@ class AgentRunConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         return self._load()
 
     def _cancel(self) -> None:
-        from agents.services import agent_run_cancel
-
         caller, run = self._fresh()
         agent_run_cancel(run=run, role=caller.role, user=caller.user)
 
     def _decide(self, approve: bool, note: str) -> None:
-        from agents.services import agent_run_decide
-
         caller, run = self._fresh()
         agent_run_decide(run=run, approve=approve, role=caller.role, user=caller.user, note=note)

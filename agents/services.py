@@ -6,10 +6,12 @@ from __future__ import annotations
 import re
 import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from adapters.selectors import adapter_get_for_tenant
 from agents import crypto, dispatch
 from agents.checkpoints import scope_key
 from agents.events import event_append, status_data, step_public
@@ -28,6 +30,8 @@ from agents.models import (
 from agents.selectors import agent_run_may_cancel, agent_run_may_decide
 from agents.tools import TOOLS, ToolError, normalize_url
 from core.errors import Conflict, GuardrailBlocked, InvalidInput, NotFound, PermissionDenied
+from guardrails.services import inspect_input, mask
+from knowledge.selectors import knowledge_base_list_readable
 from tenants.models import ApiKey, Role, Tenant, role_at_least
 from tenants.services import audit_record
 
@@ -103,8 +107,6 @@ def _validate_definition(*, tenant: Tenant, fields: dict[str, Any]) -> dict[str,
             raise InvalidInput("Approvals are given by members or by admins.", details={"approver_role": [role]})
         out["approver_role"] = role
     if "knowledge_base_ids" in fields:
-        from knowledge.selectors import knowledge_base_list_readable
-
         try:
             wanted = sorted({int(i) for i in (fields["knowledge_base_ids"] or [])})
         except (TypeError, ValueError):
@@ -121,8 +123,6 @@ def _validate_definition(*, tenant: Tenant, fields: dict[str, Any]) -> dict[str,
     if "adapter" in fields:
         adapter = str(fields["adapter"] or "").strip()
         if adapter:
-            from adapters.selectors import adapter_get_for_tenant
-
             adapter_get_for_tenant(tenant=tenant, name=adapter)
         out["adapter"] = adapter
     for key, (low, high) in LIMITS.items():
@@ -220,8 +220,6 @@ def agent_run_start(
     ip: str | None = None,
 ) -> AgentRun:
     """Queue a run. The task is checked by the input guard first (a block refuses it) and its PII is masked."""
-    from guardrails.services import inspect_input, mask
-
     tenant = definition.tenant
     if not role_at_least(role, Role.MEMBER):
         raise PermissionDenied("Running agents needs the member role or higher.")
@@ -501,8 +499,6 @@ def http_tool_rule_create(
 
 
 def urlsplit_query(url: str) -> str:
-    from urllib.parse import urlsplit
-
     return urlsplit(url).query
 
 

@@ -15,7 +15,9 @@ import logging
 import time
 from typing import Any
 
+import httpx
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from agents import dispatch
@@ -79,8 +81,6 @@ class DeliveryFailed(Exception):
 
 def webhook_deliver(*, endpoint_id: int, event_id: int) -> int:
     """POST one event to one endpoint; raises DeliveryFailed (the task retries) on a network error or non-2xx."""
-    import httpx
-
     endpoint = WebhookEndpoint.unscoped.filter(pk=endpoint_id, is_active=True).first()
     event = AgentEvent.unscoped.filter(pk=event_id).first()
     if endpoint is None or event is None or endpoint.tenant_id != event.tenant_id:
@@ -108,8 +108,6 @@ def webhook_deliver(*, endpoint_id: int, event_id: int) -> int:
             fields["failures"] = 0
         WebhookEndpoint.unscoped.filter(pk=endpoint.pk).update(**fields)
         if not ok:
-            from django.db.models import F
-
             WebhookEndpoint.unscoped.filter(pk=endpoint.pk).update(failures=F("failures") + 1)
     if not ok:
         raise DeliveryFailed(f"webhook {endpoint.pk}: {status_text}")

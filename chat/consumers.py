@@ -24,6 +24,8 @@ from django.conf import settings
 
 from chat.models import Conversation
 from chat.pipeline import ChatInput, ChatRun, Citations, Done, Failed, Started, Token
+from chat.selectors import conversation_get
+from chat.services import conversation_set_options
 from core.errors import ApplicationError, InvalidInput, NotFound
 from tenants.auth import Caller, caller_from_scope
 
@@ -98,8 +100,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.sender = asyncio.create_task(self.outbox.run())
 
     def _load(self) -> Conversation:
-        from chat.selectors import conversation_get
-
         caller = caller_from_scope(self.scope)
         conversation_id = self.scope["url_route"]["kwargs"].get("conversation_id")
         conversation = conversation_get(tenant=caller.tenant, user=self.scope["user"], conversation_id=conversation_id)
@@ -108,9 +108,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     def _caller_for_turn(self, content: dict[str, Any]) -> Caller:
         """Fresh access for each turn (roles, suspension and the conversation may have changed)."""
-        from chat.selectors import conversation_get
-        from chat.services import conversation_set_options
-
         assert self.conversation is not None
         caller = caller_from_scope(self.scope)
         if caller.tenant.pk != self.conversation.tenant_id:

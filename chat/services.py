@@ -23,6 +23,7 @@ from knowledge.embeddings import embedding_models, get_embedder
 from knowledge.selectors import knowledge_base_list_readable
 from tenants.auth import Caller
 from tenants.models import Tenant, UsageRecord
+from tenants.quota import quota_release_stale
 from tenants.services import audit_record
 
 TITLE_MAX = 200
@@ -242,3 +243,16 @@ def embedding_create(
         details={"request_id": request_id, "model": model, "inputs": len(texts), "tokens": tokens},
     )
     return Embeddings(vectors=vectors, tokens=tokens)
+
+
+def chat_sweep_abandoned() -> int:
+    """Release reservations older than an hour (no chat request lives that long), mark answers that were left
+    ``streaming`` by a dead process as stopped and free their conversations' generation lease. Returns the number
+    of reservations released."""
+    released = quota_release_stale(older_than=timedelta(hours=1))
+    cutoff = timezone.now() - GENERATION_LEASE
+    Message.unscoped.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff).update(
+        status=Message.Status.STOPPED, error_code="abandoned"
+    )
+    Conversation.unscoped.filter(generating_since__lt=cutoff).update(generating_since=None)
+    return released
