@@ -1,7 +1,8 @@
 """Handing work to the broker (the ``agents`` queue). Always called after a commit (``transaction.on_commit``).
 
-Tasks are sent by name (``agents.tasks`` declares them), so this module imports nothing of the app: the runner,
-the services and the webhooks can queue work without an import cycle through the tasks module.
+Tasks are looked up by name in the Celery app's registry (``agents.tasks`` declares them), so this module imports
+nothing of the app: the runner, the services and the webhooks queue work without an import cycle through the tasks
+module.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ QUEUE = "agents"
 
 def enqueue_step(*, run_id: int, checkpoint: int, countdown: float = 0.0) -> None:
     try:
-        current_app.send_task("agents.run_step", args=[run_id, checkpoint], queue=QUEUE, countdown=countdown or None)
+        task = current_app.tasks["agents.run_step"]
+        task.apply_async(args=[run_id, checkpoint], queue=QUEUE, countdown=countdown or None)
     except Exception:
         # the periodic sweep (agents.tasks.resume_stalled) picks the run up once the broker is back
         logger.exception("could not queue agent run %s", run_id)
@@ -25,6 +27,6 @@ def enqueue_step(*, run_id: int, checkpoint: int, countdown: float = 0.0) -> Non
 
 def enqueue_webhook(*, endpoint_id: int, event_id: int) -> None:
     try:
-        current_app.send_task("agents.deliver_webhook", args=[endpoint_id, event_id], queue=QUEUE)
+        current_app.tasks["agents.deliver_webhook"].apply_async(args=[endpoint_id, event_id], queue=QUEUE)
     except Exception:
         logger.exception("could not queue webhook delivery %s/%s", endpoint_id, event_id)
