@@ -280,17 +280,18 @@ class ChatRun:
         tenant_id_var.set(inp.tenant.pk)
         user_id_var.set(inp.user.pk if inp.user is not None else None)
         tokens: Any = None
+        relay: Any = None
         try:
             plan, masked, prompt = await run_blocking(self._prepare)()
             tokens = model_turn_events(pool=self.pool, request=self._request(plan, prompt), reply=state.reply)
-            async for event in self._relay(tokens):
+            relay = self._relay(tokens)
+            async for event in relay:
                 yield event
             await tokens.aclose()
             yield await self._conclude(masked, prompt)
         except (asyncio.CancelledError, GeneratorExit):
-            # stop or disconnect: keep what was said so far
-            if tokens is not None:
-                await tokens.aclose()
+            # stop or disconnect: keep what was said so far (closing the relay closes the engine's stream)
+            await _close(relay, tokens)
             state.finish_reason = "stopped"
             await self._fail(Message.Status.STOPPED if state.message_id is not None else "cancelled")
             raise
@@ -302,8 +303,13 @@ class ChatRun:
             await self._fail(Message.Status.ERROR, "internal_error")
             raise
         finally:
-            if tokens is not None:
-                await tokens.aclose()
+            await _close(relay, tokens)
+
+
+async def _close(*generators: Any) -> None:
+    for generator in generators:
+        if generator is not None:
+            await generator.aclose()
 
 
 async def chat_stream(*, inp: ChatInput, pool: TurnPool = ROUTER_POOL) -> AsyncIterator[PipelineEvent]:

@@ -4,6 +4,7 @@ keep the real llama-server are in ``test_pipeline.py`` and the door tests."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -167,3 +168,56 @@ async def test_a_leaked_canary_cuts_the_answer(world):
     assert isinstance(done, Done) and canary not in done.text and "and more" not in done.text
     assert done.finish_reason == "content_filter" and done.guardrails["output"]["canary_leaked"] is True
     assert not any(isinstance(e, Citations) for e in events)
+
+
+class StallingPool(FakePool):
+    """Sends its tokens, then waits for ever (a stop must end it)."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        super().__init__(tokens)
+        self.closed = asyncio.Event()
+
+    async def _events(self, request: ChatRequest) -> AsyncIterator[Any]:
+        try:
+            for text in self.tokens:
+                yield TokenEvent(text=text)
+            await asyncio.Event().wait()
+            yield TokenEvent(text="never")
+        finally:
+            self.closed.set()
+
+
+async def test_a_stop_keeps_the_partial_answer_settles_usage_and_closes_the_engine_stream(world):
+    conv = await database_sync_to_async(_conversation)(world)
+    pool = StallingPool(["Partial ", "answer"])
+    run = ChatRun(
+        ChatInput(tenant=world.tenant, role="member", user=world.member, conversation=conv, text="Go."), pool=pool
+    )
+    seen: list[Any] = []
+    two_tokens = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in run.stream():
+            seen.append(event)
+            if sum(isinstance(e, Token) for e in seen) == 2:
+                two_tokens.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(two_tokens.wait(), timeout=30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pool.closed.is_set()
+    assert (run.status, run.text) == ("stopped", "Partial answer")
+
+    def stored() -> tuple[Message, UsageRecord, Conversation]:
+        return (
+            Message.objects.for_tenant(world.tenant).get(pk=run.message_id),
+            UsageRecord.objects.for_tenant(world.tenant).get(),
+            Conversation.objects.for_tenant(world.tenant).get(pk=conv.pk),
+        )
+
+    answer, usage, conversation = await database_sync_to_async(stored)()
+    assert (answer.status, answer.text) == ("stopped", "Partial answer")
+    assert (usage.outcome, usage.tokens_out) == ("stopped", 2) and usage.tokens_in > 0
+    assert conversation.generating_since is None  # the one-generation lease was given back
