@@ -500,8 +500,24 @@ def _audit(inp: ChatInput, state: RunState, tokens_in: int, tokens_out: int) -> 
     )
 
 
+def settle(inp: ChatInput, state: RunState, tokens_in: int, tokens_out: int) -> None:
+    """Stage 10: the real token counts settle the reservation (a usage record with its cost; none: released)."""
+    state.quota.settle(
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        source=inp.source,
+        user=inp.user,
+        api_key=inp.api_key,
+        model=state.model,
+        adapter=state.adapter,
+        backend=state.reply.backend,
+        outcome=state.status,
+    )
+
+
 def finish(inp: ChatInput, state: RunState) -> None:
-    """Persist the answer, release the lease, settle usage and record an audit event (idempotent)."""
+    """Stages 9 and 10 in one transaction: persist the answer, release the lease, settle usage, record an audit
+    event (idempotent); then a request's own PII vault is deleted."""
     if state.finished:
         return
     state.finished = True
@@ -511,17 +527,7 @@ def finish(inp: ChatInput, state: RunState) -> None:
         if state.lease and state.conversation_id is not None:
             conversation_release_generation(tenant_id=inp.tenant.pk, conversation_id=state.conversation_id)
             state.lease = False
-        state.quota.settle(
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            source=inp.source,
-            user=inp.user,
-            api_key=inp.api_key,
-            model=state.model,
-            adapter=state.adapter,
-            backend=state.reply.backend,
-            outcome=state.status,
-        )
+        settle(inp, state, tokens_in, tokens_out)
         if state.status != "pending":
             _audit(inp, state, tokens_in, tokens_out)
     if inp.conversation is None:
