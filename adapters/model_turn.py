@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 from adapters.selectors import adapter_get_for_tenant, adapter_list_for_tenant
 from core.errors import NotFound
+from inference_pool import services as pool_services
 from inference_pool.selectors import base_model_exists, model_context_length
-from inference_pool.services import pool_stream
 from inference_pool.types import ChatRequest, DoneEvent, ErrorEvent, PoolEvent, TokenEvent, UsageEvent
 from tenants.models import ApiKey, Tenant, UsageRecord
 from tenants.quota import Reservation, quota_extend, quota_release, quota_reserve, quota_settle
@@ -169,7 +169,7 @@ class TurnPool(Protocol):
 
 class _RouterPool:
     def stream(self, *, request: ChatRequest) -> AsyncIterator[PoolEvent]:
-        return pool_stream(request=request)
+        return pool_services.pool_stream(request=request)  # looked up per call: tests may wrap it
 
 
 ROUTER_POOL: TurnPool = _RouterPool()
