@@ -21,11 +21,10 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from agents.events import event_frame, run_group
 from agents.models import AgentRun
 from agents.selectors import agent_event_list, agent_run_get
-from core.errors import ApplicationError, InvalidInput, NotAuthenticated
+from agents.services import agent_run_cancel, agent_run_decide
+from core.errors import ApplicationError, InvalidInput, NotFound
 from identity import realtime
-from tenants.middleware import SESSION_KEY
-from tenants.models import Membership, Role
-from tenants.selectors import membership_get, membership_list_for_user, membership_require
+from tenants.auth import Caller, caller_from_scope
 
 logger = logging.getLogger(__name__)
 
@@ -33,19 +32,9 @@ CLOSE_CODES = {401: 4401, 403: 4403, 404: 4404}
 POLL_S = 1.0
 
 
-def resolve_membership(*, user: Any, session: Any) -> Membership:
-    if user is None or not user.is_authenticated:
-        raise NotAuthenticated("Sign in to watch runs.")
-    chosen = session.get(SESSION_KEY) if session is not None else None
-    membership = membership_get(user=user, tenant=chosen) if chosen else None
-    if membership is None:
-        membership = membership_list_for_user(user=user).first()
-    return membership_require(user=user, tenant=membership.tenant if membership else None, min_role=Role.VIEWER)
-
-
 class AgentRunConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     run: AgentRun | None = None
-    membership: Membership | None = None
+    caller: Caller | None = None
     last_seq = 0
     poller: asyncio.Task[None] | None = None
     user_group: str | None = None
@@ -53,7 +42,7 @@ class AgentRunConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def connect(self) -> None:
         await self.accept()
         try:
-            self.membership, self.run = await database_sync_to_async(self._load)()
+            self.caller, self.run = await database_sync_to_async(self._load)()
             query = parse_qs(self.scope.get("query_string", b"").decode())
             self.last_seq = max(0, int((query.get("after") or ["0"])[0]))
         except ValueError:
@@ -73,15 +62,13 @@ class AgentRunConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         await self.send_json({"type": "error", "code": error.code, "message": error.message})
         await self.close(code=CLOSE_CODES.get(error.status, 4400))
 
-    def _load(self) -> tuple[Membership, AgentRun]:
-        membership = resolve_membership(user=self.scope.get("user"), session=self.scope.get("session"))
+    def _load(self) -> tuple[Caller, AgentRun]:
+        caller = caller_from_scope(self.scope)
         raw = str(self.scope["url_route"]["kwargs"].get("run_id", ""))
         if not raw.isdigit() or len(raw) > 18:
-            from core.errors import NotFound
-
             raise NotFound("Run not found.")
-        run = agent_run_get(tenant=membership.tenant, role=membership.role, user=membership.user, run_id=int(raw))
-        return membership, run
+        run = agent_run_get(tenant=caller.tenant, role=caller.role, user=caller.user, run_id=int(raw))
+        return caller, run
 
     async def identity_revoked(self, event: dict[str, Any]) -> None:
         """The account was deactivated: stop streaming and close (4401)."""
@@ -127,7 +114,7 @@ class AgentRunConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self._catch_up()
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        if self.run is None or self.membership is None:
+        if self.run is None or self.caller is None:
             return
         kind = content.get("type") if isinstance(content, dict) else None
         try:
@@ -142,18 +129,14 @@ class AgentRunConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return
         await self._catch_up()
 
-    def _fresh(self) -> tuple[Membership, AgentRun]:
+    def _fresh(self) -> tuple[Caller, AgentRun]:
         # the role may have changed since the socket opened
         return self._load()
 
     def _cancel(self) -> None:
-        from agents.services import agent_run_cancel
-
-        membership, run = self._fresh()
-        agent_run_cancel(run=run, role=membership.role, user=membership.user)
+        caller, run = self._fresh()
+        agent_run_cancel(run=run, role=caller.role, user=caller.user)
 
     def _decide(self, approve: bool, note: str) -> None:
-        from agents.services import agent_run_decide
-
-        membership, run = self._fresh()
-        agent_run_decide(run=run, approve=approve, role=membership.role, user=membership.user, note=note)
+        caller, run = self._fresh()
+        agent_run_decide(run=run, approve=approve, role=caller.role, user=caller.user, note=note)

@@ -15,8 +15,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.db import transaction
 
+from agents import webhooks
 from agents.models import AgentEvent, AgentRun, AgentStep
 
 logger = logging.getLogger(__name__)
@@ -85,9 +88,6 @@ def event_frame(event: AgentEvent) -> dict[str, Any]:
 def event_publish(*, event: AgentEvent) -> None:
     """Broadcast to the run's group and queue webhook deliveries (after the commit; failures only log)."""
     try:
-        from asgiref.sync import async_to_sync
-        from channels.layers import get_channel_layer
-
         layer = get_channel_layer()
         if layer is not None:
             async_to_sync(layer.group_send)(
@@ -96,8 +96,6 @@ def event_publish(*, event: AgentEvent) -> None:
     except Exception:
         logger.warning("agent event broadcast failed", extra={"run_id": event.run_id}, exc_info=True)
     try:
-        from agents.webhooks import webhook_fanout
-
-        webhook_fanout(event=event)
+        webhooks.webhook_fanout(event=event)
     except Exception:
         logger.warning("webhook fan-out failed", extra={"run_id": event.run_id}, exc_info=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from agents.models import (
     AgentDefinition,
@@ -111,8 +112,6 @@ def agent_event_list(*, run: AgentRun, after: int = 0, limit: int = 500) -> list
 
 def agent_run_state(*, run_id: int, tenant_id: int) -> tuple[str, int, bool] | None:
     """(status, last event seq, a worker still holds it) — what an event stream needs to know whether to end."""
-    from django.utils import timezone
-
     row = (
         AgentRun.objects.for_tenant(tenant_id)
         .filter(pk=run_id)

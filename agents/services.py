@@ -6,11 +6,14 @@ from __future__ import annotations
 import re
 import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from agents import crypto
+from adapters.selectors import adapter_get_for_tenant
+from agents import crypto, dispatch
+from agents.checkpoints import scope_key
 from agents.events import event_append, status_data, step_public
 from agents.models import (
     AgentDefinition,
@@ -24,11 +27,12 @@ from agents.models import (
     StepStatus,
     WebhookEndpoint,
 )
-from agents.runner import scope_key
 from agents.selectors import agent_run_may_cancel, agent_run_may_decide
 from agents.tools import TOOLS, ToolError, normalize_url
 from core.egress import EgressRefused, egress_validate_url
 from core.errors import Conflict, GuardrailBlocked, InvalidInput, NotFound, PermissionDenied
+from guardrails.services import inspect_input, mask
+from knowledge.selectors import knowledge_base_list_readable
 from tenants.models import ApiKey, Role, Tenant, role_at_least
 from tenants.services import audit_record
 
@@ -104,8 +108,6 @@ def _validate_definition(*, tenant: Tenant, fields: dict[str, Any]) -> dict[str,
             raise InvalidInput("Approvals are given by members or by admins.", details={"approver_role": [role]})
         out["approver_role"] = role
     if "knowledge_base_ids" in fields:
-        from knowledge.selectors import knowledge_base_list_readable
-
         try:
             wanted = sorted({int(i) for i in (fields["knowledge_base_ids"] or [])})
         except (TypeError, ValueError):
@@ -122,8 +124,6 @@ def _validate_definition(*, tenant: Tenant, fields: dict[str, Any]) -> dict[str,
     if "adapter" in fields:
         adapter = str(fields["adapter"] or "").strip()
         if adapter:
-            from adapters.selectors import adapter_get_for_tenant
-
             adapter_get_for_tenant(tenant=tenant, name=adapter)
         out["adapter"] = adapter
     for key, (low, high) in LIMITS.items():
@@ -221,8 +221,6 @@ def agent_run_start(
     ip: str | None = None,
 ) -> AgentRun:
     """Queue a run. The task is checked by the input guard first (a block refuses it) and its PII is masked."""
-    from guardrails.services import inspect_input, mask
-
     tenant = definition.tenant
     if not role_at_least(role, Role.MEMBER):
         raise PermissionDenied("Running agents needs the member role or higher.")
@@ -261,10 +259,8 @@ def agent_run_start(
             ip=ip,
             details={"definition_id": definition.pk, "input_guard": verdict.decision},
         )
-        from agents.dispatch import enqueue_step
-
         run_id = run.pk
-        transaction.on_commit(lambda: enqueue_step(run_id=run_id, checkpoint=0))
+        transaction.on_commit(lambda: dispatch.enqueue_step(run_id=run_id, checkpoint=0))
     run.refresh_from_db()
     return run
 
@@ -368,10 +364,8 @@ def agent_run_decide(
         locked.updated_at = now
         locked.save()
         event_append(locked, "status", status_data(locked))
-        from agents.dispatch import enqueue_step
-
         run_id, checkpoint = locked.pk, locked.checkpoint
-        transaction.on_commit(lambda: enqueue_step(run_id=run_id, checkpoint=checkpoint))
+        transaction.on_commit(lambda: dispatch.enqueue_step(run_id=run_id, checkpoint=checkpoint))
     else:
         call.status = StepStatus.SKIPPED if call.status == StepStatus.PENDING else StepStatus.FAILED
         call.payload = {**call.payload, "rejected": True}
@@ -515,8 +509,6 @@ def _refuse_internal(url: str, *, field: str) -> None:
 
 
 def urlsplit_query(url: str) -> str:
-    from urllib.parse import urlsplit
-
     return urlsplit(url).query
 
 

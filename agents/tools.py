@@ -25,10 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 from django.db import connection, transaction
 
+from agents.crypto import decrypt
+from agents.models import AgentSecret, HttpToolRule
 from core.egress import EgressRefused, egress_client
 from core.errors import PermissionDenied
+from knowledge.selectors import chunk_search, document_chunk_texts
 from tenants.models import Role, Tenant, role_at_least
 
 RESULT_CHARS = 6_000  # what a tool returns at most (the prompt takes less; see runner)
@@ -103,8 +107,6 @@ def _search_schema(tenant: Tenant) -> dict[str, Any]:
 
 
 def _search_run(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
-    from knowledge.selectors import chunk_search
-
     query = str(args.get("query") or "").strip()
     if len(query) < 2:
         raise ToolError("Give a search query of at least two characters.")
@@ -170,26 +172,15 @@ def document_text(
     *, tenant: Tenant, role: str, knowledge_base_ids: list[int] | None, document_id: int
 ) -> tuple[str, str]:
     """(name, text) of an indexed document the role may read, within ``knowledge_base_ids`` when given."""
-    from knowledge.models import Chunk, Document
-    from knowledge.selectors import knowledge_base_list_readable
-
-    readable = knowledge_base_list_readable(tenant=tenant, role=role)
-    if knowledge_base_ids is not None:
-        readable = readable.filter(pk__in=knowledge_base_ids)
-    doc = (
-        Document.objects.for_tenant(tenant)
-        .filter(pk=document_id, knowledge_base_id__in=readable.values("pk"))
-        .only("id", "filename", "status")
-        .first()
+    found = document_chunk_texts(
+        tenant=tenant, role=role, knowledge_base_ids=knowledge_base_ids, document_id=document_id
     )
-    if doc is None:
+    if found is None:
         raise ToolError(f"Document {document_id} was not found in the knowledge bases this agent may read.")
-    texts = list(
-        Chunk.objects.for_tenant(tenant).filter(document_id=doc.pk).order_by("ordinal").values_list("text", flat=True)
-    )
+    filename, status, texts = found
     if not texts:
-        raise ToolError(f"Document {document_id} has no indexed text yet (status: {doc.status}).")
-    return doc.filename, _join_chunks(texts)
+        raise ToolError(f"Document {document_id} has no indexed text yet (status: {status}).")
+    return filename, _join_chunks(texts)
 
 
 def _read_run(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
@@ -220,8 +211,6 @@ _URL_TAIL = "[A-Za-z0-9._~-]{1,40}(/[A-Za-z0-9._~-]{1,40}){0,3}"
 
 
 def http_rules(tenant: Tenant) -> list[Any]:
-    from agents.models import HttpToolRule
-
     return list(HttpToolRule.objects.for_tenant(tenant).order_by("name"))
 
 
@@ -314,9 +303,6 @@ def _http_available(tenant: Tenant) -> bool:
 
 
 def _secret_headers(tenant: Tenant, rule: Any) -> tuple[dict[str, str], list[str]]:
-    from agents.crypto import decrypt
-    from agents.models import AgentSecret
-
     headers: dict[str, str] = {}
     values: list[str] = []
     wanted = dict(rule.header_secrets or {})
@@ -334,8 +320,6 @@ def _secret_headers(tenant: Tenant, rule: Any) -> tuple[dict[str, str], list[str
 
 
 def _http_run(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
-    import httpx
-
     method = str(args.get("method") or "GET").upper()
     url = normalize_url(str(args.get("url") or ""))
     rule = http_rule_for(tenant=ctx.tenant, method=method, url=url)

@@ -15,12 +15,14 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from adapters.selectors import adapter_list_for_tenant
 from agents import selectors, services
 from agents.forms import AgentDefinitionForm, DecisionForm, HttpRuleForm, RunStartForm, SecretForm, WebhookForm
 from agents.models import AgentDefinition, AgentRun, RunStatus, StepKind
 from agents.tools import TOOLS
 from core.errors import ApplicationError, Conflict, InvalidInput
 from core.pages import page_errors
+from knowledge.selectors import knowledge_base_list_readable
 from tenants.models import Membership, Role, role_at_least
 from tenants.selectors import membership_require
 
@@ -64,9 +66,6 @@ def index(request: HttpRequest) -> HttpResponse:
 
 
 def _definition_form(request: HttpRequest, membership: Membership, *, data: Any = None, initial: Any = None) -> Any:
-    from adapters.selectors import adapter_list_for_tenant
-    from knowledge.selectors import knowledge_base_list_readable
-
     return AgentDefinitionForm(
         data,
         initial=initial,

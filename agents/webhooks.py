@@ -17,12 +17,15 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import httpx
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
+from agents import dispatch
 from agents.crypto import decrypt
-from agents.models import AgentEvent, WebhookDelivery, WebhookEndpoint
+from agents.models import AgentEvent, AgentRun, WebhookDelivery, WebhookEndpoint
 from core.egress import EgressRefused, egress_client
 
 logger = logging.getLogger(__name__)
@@ -52,8 +55,6 @@ def verify(*, secret: str, body: bytes, header: str, tolerance_s: int = 300, now
 
 def webhook_fanout(*, event: AgentEvent) -> int:
     """Queue one delivery per matching active endpoint. Returns how many."""
-    from agents.models import AgentRun
-
     definition_id = AgentRun.unscoped.filter(pk=event.run_id).values_list("definition_id", flat=True).first()
     endpoints = [
         e
@@ -63,14 +64,12 @@ def webhook_fanout(*, event: AgentEvent) -> int:
     ]
     if not endpoints:
         return 0
-    from agents.dispatch import enqueue_webhook
-
     WebhookDelivery.unscoped.bulk_create(
         [WebhookDelivery(tenant_id=event.tenant_id, endpoint=e, event=event) for e in endpoints],
         ignore_conflicts=True,
     )
     for endpoint in endpoints:
-        enqueue_webhook(endpoint_id=endpoint.pk, event_id=event.pk)
+        dispatch.enqueue_webhook(endpoint_id=endpoint.pk, event_id=event.pk)
     return len(endpoints)
 
 
@@ -112,8 +111,6 @@ class DeliveryFailed(Exception):
 
 def webhook_deliver(*, endpoint_id: int, event_id: int) -> int:
     """POST one event to one endpoint; raises DeliveryFailed (the task retries) on a network error or non-2xx."""
-    import httpx
-
     endpoint = WebhookEndpoint.unscoped.filter(pk=endpoint_id, is_active=True).first()
     event = AgentEvent.unscoped.filter(pk=event_id).first()
     if endpoint is None or event is None or endpoint.tenant_id != event.tenant_id:
@@ -163,8 +160,6 @@ def webhook_deliver(*, endpoint_id: int, event_id: int) -> int:
             fields["failures"] = 0
         WebhookEndpoint.unscoped.filter(pk=endpoint.pk).update(**fields)
         if not ok:
-            from django.db.models import F
-
             WebhookEndpoint.unscoped.filter(pk=endpoint.pk).update(failures=F("failures") + 1)
     if refused:
         logger.warning("webhook %s refused by the egress guard", endpoint.pk)

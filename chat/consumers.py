@@ -5,9 +5,9 @@ Client frames: ``{"type": "send", "text", "knowledge_bases"?: [ids], "adapter"?:
 Server frames: ``start`` (message ids), ``citations``, ``token`` (display text), ``done`` (status, final text, usage,
 TTFT, TPOT, warnings), ``error`` (``code`` and a ``message`` a person understands).
 
-Thin: identity and access are resolved here, the work is ``chat.pipeline.ChatRun``. A missing conversation and
-another user's or department's answer the same ``not_found``; the socket then closes with 4404 (4401 signed out,
-4403 suspended department or role too low).
+Thin: the caller is resolved by ``tenants.auth.caller_from_scope`` (as at every door), the work is
+``chat.pipeline.ChatRun``. A missing conversation and another user's or department's answer the same
+``not_found``; the socket then closes with 4404 (4401 signed out, 4403 suspended department or role too low).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from django.conf import settings
 
 from chat.models import Conversation
 from chat.pipeline import ChatInput, ChatRun, Citations, Done, Failed, Started, Token
-from core.errors import ApplicationError, InvalidInput, NotAuthenticated, NotFound
+from chat.selectors import conversation_get
+from chat.services import conversation_set_options
+from core.errors import ApplicationError, InvalidInput, NotFound
 from identity import realtime
-from tenants.middleware import SESSION_KEY
-from tenants.models import Membership, Role
-from tenants.selectors import membership_get, membership_list_for_user, membership_require
+from tenants.auth import Caller, caller_from_scope
 
 logger = logging.getLogger(__name__)
 
@@ -39,22 +39,6 @@ sys.setswitchinterval(float(getattr(settings, "CHAT_GIL_SWITCH_INTERVAL_S", 0.00
 
 CLOSE_CODES = {401: 4401, 403: 4403, 404: 4404}
 STOP_GRACE_S = 15.0
-
-
-def resolve_chat_membership(*, user: Any, session: Any) -> Membership:
-    """The session's current department (as the pages resolve it), checked like every door: 401 signed out,
-    ``tenant_suspended`` for a suspended department, 404 for no membership."""
-    if user is None or not user.is_authenticated:
-        raise NotAuthenticated("Sign in to chat.")
-    chosen = session.get(SESSION_KEY) if session is not None else None
-    membership = membership_get(user=user, tenant=chosen) if chosen else None
-    if membership is None:
-        membership = membership_list_for_user(user=user).first()
-    if membership is None:
-        # maybe the only departments are suspended: say so rather than "not found"
-        any_membership = Membership.unscoped.filter(user_id=user.pk).select_related("tenant").first()
-        return membership_require(user=user, tenant=any_membership.tenant if any_membership else None)
-    return membership_require(user=user, tenant=membership.tenant, min_role=Role.VIEWER)
 
 
 def error_frame(error: ApplicationError, *, message_id: int | None = None) -> dict[str, Any]:
@@ -132,27 +116,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self.close(code=realtime.CLOSE_CODE)
 
     def _load(self) -> Conversation:
-        from chat.selectors import conversation_get
-
-        membership = resolve_chat_membership(user=self.scope.get("user"), session=self.scope.get("session"))
+        caller = caller_from_scope(self.scope)
         conversation_id = self.scope["url_route"]["kwargs"].get("conversation_id")
-        conversation = conversation_get(
-            tenant=membership.tenant, user=self.scope["user"], conversation_id=conversation_id
-        )
-        conversation.tenant = membership.tenant
+        conversation = conversation_get(tenant=caller.tenant, user=self.scope["user"], conversation_id=conversation_id)
+        conversation.tenant = caller.tenant
         return conversation
 
-    def _membership_for_turn(self, content: dict[str, Any]) -> Membership:
+    def _caller_for_turn(self, content: dict[str, Any]) -> Caller:
         """Fresh access for each turn (roles, suspension and the conversation may have changed)."""
-        from chat.selectors import conversation_get
-        from chat.services import conversation_set_options
-
         assert self.conversation is not None
-        membership = resolve_chat_membership(user=self.scope.get("user"), session=self.scope.get("session"))
-        if membership.tenant_id != self.conversation.tenant_id:
+        caller = caller_from_scope(self.scope)
+        if caller.tenant.pk != self.conversation.tenant_id:
             raise NotFound("Conversation not found.")
         conversation = conversation_get(
-            tenant=membership.tenant, user=self.scope["user"], conversation_id=self.conversation.pk
+            tenant=caller.tenant, user=self.scope["user"], conversation_id=self.conversation.pk
         )
         kb_ids = content.get("knowledge_bases")
         adapter = content.get("adapter")
@@ -162,10 +139,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             raise InvalidInput("adapter is an adapter's name.")
         if kb_ids is not None or adapter is not None:
             conversation_set_options(
-                conversation=conversation, role=membership.role, knowledge_base_ids=kb_ids, adapter=adapter
+                conversation=conversation, role=caller.role, knowledge_base_ids=kb_ids, adapter=adapter
             )
         self.conversation = conversation
-        return membership
+        return caller
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if not self.open or self.conversation is None:
@@ -192,11 +169,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         max_tokens = content.get("max_tokens")
         if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
             raise InvalidInput("max_tokens is a whole number.")
-        membership = await database_sync_to_async(self._membership_for_turn)(content)
+        caller = await database_sync_to_async(self._caller_for_turn)(content)
         inp = ChatInput(
-            tenant=membership.tenant,
-            role=membership.role,
-            user=self.scope["user"],
+            tenant=caller.tenant,
+            role=caller.role,
+            user=caller.user,
             conversation=self.conversation,
             text=text,
             regenerate=regenerate,

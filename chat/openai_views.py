@@ -1,18 +1,17 @@
 """The OpenAI-compatible door at /v1/: chat completions (streaming and not), models, embeddings.
 
-Pipeline note (for the chat engineer): this door runs the one chat pipeline, ``chat.pipeline.ChatRun``, in its
-conversation-less mode: ``ChatInput(conversation=None, history=<the client's earlier messages>, text=<the last user
-message>, knowledge_base_ids=..., model=..., api_key=<the key>, user=<the key's creator>, source="api")``. The
-pipeline keeps the PII vault per request (``request:<request_id>``) and records the key on the usage record, so no
-second pipeline and no extension were needed. The client's earlier messages are not in a conversation that the
-input guard already saw, so this door also asks ``guardrails.services.inspect_input`` about each client-supplied
-system and user turn before the pipeline runs; a block there answers like a blocked question. The history is first
-trimmed to its most recent 32,000 characters (the pipeline fits it to the model's window anyway).
+Thin: it parses OpenAI-shaped requests, resolves the caller (``tenants.auth.caller_from_bearer``, as every door
+does), runs the chat pipeline in its conversation-less mode (``ChatInput(conversation=None, history=<the client's
+earlier messages>, text=<the last user message>, ...)``), lists models (``chat.selectors.model_list_for_tenant``)
+and embeds (``chat.services.embedding_create``), and frames the answers. The pipeline trims the client's history,
+passes every client turn through the input guard, keeps the PII vault per request under a server-made id and
+deletes it when the answer is out.
 
 Authentication: ``Authorization: Bearer <api key>`` only (no cookies, so no CSRF); the key needs the ``chat`` scope.
 Every request counts against the key's rate (``tenants.throttling``), and the pipeline counts it against the
-department's quota. Errors answer in OpenAI's format ``{"error": {"message", "type", "param", "code"}}``; a used-up
-quota, a key over its rate and a saturated pool answer 429 with ``Retry-After``.
+department's quota. Errors answer in OpenAI's format ``{"error": {"message", "type", "param", "code"}}`` through
+one translator (``error_response``); a used-up quota, a key over its rate and a saturated pool answer 429 with
+``Retry-After``; ``param`` comes from the typed error (``details["param"]``), never from its message.
 
 Extra fields (ignored by OpenAI clients unless asked for): the request may name ``knowledge_bases: [ids]`` to ground
 the answer; the response then carries ``citations`` (in the non-streaming body, and in the first and the last chunk
@@ -25,30 +24,32 @@ import base64
 import functools
 import json
 import logging
-import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import numpy as np
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from chat.pipeline import ChatInput, ChatRun, Citations, Done, Failed, Started, Token
+from chat.selectors import model_list_for_tenant
+from chat.services import embedding_create
 from core.errors import (
     ApplicationError,
     Busy,
-    GuardrailBlocked,
     InvalidInput,
     NotAuthenticated,
     NotFound,
     PermissionDenied,
     QuotaExceeded,
+    UpstreamError,
 )
 from core.logging import request_id_var
-from tenants.models import ApiKey, Role, UsageRecord, role_at_least
+from tenants.auth import Caller, caller_from_bearer
+from tenants.models import ApiKey, UsageRecord
+from tenants.throttling import api_key_throttle_check
 
 logger = logging.getLogger(__name__)
 
@@ -82,19 +83,32 @@ def openai_error(message: str, *, status: int, type_: str, code: str | None, par
     return JsonResponse({"error": {"message": message, "type": type_, "param": param, "code": code}}, status=status)
 
 
-def error_response(exc: ApplicationError) -> JsonResponse:
-    """The /v1/ door's one translator of domain errors into OpenAI's error JSON."""
-    status = exc.status
+def _server_error(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "server_error", "param": None, "code": "internal_error"}}
+
+
+def _status(exc: ApplicationError) -> int:
+    return 429 if isinstance(exc, Busy) else exc.status  # a saturated pool: retry after Retry-After, like a limit
+
+
+def error_payload(exc: ApplicationError) -> dict[str, Any]:
+    """A domain error as OpenAI's error object. ``param`` is the typed error's ``details["param"]``; an unknown
+    model is ``model_not_found`` on ``model`` whichever layer found it."""
     code: str | None = exc.code
     param = exc.details.get("param") if isinstance(exc.details.get("param"), str) else None
     if isinstance(exc, NotAuthenticated):
         code = "invalid_api_key"
-    if isinstance(exc, Busy):
-        status = 429  # a saturated pool: try again after Retry-After, like a rate limit
+    elif isinstance(exc, Busy):
         code = "engine_overloaded"
-    if isinstance(exc, NotFound) and param == "model":
-        code = "model_not_found"
-    response = openai_error(exc.message, status=status, type_=_error_type(exc), code=code, param=param)
+    elif isinstance(exc, NotFound) and (code in ("model_not_found", "adapter_not_found") or param == "model"):
+        code, param = "model_not_found", "model"
+    return {"error": {"message": exc.message, "type": _error_type(exc), "param": param, "code": code}}
+
+
+def error_response(exc: ApplicationError) -> JsonResponse:
+    """The /v1/ door's one translator of domain errors into OpenAI's error JSON (and its headers)."""
+    status = _status(exc)
+    response = JsonResponse(error_payload(exc), status=status)
     if exc.retry_after:
         response["Retry-After"] = str(exc.retry_after)
     elif status == 429:
@@ -108,37 +122,23 @@ def _invalid(message: str, param: str | None = None) -> InvalidInput:
     return InvalidInput(message, details={"param": param} if param else None)
 
 
-# --- authentication -------------------------------------------------------------------------------------
+# --- the door -------------------------------------------------------------------------------------------
 
 
-def _authenticate_sync(raw: str, address: str = "") -> ApiKey:
-    from tenants.selectors import api_key_authenticate
-    from tenants.services import api_key_touch
-    from tenants.throttling import api_key_throttle_check
-
+def _caller_sync(header: str, scope: str, address: str) -> Caller:
     close_old_connections()
     try:
-        key = api_key_authenticate(raw_key=raw, address=address)  # failures limited per address
-        api_key_touch(key=key)
-        api_key_throttle_check(key=key)
-        # the creator is the actor of audit events and the user of usage records
-        if key.created_by_id is not None:
-            key.created_by  # noqa: B018  (load it here, off the event loop)
-        return key
+        caller = caller_from_bearer(header=header, scope=scope, address=address)  # failures limited per address
+        api_key_throttle_check(key=caller.key)
+        return caller
     finally:
         close_old_connections()
 
 
-async def authenticate(request: HttpRequest, *, scope: str = ApiKey.Scope.CHAT) -> ApiKey:
+async def authenticate(request: HttpRequest, *, scope: str = ApiKey.Scope.CHAT) -> Caller:
     header = request.headers.get("Authorization", "")
-    scheme, _, raw = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not raw.strip():
-        raise NotAuthenticated("Send your API key as 'Authorization: Bearer <key>'.")
     address = request.META.get("REMOTE_ADDR", "")
-    key = await sync_to_async(_authenticate_sync, thread_sensitive=False)(raw.strip(), address)
-    if not role_at_least(key.role, Role.VIEWER) or scope not in (key.scopes or []):
-        raise PermissionDenied(f"This API key lacks the '{scope}' scope.")
-    return key
+    return await sync_to_async(_caller_sync, thread_sensitive=False)(header, scope, address)
 
 
 def openai_door(*methods: str) -> Callable[[Callable[..., Awaitable[HttpResponseBase]]], Callable[..., Any]]:
@@ -162,12 +162,8 @@ def openai_door(*methods: str) -> Callable[[Callable[..., Awaitable[HttpResponse
                 return error_response(exc)
             except Exception:
                 logger.exception("openai door failed", extra={"path": request.path})
-                return openai_error(
-                    "The server failed to answer; try again. The request id is in the X-Request-ID header.",
-                    status=500,
-                    type_="server_error",
-                    code="internal_error",
-                )
+                message = "The server failed to answer; try again. The request id is in the X-Request-ID header."
+                return JsonResponse(_server_error(message), status=500)
 
         return csrf_exempt(wrapper)
 
@@ -276,7 +272,7 @@ def parse_chat_request(body: dict[str, Any]) -> dict[str, Any]:
         raise _invalid("'knowledge_bases' must be a list of knowledge base ids.", "knowledge_bases")
     return {
         "model": model.strip(),
-        "history": fit_history(turns[:-1]),
+        "history": turns[:-1],
         "text": turns[-1]["content"],
         "max_tokens": max_tokens,
         "temperature": float(temperature) if temperature is not None else None,
@@ -285,40 +281,6 @@ def parse_chat_request(body: dict[str, Any]) -> dict[str, Any]:
         "stream": stream,
         "knowledge_base_ids": kb_ids,
     }
-
-
-def fit_history(history: list[dict[str, str]], *, budget: int = HISTORY_CHAR_BUDGET) -> list[dict[str, str]]:
-    """The most recent earlier turns within a character budget. The pipeline fits the history to the model's
-    window anyway; trimming first bounds the masking and guard work a long client history could cause."""
-    kept: list[dict[str, str]] = []
-    for turn in reversed(history):
-        budget -= len(turn["content"])
-        if budget < 0:
-            break
-        kept.append(turn)
-    kept.reverse()
-    return kept
-
-
-def _inspect_client_history_sync(key: ApiKey, history: list[dict[str, str]]) -> None:
-    """The client's own earlier system and user turns pass the input guard too: the browser's history consists
-    of questions the guard already saw, a client's history does not."""
-    from guardrails.services import inspect_input
-
-    close_old_connections()
-    try:
-        for turn in history:
-            if turn["role"] not in ("system", "user") or not turn["content"].strip():
-                continue
-            verdict = inspect_input(tenant=key.tenant, text=turn["content"])
-            if verdict.decision == "block":
-                reasons = "; ".join(list(verdict.reasons)[:2])
-                raise GuardrailBlocked(
-                    "An earlier message was blocked by the content policy" + (f": {reasons}." if reasons else "."),
-                    details={"param": "messages", "score": round(float(verdict.score), 3)},
-                )
-    finally:
-        close_old_connections()
 
 
 # --- chat completions: responses -----------------------------------------------------------------------
@@ -341,28 +303,11 @@ def _public_citations(citations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: c.get(k) for k in keys} for c in citations]
 
 
-async def _forget_request_vault(run: ChatRun) -> None:
-    """The request's PII vault (``request:<id>``) is of no use once the answer is out: delete it."""
-    from guardrails.services import pii_vault_delete
-
-    def forget() -> None:
-        close_old_connections()
-        try:
-            pii_vault_delete(tenant=run.inp.tenant, scope_key=run.scope_key)
-        finally:
-            close_old_connections()
-
-    try:
-        await sync_to_async(forget, thread_sensitive=False)()
-    except Exception:
-        logger.exception("could not delete a request's PII vault", extra={"request_id": run.request_id})
-
-
 class _Completion:
     """Identity and framing of one completion's chunks."""
 
-    def __init__(self, run: ChatRun, model: str) -> None:
-        self.id = f"chatcmpl-{run.request_id}"
+    def __init__(self, request_id: str, model: str) -> None:
+        self.id = f"chatcmpl-{request_id}"
         self.created = int(time.time())
         self.model = model
 
@@ -379,14 +324,23 @@ class _Completion:
         }
         return _sse(payload)
 
+    def usage_chunk(self, usage: Any) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [],
+            "usage": _usage(usage),
+        }
+
 
 def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
-async def _stream_events(
-    run: ChatRun, events: AsyncIterator[Any], first: Any, frame: _Completion
-) -> AsyncIterator[bytes]:
+async def _stream_events(events: AsyncGenerator[Any, None], first: Any, frame: _Completion) -> AsyncIterator[bytes]:
     """Pipeline events → OpenAI chunks: a role chunk (with citations), content chunks, a finish chunk, a usage
     chunk (``choices: []``), then ``data: [DONE]``. A failure after the first token is an ``error`` event."""
     citations: list[dict[str, Any]] = []
@@ -405,55 +359,31 @@ async def _stream_events(
                 yield frame.chunk(
                     {}, _finish_reason(event.finish_reason), citations=citations, warnings=list(event.warnings)
                 )
-                usage_chunk = {
-                    "id": frame.id,
-                    "object": "chat.completion.chunk",
-                    "created": frame.created,
-                    "model": frame.model,
-                    "system_fingerprint": None,
-                    "choices": [],
-                    "usage": _usage(event.usage),
-                }
-                yield _sse(usage_chunk)
+                yield _sse(frame.usage_chunk(event.usage))
                 yield b"data: [DONE]\n\n"
                 return
             elif isinstance(event, Failed):
-                yield _sse(
-                    {
-                        "error": {
-                            "message": event.message or "The model server failed while answering.",
-                            "type": "server_error",
-                            "param": None,
-                            "code": event.code or "upstream_error",
-                        },
-                        "usage": _usage(event.usage),
-                    }
-                )
+                yield _sse({**error_payload(_failure(event)), "usage": _usage(event.usage)})
                 return
             try:
                 event = await events.__anext__()
             except StopAsyncIteration:
                 return
     except ApplicationError as exc:
-        yield _sse(json.loads(error_response(exc).content))
+        yield _sse(error_payload(exc))
     except Exception:
-        logger.exception("openai stream failed", extra={"request_id": run.request_id})
-        yield _sse(
-            {
-                "error": {
-                    "message": "The server failed while answering.",
-                    "type": "server_error",
-                    "param": None,
-                    "code": "internal_error",
-                }
-            }
-        )
+        logger.exception("openai stream failed")
+        yield _sse(_server_error("The server failed while answering."))
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
-        await _forget_request_vault(run)
+        await events.aclose()
 
 
-async def _complete(run: ChatRun, events: AsyncIterator[Any], first: Any, model: str) -> JsonResponse:
+def _failure(event: Failed) -> UpstreamError:
+    """The engine failed after the first token: as a typed error, for the one translator."""
+    return UpstreamError(event.message or "The model server failed while answering.", code=event.code or None)
+
+
+async def _complete(events: AsyncGenerator[Any, None], first: Any, frame: _Completion) -> JsonResponse:
     event: Any = first
     citations: list[dict[str, Any]] = []
     try:
@@ -462,23 +392,15 @@ async def _complete(run: ChatRun, events: AsyncIterator[Any], first: Any, model:
                 citations = _public_citations(event.citations)
             event = await events.__anext__()
     finally:
-        await events.aclose()  # type: ignore[attr-defined]
-        await _forget_request_vault(run)
+        await events.aclose()
     if isinstance(event, Failed):
-        response = openai_error(
-            event.message or "The model server failed while answering.",
-            status=502,
-            type_="server_error",
-            code=event.code or "upstream_error",
-        )
-        return response
-    frame = _Completion(run, model)
+        raise _failure(event)
     return JsonResponse(
         {
             "id": frame.id,
             "object": "chat.completion",
             "created": frame.created,
-            "model": model,
+            "model": frame.model,
             "system_fingerprint": None,
             "choices": [
                 {
@@ -497,16 +419,15 @@ async def _complete(run: ChatRun, events: AsyncIterator[Any], first: Any, model:
 
 @openai_door("POST")
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
-    key = await authenticate(request)
+    caller = await authenticate(request)
     req = parse_chat_request(_json_body(request))
-    await sync_to_async(_inspect_client_history_sync, thread_sensitive=False)(key, req["history"])
     run = ChatRun(
         ChatInput(
-            tenant=key.tenant,
-            role=key.role,
+            tenant=caller.tenant,
+            role=caller.role,
             text=req["text"],
-            user=key.created_by,
-            api_key=key,
+            user=caller.user,
+            api_key=caller.key,
             history=req["history"],
             knowledge_base_ids=req["knowledge_base_ids"],
             model=req["model"],
@@ -524,102 +445,49 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         first = await events.__anext__()
         while isinstance(first, Started):
             first = await events.__anext__()
-    except NotFound as exc:
-        await _forget_request_vault(run)
-        named = exc.code in ("model_not_found", "adapter_not_found") or "model" in exc.message.lower()
-        if named or "adapter" in exc.message.lower():
-            exc.details = {**exc.details, "param": "model"}
-        elif req["knowledge_base_ids"]:
-            exc.details = {**exc.details, "param": "knowledge_bases"}
-        raise
     except StopAsyncIteration:
-        await _forget_request_vault(run)
         raise ApplicationError("The pipeline ended without an answer.") from None
-    except Exception:
-        await _forget_request_vault(run)
-        raise
+    frame = _Completion(run.request_id, req["model"])
     if req["stream"]:
         response = StreamingHttpResponse(
-            _stream_events(run, events, first, _Completion(run, req["model"])),
-            content_type="text/event-stream; charset=utf-8",
+            _stream_events(events, first, frame), content_type="text/event-stream; charset=utf-8"
         )
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
-    return await _complete(run, events, first, req["model"])
+    return await _complete(events, first, frame)
 
 
 # --- models ---------------------------------------------------------------------------------------------
 
 
-def _models_for_sync(key: ApiKey) -> list[dict[str, Any]]:
-    """Base models that can be routed now, the adapters this department may use that are loaded somewhere, and the
-    embedding models."""
-    from adapters.selectors import adapter_list_for_tenant
-    from inference_pool.models import BaseModel
-    from inference_pool.selectors import served_model_list
-    from knowledge.embeddings import embedding_models
-
+def _models_sync(caller: Caller) -> list[dict[str, Any]]:
     close_old_connections()
     try:
-        served = served_model_list()
-        allowed = {a.name: a for a in adapter_list_for_tenant(tenant=key.tenant).select_related("owner_tenant")}
-        created = dict(BaseModel.objects.values_list("name", "created_at"))
-        out: dict[str, dict[str, Any]] = {}
-        for s in served:
-            if s.adapter is None:
-                when = created.get(s.model)
-                out[s.model] = {
-                    "id": s.model,
-                    "object": "model",
-                    "created": int(when.timestamp()) if when else 0,
-                    "owned_by": "portal",
-                    "type": "chat",
-                    "context_length": s.context_length,
-                }
-            elif s.adapter in allowed and s.adapter not in out:
-                adapter = allowed[s.adapter]
-                out[s.adapter] = {
-                    "id": s.adapter,
-                    "object": "model",
-                    "created": int(adapter.created_at.timestamp()),
-                    "owned_by": adapter.owner_tenant.slug if adapter.owner_tenant else "portal",
-                    "type": "chat",
-                    "parent": s.model,
-                    "context_length": s.context_length,
-                }
-        for model_id, spec in embedding_models().items():
-            out.setdefault(
-                model_id,
-                {
-                    "id": model_id,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "portal",
-                    "type": "embedding",
-                    "dimensions": int(spec.get("dimension", 0)),
-                },
-            )
-        return sorted(out.values(), key=lambda m: (m["type"], m["id"]))
+        return model_list_for_tenant(tenant=caller.tenant)
     finally:
         close_old_connections()
 
 
 @openai_door("GET")
 async def models_list(request: HttpRequest) -> HttpResponse:
-    key = await authenticate(request)
-    data = await sync_to_async(_models_for_sync, thread_sensitive=False)(key)
+    caller = await authenticate(request)
+    data = await sync_to_async(_models_sync, thread_sensitive=False)(caller)
     return JsonResponse({"object": "list", "data": data})
 
 
 @openai_door("GET")
 async def model_detail(request: HttpRequest, model: str) -> HttpResponse:
-    key = await authenticate(request)
-    data = await sync_to_async(_models_for_sync, thread_sensitive=False)(key)
+    caller = await authenticate(request)
+    data = await sync_to_async(_models_sync, thread_sensitive=False)(caller)
     for entry in data:
         if entry["id"] == model:
             return JsonResponse(entry)
-    raise NotFound(f"No model named '{model}' is available to your department.", details={"param": "model"})
+    raise NotFound(
+        f"No model named '{model}' is available to your department.",
+        code="model_not_found",
+        details={"param": "model"},
+    )
 
 
 # --- embeddings -----------------------------------------------------------------------------------------
@@ -649,85 +517,31 @@ def parse_embedding_request(body: dict[str, Any]) -> dict[str, Any]:
     return {"model": model.strip(), "texts": texts, "encoding": encoding, "dimensions": dimensions}
 
 
-def _count_tokens(embedder: Any, texts: list[str]) -> tuple[list[int], int | None]:
-    """Tokens per input with the embedder's own tokenizer when it has one (else a cautious estimate), and the
-    model's input limit when known."""
-    model = getattr(embedder, "model", None)
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        counts = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
-        return counts, getattr(model, "max_seq_length", None)
-    return [math.ceil(len(t.encode()) / 3) + 2 for t in texts], None
-
-
-def _embed_sync(key: ApiKey, req: dict[str, Any], request_id: str) -> dict[str, Any]:
-    from knowledge.embeddings import embedding_models, get_embedder
-    from tenants.quota import quota_release, quota_reserve, quota_settle
-    from tenants.services import audit_record
-
+def _embed_sync(caller: Caller, req: dict[str, Any], request_id: str) -> dict[str, Any]:
     close_old_connections()
     try:
-        if req["model"] not in embedding_models():
-            raise NotFound(
-                f"No embedding model named '{req['model']}' is available; see GET /v1/models.",
-                details={"param": "model"},
-            )
-        embedder = get_embedder(req["model"])
-        if req["dimensions"] is not None and req["dimensions"] != embedder.dimension:
-            raise _invalid(f"This model returns {embedder.dimension} dimensions; it cannot shorten them.", "dimensions")
-        texts: list[str] = req["texts"]
-        counts, limit = _count_tokens(embedder, texts)
-        if limit:
-            for i, n in enumerate(counts):
-                if n > limit:
-                    raise _invalid(f"Input {i} is {n} tokens; this model reads at most {limit}.", "input")
-        tokens = sum(counts)
-        reservation = quota_reserve(tenant=key.tenant, max_tokens=max(tokens, 1), request_id=request_id)
-        try:
-            vectors = np.asarray(embedder.embed_array(texts), dtype=np.float32)
-        except BaseException:
-            quota_release(reservation=reservation)
-            raise
-        quota_settle(
-            reservation=reservation,
-            tokens_in=tokens,
-            tokens_out=0,
-            source=UsageRecord.Source.EMBEDDING,
-            user=key.created_by,
-            api_key=key,
-            model=req["model"],
-            request_id=request_id,
+        result = embedding_create(
+            caller=caller, model=req["model"], texts=req["texts"], dimensions=req["dimensions"], request_id=request_id
         )
-        audit_record(
-            action="embeddings.create",
-            tenant=key.tenant,
-            actor=key.created_by,
-            actor_label=f"api-key:{key.prefix}",
-            details={"request_id": request_id, "model": req["model"], "inputs": len(texts), "tokens": tokens},
-        )
-        data = []
-        for i, row in enumerate(vectors):
-            embedding: Any
-            if req["encoding"] == "base64":
-                embedding = base64.b64encode(row.astype("<f4").tobytes()).decode()
-            else:
-                embedding = row.tolist()
-            data.append({"object": "embedding", "index": i, "embedding": embedding})
-        return {
-            "object": "list",
-            "data": data,
-            "model": req["model"],
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
     finally:
         close_old_connections()
+    data = []
+    for i, row in enumerate(result.vectors):
+        embedding: Any
+        if req["encoding"] == "base64":
+            embedding = base64.b64encode(row.astype("<f4").tobytes()).decode()
+        else:
+            embedding = row.tolist()
+        data.append({"object": "embedding", "index": i, "embedding": embedding})
+    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+    return {"object": "list", "data": data, "model": req["model"], "usage": usage}
 
 
 @openai_door("POST")
 async def embeddings(request: HttpRequest) -> HttpResponse:
-    key = await authenticate(request)
+    caller = await authenticate(request, scope=ApiKey.Scope.CHAT)
     req = parse_embedding_request(_json_body(request))
-    result = await sync_to_async(_embed_sync, thread_sensitive=False)(key, req, request_id_var.get() or "")
+    result = await sync_to_async(_embed_sync, thread_sensitive=False)(caller, req, request_id_var.get() or "")
     return JsonResponse(result)
 
 

@@ -9,8 +9,12 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet
 
+from adapters.selectors import adapter_list_for_tenant
 from chat.models import Conversation, Message
 from core.errors import NotFound
+from inference_pool.selectors import base_model_created, served_model_list
+from knowledge.embeddings import embedding_models
+from knowledge.selectors import knowledge_base_list_readable
 from tenants.models import Tenant
 
 
@@ -69,8 +73,6 @@ class ChatOption:
 
 def chat_knowledge_base_options(*, tenant: Tenant, role: str) -> list[ChatOption]:
     """Knowledge bases this role may read (the picker shows only these)."""
-    from knowledge.selectors import knowledge_base_list_readable
-
     return [
         ChatOption(id=kb.pk, name=kb.name, description=kb.description)
         for kb in knowledge_base_list_readable(tenant=tenant, role=role)
@@ -79,9 +81,40 @@ def chat_knowledge_base_options(*, tenant: Tenant, role: str) -> list[ChatOption
 
 def chat_adapter_options(*, tenant: Tenant) -> list[ChatOption]:
     """Adapters assigned to the department (the picker shows only these), default first."""
-    from adapters.selectors import adapter_list_for_tenant
-
     return [
         ChatOption(id=a.name, name=a.name, description=a.description, is_default=bool(getattr(a, "is_default", False)))
         for a in adapter_list_for_tenant(tenant=tenant)
     ]
+
+
+def model_list_for_tenant(*, tenant: Tenant) -> list[dict[str, Any]]:
+    """What ``/v1/models`` lists for a department, OpenAI-shaped: base models that can be routed now, the adapters
+    this department may use that are loaded somewhere, and the embedding models; sorted by type, then id."""
+    served = served_model_list()
+    allowed = {a.name: a for a in adapter_list_for_tenant(tenant=tenant).select_related("owner_tenant")}
+    created = base_model_created()
+    out: dict[str, dict[str, Any]] = {}
+    for s in served:
+        entry = {"object": "model", "type": "chat", "context_length": s.context_length}
+        if s.adapter is None:
+            when = created.get(s.model)
+            out[s.model] = {"id": s.model, "created": int(when.timestamp()) if when else 0, "owned_by": "portal"}
+            out[s.model].update(entry)
+        elif s.adapter in allowed and s.adapter not in out:
+            adapter = allowed[s.adapter]
+            owner = adapter.owner_tenant.slug if adapter.owner_tenant else "portal"
+            out[s.adapter] = {"id": s.adapter, "created": int(adapter.created_at.timestamp()), "owned_by": owner}
+            out[s.adapter].update(entry, parent=s.model)
+    for model_id, spec in embedding_models().items():
+        out.setdefault(
+            model_id,
+            {
+                "id": model_id,
+                "object": "model",
+                "created": 0,
+                "owned_by": "portal",
+                "type": "embedding",
+                "dimensions": int(spec.get("dimension", 0)),
+            },
+        )
+    return sorted(out.values(), key=lambda m: (m["type"], m["id"]))

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+import numpy as np
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from adapters.model_turn import QuotaHold
+from adapters.selectors import adapter_get_for_tenant
 from chat.models import Conversation, Message
 from core.errors import Conflict, InvalidInput, NotFound
-from tenants.models import Tenant
+from guardrails.services import pii_vault_delete
+from knowledge.embeddings import embedding_models, get_embedder
+from knowledge.selectors import knowledge_base_list_readable
+from tenants.auth import Caller
+from tenants.models import Tenant, UsageRecord
+from tenants.quota import quota_release_stale
 from tenants.services import audit_record
 
 TITLE_MAX = 200
@@ -23,8 +34,6 @@ GENERATION_LEASE = timedelta(minutes=10)
 
 def knowledge_base_ids_validate(*, tenant: Tenant, role: str, knowledge_base_ids: Iterable[int | str]) -> list[int]:
     """The ids as ints if every one is a knowledge base this role may read; else the same 404 for all."""
-    from knowledge.selectors import knowledge_base_list_readable
-
     try:
         wanted = sorted({int(i) for i in knowledge_base_ids})
     except (TypeError, ValueError):
@@ -44,8 +53,6 @@ def adapter_validate(*, tenant: Tenant, adapter: str | None) -> str:
     adapter = (adapter or "").strip()
     if not adapter:
         return ""
-    from adapters.selectors import adapter_get_for_tenant
-
     return adapter_get_for_tenant(tenant=tenant, name=adapter).name
 
 
@@ -120,8 +127,6 @@ def conversation_delete(*, conversation: Conversation, actor: User) -> None:
             "messages": Message.objects.for_tenant(conversation.tenant_id).filter(conversation=conversation).count()
         },
     )
-    from guardrails.services import pii_vault_delete
-
     pii_vault_delete(tenant=conversation.tenant, scope_key=conversation.scope_key)
     Conversation.objects.for_tenant(conversation.tenant_id).filter(pk=conversation.pk).delete()
 
@@ -166,3 +171,88 @@ def conversation_claim_generation(*, tenant_id: int, conversation_id: int) -> No
 
 def conversation_release_generation(*, tenant_id: int, conversation_id: int) -> None:
     Conversation.objects.for_tenant(tenant_id).filter(pk=conversation_id).update(generating_since=None)
+
+
+# --- embeddings (the /v1/embeddings door) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    vectors: Any  # float32 array, one row per input
+    tokens: int
+
+
+def _count_tokens(embedder: Any, texts: list[str]) -> tuple[list[int], int | None]:
+    """Tokens per input with the embedder's own tokenizer when it has one (else a cautious estimate), and the
+    model's input limit when known."""
+    model = getattr(embedder, "model", None)
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        counts = [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        return counts, getattr(model, "max_seq_length", None)
+    return [math.ceil(len(t.encode()) / 3) + 2 for t in texts], None
+
+
+def embedding_create(
+    *, caller: Caller, model: str, texts: list[str], dimensions: int | None, request_id: str
+) -> Embeddings:
+    """Embed ``texts`` for an API caller: the department's quota is reserved for the inputs' tokens and settled,
+    and an audit event is recorded. Unknown model 404 (``param`` model); an input over the model's limit or a
+    dimension it cannot give 400 (``param`` set)."""
+    if model not in embedding_models():
+        raise NotFound(
+            f"No embedding model named '{model}' is available; see GET /v1/models.",
+            code="model_not_found",
+            details={"param": "model"},
+        )
+    embedder = get_embedder(model)
+    if dimensions is not None and dimensions != embedder.dimension:
+        raise InvalidInput(
+            f"This model returns {embedder.dimension} dimensions; it cannot shorten them.",
+            details={"param": "dimensions"},
+        )
+    counts, limit = _count_tokens(embedder, texts)
+    for i, n in enumerate(counts):
+        if limit and n > limit:
+            message = f"Input {i} is {n} tokens; this model reads at most {limit}."
+            raise InvalidInput(message, details={"param": "input"})
+    tokens = sum(counts)
+    hold = QuotaHold(tenant=caller.tenant, request_id=request_id)
+    hold.reserve(max(tokens, 1))
+    try:
+        vectors = np.asarray(embedder.embed_array(texts), dtype=np.float32)
+    except BaseException:
+        hold.release()
+        raise
+    hold.settle(
+        tokens_in=tokens,
+        tokens_out=0,
+        source=UsageRecord.Source.EMBEDDING,
+        user=caller.user,
+        api_key=caller.key,
+        model=model,
+        adapter="",
+        backend="",
+        outcome="ok",
+    )
+    audit_record(
+        action="embeddings.create",
+        tenant=caller.tenant,
+        actor=caller.user,
+        actor_label=caller.label,
+        details={"request_id": request_id, "model": model, "inputs": len(texts), "tokens": tokens},
+    )
+    return Embeddings(vectors=vectors, tokens=tokens)
+
+
+def chat_sweep_abandoned() -> int:
+    """Release reservations older than an hour (no chat request lives that long), mark answers that were left
+    ``streaming`` by a dead process as stopped and free their conversations' generation lease. Returns the number
+    of reservations released."""
+    released = quota_release_stale(older_than=timedelta(hours=1))
+    cutoff = timezone.now() - GENERATION_LEASE
+    Message.unscoped.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff).update(
+        status=Message.Status.STOPPED, error_code="abandoned"
+    )
+    Conversation.unscoped.filter(generating_since__lt=cutoff).update(generating_since=None)
+    return released

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from datetime import datetime
+
+from django.db.models import Min, QuerySet
 
 from inference_pool.models import Backend, BackendAdapter, BaseModel, BreakerState, HealthState
 from inference_pool.types import ServedModel
@@ -52,3 +54,22 @@ async def aserved_model_list() -> list[ServedModel]:
     from channels.db import database_sync_to_async
 
     return await database_sync_to_async(served_model_list)()
+
+
+def base_model_exists(*, name: str) -> bool:
+    """A base model of that name is registered (whether or not a backend serves it now)."""
+    return BaseModel.objects.filter(name=name).exists()
+
+
+def base_model_created(*, names: list[str] | None = None) -> dict[str, datetime]:
+    """When each base model was registered, by name (all of them, or those named)."""
+    qs = BaseModel.objects.all()
+    if names is not None:
+        qs = qs.filter(name__in=names)
+    return dict(qs.values_list("name", "created_at"))
+
+
+def model_context_length(*, model: str) -> int | None:
+    """The smallest context window among the enabled backends of ``model`` (what a prompt must fit), or None."""
+    found = Backend.objects.filter(base_model__name=model, enabled=True).aggregate(n=Min("context_length"))["n"]
+    return int(found) if found else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -167,3 +168,12 @@ def base_model_create(
         )
         audit_record(action="base_model.create", actor=actor, target=model, details={"model": name})
     return model
+
+
+async def pool_close() -> None:
+    """Close the running event loop's router (its HTTP connections), e.g. before that loop is stopped."""
+    from inference_pool.router import _routers
+
+    router = _routers.get(asyncio.get_running_loop())
+    if router is not None:
+        await router.aclose()

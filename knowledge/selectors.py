@@ -370,3 +370,25 @@ def chunk_search(
             )
         )
     return hits
+
+
+def document_chunk_texts(
+    *, tenant: Tenant, role: str, knowledge_base_ids: list[int] | None, document_id: int
+) -> tuple[str, str, list[str]] | None:
+    """(file name, status, chunk texts in order) of a document the role may read, within ``knowledge_base_ids``
+    when given; None when there is no such document (missing and not readable answer alike)."""
+    readable = knowledge_base_list_readable(tenant=tenant, role=role)
+    if knowledge_base_ids is not None:
+        readable = readable.filter(pk__in=knowledge_base_ids)
+    doc = (
+        Document.objects.for_tenant(tenant)
+        .filter(pk=document_id, knowledge_base_id__in=readable.values("pk"))
+        .only("id", "filename", "status")
+        .first()
+    )
+    if doc is None:
+        return None
+    texts = (
+        Chunk.objects.for_tenant(tenant).filter(document_id=doc.pk).order_by("ordinal").values_list("text", flat=True)
+    )
+    return doc.filename, doc.status, list(texts)

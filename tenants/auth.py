@@ -1,7 +1,16 @@
-"""Who is calling the REST API, and for which department.
+"""Who is calling, and for which department: the one caller resolver of every door.
 
 Two ways in: ``Authorization: Bearer <api key>`` (the key names the tenant and carries a role and scopes), or the
-browser session (CSRF enforced) with the session's current department.
+browser session with the session's current department. Every door resolves its caller here:
+
+- REST (DRF): ``caller_from_request(request)`` (the authentication classes below ran first);
+- ``/v1`` (plain async Django views): ``caller_from_bearer(header=..., scope=...)``;
+- the chat and agents WebSocket consumers: ``caller_from_scope(scope)``;
+- all of them end in ``caller_resolve(user=..., chosen_tenant_id=..., key=...)``.
+
+Fail closed, and the same answer at every door: signed out 401; a key that is unknown, revoked or expired 401;
+a department that is suspended 403 ``tenant_suspended`` (a key's, or a user's whose only departments are suspended);
+no membership at all 404.
 """
 
 from __future__ import annotations
@@ -15,8 +24,9 @@ from rest_framework.request import Request
 
 from core.errors import NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
 from core.logging import tenant_id_var, user_id_var
-from tenants.models import ApiKey, Role, Tenant, role_at_least
-from tenants.selectors import api_key_authenticate, membership_get
+from tenants.middleware import SESSION_KEY
+from tenants.models import ApiKey, Membership, Role, Tenant, role_at_least
+from tenants.selectors import api_key_authenticate
 from tenants.services import api_key_touch
 
 
@@ -89,24 +99,74 @@ class Caller:
             raise PermissionDenied(f"This API key lacks the '{scope}' scope.")
 
 
+def _membership_choose(*, user: Any, chosen_tenant_id: int | None) -> Membership:
+    """The chosen department if the user belongs to it and it is active, else the first active one (as the pages
+    resolve it). None active: 403 ``tenant_suspended`` when the user still belongs to a suspended department, 404
+    when the user belongs to none."""
+    memberships = list(Membership.unscoped.filter(user_id=user.pk).select_related("tenant").order_by("tenant__name"))
+    active = [m for m in memberships if m.tenant.is_active]
+    chosen = next((m for m in active if m.tenant_id == chosen_tenant_id), None)
+    if chosen is None and active:
+        chosen = active[0]
+    if chosen is None:
+        if memberships:
+            raise TenantSuspended()
+        raise NotFound("You are not a member of any department.")
+    return chosen
+
+
+def caller_resolve(*, user: Any, chosen_tenant_id: int | None = None, key: ApiKey | None = None) -> Caller:
+    """The one resolver. With ``key``: the key's department, role and scopes (its issuer is the user of usage
+    records and the actor of audit events). Without: the signed-in user's current department and role."""
+    if key is not None:
+        if not key.tenant.is_active:
+            raise TenantSuspended()
+        tenant_id_var.set(key.tenant_id)
+        return Caller(tenant=key.tenant, role=key.role, user=key.created_by, key=key, scopes=set(key.scopes or []))
+    if user is None or not user.is_authenticated:
+        raise NotAuthenticated()
+    membership = _membership_choose(user=user, chosen_tenant_id=chosen_tenant_id)
+    user_id_var.set(user.pk)
+    tenant_id_var.set(membership.tenant_id)
+    return Caller(
+        tenant=membership.tenant,
+        role=membership.role,
+        user=cast(User, user),
+        key=None,
+        scopes=set(ApiKey.Scope.values),
+    )
+
+
 def caller_from_request(request: Request | Any) -> Caller:
-    """Resolve the caller; fail closed: no tenant, no access."""
+    """REST: the caller of a DRF request (API key or session)."""
     user = request.user
     if user is None or not user.is_authenticated:
         raise NotAuthenticated()
     if isinstance(user, ApiKeyPrincipal):
-        key = user.key
-        return Caller(tenant=key.tenant, role=key.role, user=key.created_by, key=key, scopes=set(key.scopes))
-    tenant = getattr(request, "tenant", None) or getattr(getattr(request, "_request", None), "tenant", None)
-    if tenant is None:
-        raise NotFound("You are not a member of any active department.")
-    membership = membership_get(user=user, tenant=tenant)
-    if membership is None:
-        raise NotFound()
-    if not membership.tenant.is_active:
-        raise TenantSuspended()
-    user_id_var.set(user.pk)
-    tenant_id_var.set(tenant.pk)
-    return Caller(
-        tenant=membership.tenant, role=membership.role, user=cast(User, user), key=None, scopes=set(ApiKey.Scope.values)
-    )
+        return caller_resolve(user=None, key=user.key)
+    session = getattr(request, "session", None)
+    chosen = session.get(SESSION_KEY) if session is not None else None
+    return caller_resolve(user=user, chosen_tenant_id=chosen)
+
+
+def caller_from_scope(scope: dict[str, Any]) -> Caller:
+    """WebSockets: the caller of a Channels scope (the session's user and department). Blocking: call it from a
+    thread (``database_sync_to_async``)."""
+    session = scope.get("session")
+    chosen = session.get(SESSION_KEY) if session is not None else None
+    return caller_resolve(user=scope.get("user"), chosen_tenant_id=chosen)
+
+
+def caller_from_bearer(*, header: str, scope: str, address: str | None = None) -> Caller:
+    """``/v1``: the caller of ``Authorization: Bearer <key>``; the key is touched and must carry ``scope`` (the door
+    counts it against the key's rate with ``tenants.throttling``). Blocking: call it from a thread."""
+    scheme, _, raw = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not raw.strip():
+        raise NotAuthenticated("Send your API key as 'Authorization: Bearer <key>'.")
+    key = api_key_authenticate(raw_key=raw.strip(), address=address)
+    api_key_touch(key=key)
+    if key.created_by_id is not None:
+        key.created_by  # noqa: B018  (load the issuer here, in the caller's thread)
+    caller = caller_resolve(user=None, key=key)
+    caller.require(min_role=Role.VIEWER, scope=scope)
+    return caller

@@ -12,7 +12,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import AgentEvent, AgentRun, AgentStep, RunStatus, StepKind, StepStatus
-from agents.runner import _add_step, agent_run_step
+from agents.runner import add_step as _add_step
+from agents.runner import agent_run_step
 from agents.selectors import agent_run_get
 from agents.services import agent_run_cancel, agent_run_decide, http_tool_rule_create
 from agents.tests.conftest import make_definition, start_run
@@ -324,7 +325,9 @@ def test_a_starter_who_lost_access_stops_the_run(world: Any, crm: Any) -> None:
 
 
 def test_the_prompt_fits_the_window_and_its_bound_stays_an_upper_bound(world: Any) -> None:
-    from agents.runner import _build_prompt, _bytes_bound, _prompt_bound
+    from adapters.model_turn import bytes_upper_bound as _bytes_bound
+    from agents.runner import build_prompt as _build_prompt
+    from agents.runner import prompt_bound as _prompt_bound
 
     definition = make_definition(world, max_steps=8)
     run = AgentRun(pk=1, tenant=world.tenant, definition=definition, input_masked="Compare the policies.", steps_used=3)

@@ -9,16 +9,11 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from adapters.model_turn import TurnTarget
 from chat.models import Conversation, Message
-from chat.pipeline import (
-    ChatInput,
-    ChatRun,
-    StreamUnmasker,
-    _Prepared,
-    build_context_block,
-    bytes_upper_bound,
-    token_estimate,
-)
+from chat.pipeline import ChatInput, StreamUnmasker, build_context_block, bytes_upper_bound, token_estimate
+from chat.pipeline.stages import prompt_build
+from chat.pipeline.state import Masked, Plan
 from chat.tasks import quota_sweep
 from tenants.models import QuotaReservation
 from tenants.quota import quota_reserve, quota_status
@@ -71,17 +66,22 @@ def test_prompt_has_the_system_prompt_canary_numbered_context_and_fitted_history
             masked_text=f"answer {i} " + "y" * 300,
             status="error" if i == 29 else "complete",
         )
-    run = ChatRun(ChatInput(tenant=world.tenant, role="member", user=world.member, conversation=conv, text="now?"))
-    prep = _Prepared(
-        model="m", adapter="", context_length=2048, max_tokens=256, kb_ids=[], conversation_id=conv.pk, user_text="now?"
+    inp = ChatInput(tenant=world.tenant, role="member", user=world.member, conversation=conv, text="now?")
+    plan = Plan(
+        target=TurnTarget(model="m", adapter="", context_length=2048),
+        max_tokens=256,
+        kb_ids=(),
+        conversation=conv,
+        user_text="now?",
     )
-    prep.user_masked = "What now, <PERSON_1>?"
+    masked = Masked(user="What now, <PERSON_1>?")
     passages = [({"n": 1, "document_name": "h.md", "page": 2, "document_id": 5}, "The allowance is 42 euros.")]
-    messages = run._build_prompt(prep, passages)
+    prompt = prompt_build(inp, plan, masked, passages, canary="CANARY-123")
+    messages = prompt.messages
 
     system, *history, current = messages
     assert system["role"] == "system" and world.tenant.system_prompt in system["content"]
-    assert run._canary in system["content"] and "untrusted data" in system["content"]
+    assert "CANARY-123" in system["content"] and "untrusted data" in system["content"]
     assert current == {
         "role": "user",
         "content": "<context>\n[1] Source: h.md, page 2\n> The allowance is 42 euros.\n</context>\n\n"
@@ -91,20 +91,20 @@ def test_prompt_has_the_system_prompt_canary_numbered_context_and_fitted_history
     assert history[0]["role"] == "user" and history[-1]["content"].startswith("question 29")
     assert 2 < len(history) < 20
     assert sum(token_estimate(m["content"]) for m in messages) <= 2048 - 256
-    assert run.citations == [passages[0][0]]
+    assert prompt.citations == [passages[0][0]]
 
 
 @pytest.mark.django_db
 def test_passages_are_dropped_lowest_first_when_the_question_does_not_fit(world):
-    run = ChatRun(ChatInput(tenant=world.tenant, role="member", text="q"))
-    prep = _Prepared(model="m", adapter="", context_length=600, max_tokens=100, kb_ids=[1], conversation_id=None,
-                     user_text="q", user_masked="q")  # fmt: skip
+    inp = ChatInput(tenant=world.tenant, role="member", text="q")
+    plan = Plan(target=TurnTarget(model="m", adapter="", context_length=600), max_tokens=100, kb_ids=(1,),
+                conversation=None, user_text="q")  # fmt: skip
     passages: list[tuple[dict[str, Any], str]] = [
         ({"n": n, "document_name": f"d{n}", "page": None}, "word " * 100) for n in (1, 2, 3)
     ]
-    messages = run._build_prompt(prep, passages)
-    assert [c["n"] for c in run.citations] == [1]
-    assert "[2]" not in messages[-1]["content"]
+    prompt = prompt_build(inp, plan, Masked(user="q"), passages, canary="c")
+    assert [c["n"] for c in prompt.citations] == [1]
+    assert "[2]" not in prompt.messages[-1]["content"]
 
 
 @pytest.mark.django_db

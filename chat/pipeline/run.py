@@ -1,0 +1,318 @@
+"""One pass through the pipeline: ``ChatRun(inp, pool=...)`` then ``async for event in run.stream(): ...``.
+
+The blocking stages (``chat.pipeline.stages``) run in one worker thread before the engine is called; then the
+model turn streams (``adapters.model_turn``), tokens are unmasked for display as they arrive, and the output guard,
+persistence and settlement run after it. The pool is passed in (``adapters.model_turn.TurnPool``): the router's pool
+by default, a fake one in fast tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+
+from adapters.model_turn import ROUTER_POOL, QuotaHold, TurnPool, model_turn_events
+from chat.models import Message
+from chat.pipeline import stages
+from chat.pipeline.events import ChatInput, Citations, Done, Failed, PipelineEvent, Started, Token, Usage
+from chat.pipeline.state import Masked, Plan, Prompt, RunState
+from chat.pipeline.text import PLACEHOLDER_RE, StreamUnmasker
+from core.errors import ApplicationError
+from core.logging import request_id_var, tenant_id_var, user_id_var
+from guardrails.output import canary_new
+from guardrails.services import unmask
+from inference_pool.types import ChatRequest
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _blocking_executor() -> ThreadPoolExecutor:
+    """A small pool for the pipeline's blocking stages. Small on purpose: only one thread of a process runs Python
+    at a time (the GIL), so more threads add no throughput, and every CPU-bound thread (Presidio, the ORM) is one more
+    competitor of the event loop that relays tokens to the sockets."""
+    global _executor
+    if _executor is None:
+        with _executor_lock:
+            if _executor is None:
+                workers = int(getattr(settings, "CHAT_BLOCKING_WORKERS", 2))
+                _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chat-pipeline")
+    return _executor
+
+
+def run_blocking(fn: Callable[..., T]) -> Callable[..., Any]:
+    """Run blocking work (ORM, Presidio, embeddings) off the event loop, each call on its own fresh DB connection so
+    that sessions do not queue behind one shared connection."""
+
+    def call(*args: Any, **kwargs: Any) -> T:
+        close_old_connections()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(call, thread_sensitive=False, executor=_blocking_executor())
+
+
+class ChatRun:
+    """One pass through the pipeline; ``state`` (and the properties below) describe the outcome even after a
+    cancellation."""
+
+    def __init__(self, inp: ChatInput, *, pool: TurnPool = ROUTER_POOL) -> None:
+        self.inp = inp
+        self.pool = pool
+        request_id = inp.request_id or uuid.uuid4().hex
+        # the PII vault: the conversation's own, or one made here per request (never a client-chosen id, which two
+        # callers could share)
+        scope = inp.conversation.scope_key if inp.conversation is not None else f"request:{uuid.uuid4().hex}"
+        self.state = RunState(
+            request_id=request_id,
+            scope_key=scope,
+            canary=canary_new(),
+            quota=QuotaHold(tenant=inp.tenant, request_id=request_id),
+            conversation_id=inp.conversation.pk if inp.conversation is not None else None,
+        )
+
+    # what the doors read ------------------------------------------------------------------------------------
+    @property
+    def request_id(self) -> str:
+        return self.state.request_id
+
+    @property
+    def scope_key(self) -> str:
+        return self.state.scope_key
+
+    @property
+    def status(self) -> str:
+        return self.state.status
+
+    @property
+    def error_code(self) -> str:
+        return self.state.error_code
+
+    @property
+    def message_id(self) -> int | None:
+        return self.state.message_id
+
+    @property
+    def user_message_id(self) -> int | None:
+        return self.state.user_message_id
+
+    @property
+    def text(self) -> str:
+        return self.state.text
+
+    @property
+    def citations(self) -> list[dict[str, Any]]:
+        return self.state.citations
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return self.state.reply.ttft_ms
+
+    @property
+    def tpot_ms(self) -> float | None:
+        return self.state.reply.tpot_ms
+
+    @property
+    def usage(self) -> Usage:
+        tokens_in, tokens_out = self.state.reply.counts(prompt_estimate=-(-self.state.prompt_chars // 4))
+        return Usage(tokens_in, tokens_out)
+
+    # stages -------------------------------------------------------------------------------------------------
+    def _prepare(self) -> tuple[Plan, Masked, Prompt]:
+        """Stages 1-6 (blocking work, run in one worker thread): everything before the engine is called."""
+        inp, state = self.inp, self.state
+        with stages.stage(state, "authorize"):
+            plan = stages.authorize(inp, state)
+        stages.quota_reserve(state, stages.quota_early_bound(inp, plan))
+        stages.input_inspect(inp, plan, state)
+        masked = stages.mask_input(inp, plan, state)
+        passages = stages.retrieve(inp, plan, state)
+        with stages.stage(state, "prompt"):
+            prompt = stages.prompt_build(inp, plan, masked, passages, canary=state.canary)
+            stages.prompt_reserve(state, plan, prompt)
+            stages.persist_begin(inp, plan, masked, state)
+        return plan, masked, prompt
+
+    def _request(self, plan: Plan, prompt: Prompt) -> ChatRequest:
+        inp = self.inp
+        return ChatRequest(
+            messages=prompt.messages,
+            model=plan.target.model,
+            adapter=plan.target.adapter or None,
+            max_tokens=plan.max_tokens,
+            temperature=inp.temperature if inp.temperature is not None else 0.3,
+            seed=inp.seed,
+            stop=inp.stop,
+            tenant=inp.tenant.slug,
+            request_id=self.state.request_id,
+        )
+
+    def _opening(self) -> list[PipelineEvent]:
+        s = self.state
+        events: list[PipelineEvent] = [
+            Started(
+                request_id=s.request_id,
+                model=s.model,
+                adapter=s.adapter,
+                conversation_id=s.conversation_id,
+                message_id=s.message_id,
+                user_message_id=s.user_message_id,
+            )
+        ]
+        if s.citations:
+            events.append(Citations(citations=s.citations))
+        return events
+
+    async def _display(self, piece: str) -> str:
+        if piece and PLACEHOLDER_RE.search(piece):
+            return str(await run_blocking(unmask)(tenant=self.inp.tenant, scope_key=self.state.scope_key, text=piece))
+        return piece
+
+    def _canary_cut(self, token: str) -> bool:
+        """The model is quoting the system prompt: cut the canary out and end the answer here."""
+        reply, canary = self.state.reply, self.state.canary
+        if canary not in reply.text[-(len(canary) + len(token) + 8) :]:
+            return False
+        reply.text = reply.text.replace(canary, "")
+        self.state.guard["canary_leaked"] = True
+        self.state.finish_reason = "content_filter"
+        return True
+
+    async def _relay(self, tokens: AsyncIterator[str]) -> AsyncGenerator[PipelineEvent, None]:
+        """Stage 7: the engine's tokens, unmasked for display (a placeholder split across tokens is held back)."""
+        state, unmasker = self.state, StreamUnmasker()
+        state.status = Message.Status.STREAMING
+        t_pool, t_first = time.perf_counter(), None
+        opened = False
+        async for token in tokens:
+            if t_first is None:
+                t_first = time.perf_counter()
+                stages.timed(state, "ttft", t_pool)
+            if self._canary_cut(token):
+                break
+            piece = await self._display(unmasker.feed(token))
+            if not opened:
+                opened = True
+                for ev in self._opening():
+                    yield ev
+            if piece:
+                state.text += piece
+                yield Token(text=piece)
+        if t_first is not None:
+            stages.timed(state, "generate", t_first)
+        tail = await self._display(unmasker.flush())
+        if tail and not state.guard.get("canary_leaked"):
+            state.text += tail
+            if opened:
+                yield Token(text=tail)
+        if not opened and state.reply.error_code == "":
+            for ev in self._opening():  # the engine answered without a single token
+                yield ev
+
+    def _done(self) -> Done:
+        s = self.state
+        return Done(
+            message_id=s.message_id,
+            text=s.text,
+            usage=self.usage,
+            ttft_ms=s.reply.ttft_ms,
+            tpot_ms=s.reply.tpot_ms,
+            finish_reason=s.finish_reason,
+            citations=s.citations,
+            guardrails=s.guard,
+            warnings=Message(guardrails=s.guard, citations=s.citations).guard_warnings,
+            model=s.model,
+            adapter=s.adapter,
+            backend=s.reply.backend,
+        )
+
+    async def _finish(self) -> None:
+        # shielded: a second cancellation (a closing socket) must not interrupt the bookkeeping
+        await asyncio.shield(run_blocking(stages.finish)(self.inp, self.state))
+
+    async def _conclude(self, masked: Masked, prompt: Prompt) -> PipelineEvent:
+        """Stages 8-10 once the engine stopped: a failure keeps the partial answer; else the output guard."""
+        state = self.state
+        if state.reply.error_code:
+            state.status = Message.Status.ERROR
+            state.error_code, state.error_message = state.reply.error_code, state.reply.error
+            await self._finish()
+            return Failed(
+                code=state.error_code,
+                message=state.error_message,
+                message_id=state.message_id,
+                text=state.text,
+                usage=self.usage,
+            )
+        if state.finish_reason != "content_filter":
+            state.finish_reason = state.reply.finish or "stop"
+        await run_blocking(stages.output_inspect)(self.inp, masked, prompt, state)
+        state.status = Message.Status.COMPLETE
+        await self._finish()
+        return self._done()
+
+    async def _fail(self, status: str, code: str = "", message: str = "") -> None:
+        self.state.status = status
+        if code:
+            self.state.error_code, self.state.error_message = code, message
+        await self._finish()
+
+    async def stream(self) -> AsyncGenerator[PipelineEvent, None]:
+        inp, state = self.inp, self.state
+        # log lines of this run carry its request, tenant and user ids (never text)
+        request_id_var.set(state.request_id)
+        tenant_id_var.set(inp.tenant.pk)
+        user_id_var.set(inp.user.pk if inp.user is not None else None)
+        tokens: Any = None
+        relay: Any = None
+        try:
+            plan, masked, prompt = await run_blocking(self._prepare)()
+            tokens = model_turn_events(pool=self.pool, request=self._request(plan, prompt), reply=state.reply)
+            relay = self._relay(tokens)
+            async for event in relay:
+                yield event
+            await tokens.aclose()
+            yield await self._conclude(masked, prompt)
+        except (asyncio.CancelledError, GeneratorExit):
+            # stop or disconnect: keep what was said so far (closing the relay closes the engine's stream)
+            await _close(relay, tokens)
+            state.finish_reason = "stopped"
+            await self._fail(Message.Status.STOPPED if state.message_id is not None else "cancelled")
+            raise
+        except ApplicationError as exc:
+            await self._fail(Message.Status.ERROR, exc.code, exc.message)
+            raise
+        except Exception:
+            logger.exception("chat pipeline failed")
+            await self._fail(Message.Status.ERROR, "internal_error")
+            raise
+        finally:
+            await _close(relay, tokens)
+
+
+async def _close(*generators: Any) -> None:
+    for generator in generators:
+        if generator is not None:
+            await generator.aclose()
+
+
+async def chat_stream(*, inp: ChatInput, pool: TurnPool = ROUTER_POOL) -> AsyncIterator[PipelineEvent]:
+    """Convenience: the events of one ``ChatRun``."""
+    async for event in ChatRun(inp, pool=pool).stream():
+        yield event
