@@ -4,12 +4,15 @@ another department's conversation answers the same 404 as a missing one."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
+from django.utils import timezone
 
 from chat.models import Conversation, Message
+from core.aggregates import Percentile
 from core.errors import NotFound
 from tenants.models import Tenant
 
@@ -85,3 +88,39 @@ def chat_adapter_options(*, tenant: Tenant) -> list[ChatOption]:
         ChatOption(id=a.name, name=a.name, description=a.description, is_default=bool(getattr(a, "is_default", False)))
         for a in adapter_list_for_tenant(tenant=tenant)
     ]
+
+
+# ------------------------------------------------------------------------ answer latency per backend (staff)
+@dataclass
+class LatencyStats:
+    requests: int
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    tpot_p50_ms: float | None
+    tpot_p95_ms: float | None
+
+
+LATENCY_WINDOW = timedelta(minutes=15)
+
+
+def backend_latency_stats(
+    *, window: timedelta = LATENCY_WINDOW, now: datetime | None = None
+) -> dict[str, LatencyStats]:
+    """TTFT and TPOT p50/p95 per backend over the window, from the answers the chat recorded (``chat.Message``
+    rows of the assistant with timings), across every department: platform staff only."""
+    since = (now or timezone.now()) - window
+    rows = (
+        Message.unscoped.filter(role=Message.Role.ASSISTANT, created_at__gte=since)
+        .exclude(backend="")
+        .exclude(ttft_ms__isnull=True)
+        .values("backend")
+        .annotate(
+            n=Count("id"),
+            ttft50=Percentile("ttft_ms", percentile=0.5),
+            ttft95=Percentile("ttft_ms", percentile=0.95),
+            tpot50=Percentile("tpot_ms", percentile=0.5),
+            tpot95=Percentile("tpot_ms", percentile=0.95),
+        )
+        .order_by("backend")
+    )
+    return {r["backend"]: LatencyStats(r["n"], r["ttft50"], r["ttft95"], r["tpot50"], r["tpot95"]) for r in rows}

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from core.errors import InvalidInput, NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
 from tenants import apikeys
-from tenants.models import ApiKey, AuditEvent, Membership, Tenant, UsageRecord, role_at_least
+from tenants.models import ApiKey, AuditEvent, Membership, ModelPrice, Quota, Tenant, UsageRecord, role_at_least
 
 
 def membership_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Membership]:
@@ -201,3 +201,12 @@ def user_get_by_username(*, username: str) -> User:
     if user is None:
         raise InvalidInput("There is no active user with that username.", details={"username": ["unknown user"]})
     return user
+
+
+def quota_get(*, tenant: Tenant) -> Quota:
+    """The department's quota row, or an unsaved one with the defaults when none was set yet."""
+    return Quota.objects.filter(tenant=tenant).first() or Quota(tenant=tenant)
+
+
+def model_price_list() -> QuerySet[ModelPrice]:
+    return ModelPrice.objects.order_by("model")
