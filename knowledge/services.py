@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from core.errors import ApplicationError, Conflict, InvalidInput
 from core.metrics import INGESTION_CHUNKS, PII_ENTITIES
+from knowledge import queueing
 from knowledge.chunking import ChunkDraft, chunk_sections, embedding_text
 from knowledge.embeddings import embedding_models, get_embedder
 from knowledge.models import EMBEDDING_DIM, Access, Chunk, Document, DocumentContent, KnowledgeBase
@@ -37,12 +38,7 @@ from tenants.services import audit_record
 logger = logging.getLogger(__name__)
 
 TS_CONFIG = "english"
-EMBED_BATCH = 32
 _ADVISORY_NAMESPACE = 4242  # pg_advisory_xact_lock(namespace, tenant_id): one dispatcher per tenant at a time
-
-
-def _setting(name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
 
 
 class UploadFile(Protocol):
@@ -211,11 +207,8 @@ def knowledge_base_update(*, knowledge_base: KnowledgeBase, actor: User | None, 
         details={"fields": sorted(set(fields) | ({"embedding_model"} if model_id else set()))},
     )
     if reembed:
-        from knowledge.tasks import reembed_knowledge_base
-
         kb_id = kb.pk
-        queue = str(_setting("INGEST_QUEUE", "ingest"))
-        transaction.on_commit(lambda: reembed_knowledge_base.apply_async(args=[kb_id], queue=queue))
+        transaction.on_commit(lambda: queueing.reembed_enqueue(knowledge_base_id=kb_id))
     return kb
 
 
@@ -365,7 +358,7 @@ def document_dispatch(*, tenant_id: int) -> list[int]:
     its documents there or in a worker at a time. Each tenant has its own line; the broker only ever holds a few
     documents per tenant, so one department's 5,000-file upload cannot bury another department's single file.
     The messages are sent after commit."""
-    cap = int(_setting("INGEST_TENANT_CONCURRENCY", 2))
+    cap = settings.INGEST_TENANT_CONCURRENCY
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_ADVISORY_NAMESPACE, int(tenant_id)])
         cur.execute(
@@ -391,17 +384,13 @@ def document_dispatch(*, tenant_id: int) -> list[int]:
 
 
 def _send(ids: list[int]) -> None:
-    from knowledge.tasks import ingest_document
-
-    queue = str(_setting("INGEST_QUEUE", "ingest"))
-    for doc_id in ids:
-        ingest_document.apply_async(args=[doc_id], queue=queue)
+    queueing.ingest_enqueue(document_ids=ids)
 
 
 def ingest_sweep(*, stale_after: timedelta | None = None) -> dict[str, int]:
     """Safety net for lost broker messages: re-send documents dispatched long ago that never moved, and dispatch
     every tenant that has documents waiting."""
-    stale_after = stale_after or timedelta(seconds=int(_setting("INGEST_STALE_SECONDS", 2400)))
+    stale_after = stale_after or timedelta(seconds=settings.INGEST_STALE_SECONDS)
     cutoff = timezone.now() - stale_after
     stale = list(
         Document.unscoped.filter(
@@ -470,14 +459,14 @@ def _pii_counts(tenant: Tenant, texts: list[str]) -> list[dict[str, int]]:
     in small batches. The scan is informational: when the scanner is unavailable the chunks are indexed without
     counts (and that is logged), never held back."""
     empty: list[dict[str, int]] = [{} for _ in texts]
-    if not _setting("KNOWLEDGE_PII_SCAN", False) or not texts:
+    if not settings.KNOWLEDGE_PII_SCAN or not texts:
         return empty
     try:
         scan = importlib.import_module("guardrails.services").pii_counts
     except (ImportError, AttributeError):
         return empty
     counts: list[dict[str, int]] = []
-    batch = int(_setting("KNOWLEDGE_PII_SCAN_BATCH", 8))
+    batch = settings.KNOWLEDGE_PII_SCAN_BATCH
     try:
         for start in range(0, len(texts), batch):
             counts.extend(scan(tenant=tenant, texts=texts[start : start + batch]))
@@ -519,7 +508,7 @@ def document_ingest(*, document_id: int) -> str:
 def _ingest(doc: Document) -> str:
     kb = doc.knowledge_base
     tenant = doc.tenant
-    progress = _Progress(doc.pk, interval=float(_setting("KNOWLEDGE_PROGRESS_INTERVAL", 0.3)))
+    progress = _Progress(doc.pk, interval=settings.KNOWLEDGE_PROGRESS_INTERVAL)
     progress(
         force=True,
         status=Document.Status.PARSING,
@@ -552,7 +541,7 @@ def _ingest(doc: Document) -> str:
         raise DocumentRejected("The file is damaged or not in the format it claims to be.") from None
     progress(status=Document.Status.CHUNKING, progress=15, detected_type=parsed.detected_type, pages=parsed.pages)
     drafts = chunk_sections(parsed.sections, chunk_size=kb.chunk_size, overlap=kb.chunk_overlap)
-    max_chunks = int(_setting("KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT", 20000))
+    max_chunks = settings.KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT
     if not drafts:
         raise DocumentRejected("The file has no text to index.")
     if len(drafts) > max_chunks:
@@ -565,7 +554,7 @@ def _ingest(doc: Document) -> str:
     model_id = kb.embedding_model
     embedder = get_embedder(model_id)
     parts: list[np.ndarray] = []
-    batch = int(_setting("KNOWLEDGE_EMBED_BATCH", EMBED_BATCH))
+    batch = settings.KNOWLEDGE_EMBED_BATCH
     for start in range(0, len(texts), batch):
         parts.append(embedder.embed_array(texts[start : start + batch], batch_size=batch))
         done = min(start + batch, len(texts))

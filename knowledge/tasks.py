@@ -17,7 +17,7 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError
 
-from knowledge import services
+from knowledge import queueing, services
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class IngestTask(Task):  # type: ignore[misc]
 @shared_task(
     bind=True,
     base=IngestTask,
-    name="knowledge.ingest_document",
+    name=queueing.INGEST_DOCUMENT,
     queue="ingest",
     acks_late=True,
     reject_on_worker_lost=True,
@@ -86,7 +86,7 @@ def ingest_document(self: Task, document_id: int) -> str:
 
 
 @shared_task(
-    name="knowledge.reembed_knowledge_base",
+    name=queueing.REEMBED_KNOWLEDGE_BASE,
     queue="ingest",
     acks_late=True,
     reject_on_worker_lost=True,
@@ -99,6 +99,6 @@ def reembed_knowledge_base(knowledge_base_id: int) -> str:
     return services.knowledge_base_reembed(knowledge_base_id=knowledge_base_id)
 
 
-@shared_task(name="knowledge.ingest_sweep", queue="ingest", ignore_result=True)
+@shared_task(name=queueing.INGEST_SWEEP, queue="ingest", ignore_result=True)
 def ingest_sweep() -> dict[str, int]:
     return services.ingest_sweep()

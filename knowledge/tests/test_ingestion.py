@@ -226,7 +226,7 @@ def test_progress_is_written_as_it_goes(world, kb, monkeypatch, settings):
         seen.append((row.status, row.progress))
 
     monkeypatch.setattr(services, "_progress", record)
-    monkeypatch.setattr(services, "EMBED_BATCH", 4)
+    settings.KNOWLEDGE_EMBED_BATCH = 4
     settings.KNOWLEDGE_PROGRESS_INTERVAL = 0  # every step is written
     ingest(doc)
     statuses = [s for s, _ in seen]
