@@ -61,7 +61,7 @@ OFFLINE_TLD_EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None,
 def _patch_tldextract() -> None:
     """Make every module-level ``tldextract.extract`` call offline (Presidio's own recognizers, which the stock
     baseline in bench/bench_guard.py still runs; the portal's recognizers use OFFLINE_TLD_EXTRACT directly)."""
-    import tldextract.tldextract as tld_module
+    import tldextract.tldextract as tld_module  # third-party module patched in place, only when Presidio loads
 
     tld_module.TLD_EXTRACTOR = OFFLINE_TLD_EXTRACT
 
@@ -432,7 +432,7 @@ class TrimmedSpacyNlpEngine(SpacyNlpEngine):
         self._stop_words: frozenset[str] = frozenset()
 
     def load(self) -> None:
-        import spacy
+        import spacy  # lazy heavy import: the NLP pipeline loads on first analysis, not at start-up
 
         if not (spacy.util.is_package(self.model_name) or spacy.util.ensure_path(self.model_name).exists()):
             raise RuntimeError(

@@ -35,6 +35,7 @@ from inference_pool.breaker import CircuitBreaker
 from inference_pool.clients import BackendTarget, EngineClient, EngineError, Finish, estimate_prompt_tokens
 from inference_pool.errors import PoolErrorCode
 from inference_pool.inflight import Inflight, LocalInflight, RedisInflight
+from inference_pool.models import Backend, BackendAdapter, BaseModel
 from inference_pool.types import ChatRequest, DoneEvent, ErrorEvent, PoolEvent, Telemetry, TokenEvent, UsageEvent
 
 logger = logging.getLogger(__name__)
@@ -81,8 +82,6 @@ class Snapshot:
 
 
 def _load_snapshot() -> Snapshot:
-    from inference_pool.models import Backend, BackendAdapter, BaseModel
-
     backends = Backend.objects.filter(enabled=True, draining=False).select_related("base_model")
     confirmed: dict[int, dict[str, str]] = {}
     numeric_refs: dict[int, set[int]] = {}
@@ -499,8 +498,6 @@ def _observe(t: Telemetry, adapter_label: str) -> None:
 
 async def _mirror_breaker(backend_id: int, *, state: str, failures: int, detail: str) -> None:
     """Write a breaker transition to the Backend row (passive marking), off the request's path."""
-    from inference_pool.models import Backend
-
     fields: dict[str, Any] = {"breaker": state, "consecutive_failures": failures}
     if state == "open":
         fields.update(last_failure_at=timezone.now(), health_detail=f"breaker opened: {detail}"[:300])

@@ -67,6 +67,35 @@ def knowledge_base_get(*, tenant: Tenant, role: str, knowledge_base_id: int) -> 
     return kb
 
 
+def document_get_readable(
+    *, tenant: Tenant, role: str, document_id: int, knowledge_base_ids: list[int] | None = None
+) -> Document:
+    """A document in a knowledge base the role may read (within ``knowledge_base_ids`` when given); another
+    tenant's, an unreadable or a missing one answers the same ``NotFound``."""
+    readable = knowledge_base_list_readable(tenant=tenant, role=role)
+    if knowledge_base_ids is not None:
+        readable = readable.filter(pk__in=knowledge_base_ids)
+    doc = (
+        Document.objects.for_tenant(tenant)
+        .filter(pk=document_id, knowledge_base_id__in=readable.values("pk"))
+        .only("id", "filename", "status", "tenant_id", "knowledge_base_id")
+        .first()
+    )
+    if doc is None:
+        raise NotFound("Document not found.")
+    return doc
+
+
+def document_chunk_texts(*, document: Document) -> list[str]:
+    """The document's indexed chunk texts in reading order (empty until it is indexed)."""
+    return list(
+        Chunk.objects.for_tenant(document.tenant_id)
+        .filter(document_id=document.pk)
+        .order_by("ordinal")
+        .values_list("text", flat=True)
+    )
+
+
 def document_list(*, knowledge_base: KnowledgeBase) -> QuerySet[Document]:
     return Document.objects.for_tenant(knowledge_base.tenant_id).filter(knowledge_base=knowledge_base)
 

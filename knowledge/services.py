@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -651,8 +652,6 @@ def chunks_replace(
     """Replace the document's chunks and the knowledge base's BM25 statistics in one transaction, and mark the
     document indexed. Safe against a concurrent rerun (row locks), a deletion or a cancellation (nothing written),
     and a concurrent model switch (re-embedded with the knowledge base's current model)."""
-    import json
-
     pii = list(pii or [{} for _ in drafts])
     totals: dict[str, int] = {}
     for counts in pii:

@@ -162,7 +162,7 @@ if "DATABASE_URL" in os.environ:
     except Exception as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from None
 else:
-    from portal.embedded import embedded_database_settings
+    from portal.embedded import embedded_database_settings  # only without DATABASE_URL: starts the embedded server
 
     DATABASES = {"default": embedded_database_settings(VAR_DIR)}
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
