@@ -15,6 +15,7 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from knowledge import queueing, services
@@ -62,7 +63,7 @@ class IngestTask(Task):  # type: ignore[misc]
     bind=True,
     base=IngestTask,
     name=queueing.INGEST_DOCUMENT,
-    queue="ingest",
+    queue=settings.INGEST_QUEUE,
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=TRANSIENT_ERRORS,
@@ -87,7 +88,7 @@ def ingest_document(self: Task, document_id: int) -> str:
 
 @shared_task(
     name=queueing.REEMBED_KNOWLEDGE_BASE,
-    queue="ingest",
+    queue=settings.INGEST_QUEUE,
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=TRANSIENT_ERRORS,
@@ -99,6 +100,6 @@ def reembed_knowledge_base(knowledge_base_id: int) -> str:
     return services.knowledge_base_reembed(knowledge_base_id=knowledge_base_id)
 
 
-@shared_task(name=queueing.INGEST_SWEEP, queue="ingest", ignore_result=True)
+@shared_task(name=queueing.INGEST_SWEEP, queue=settings.INGEST_QUEUE, ignore_result=True)
 def ingest_sweep() -> dict[str, int]:
     return services.ingest_sweep()

@@ -405,7 +405,7 @@ CELERY_BEAT_SCHEDULE = {
     "knowledge.ingest_sweep": {
         "task": "knowledge.ingest_sweep",
         "schedule": INGEST_SWEEP_INTERVAL,
-        "options": {"expires": INGEST_SWEEP_INTERVAL, "queue": "ingest"},
+        "options": {"expires": INGEST_SWEEP_INTERVAL, "queue": INGEST_QUEUE},
     },
     "chat.quota_sweep": {
         "task": "chat.quota_sweep",
