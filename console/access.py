@@ -15,7 +15,7 @@ from django.http import HttpRequest
 
 from core.errors import NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
 from tenants.models import Membership, Role, Tenant
-from tenants.selectors import membership_require
+from tenants.selectors import membership_require, tenant_get, tenant_list
 
 
 @dataclass(frozen=True)
@@ -44,15 +44,12 @@ class ConsoleScope:
             if pk != self.tenant.pk:
                 raise NotFound()
             return self.tenant
-        tenant = Tenant.objects.filter(pk=pk).first()
-        if tenant is None:
-            raise NotFound()
-        return tenant
+        return tenant_get(tenant_id=pk)
 
     def tenants(self) -> list[Tenant]:
         if self.tenant is not None:
             return [self.tenant]
-        return list(Tenant.objects.order_by("name"))
+        return list(tenant_list())
 
     @property
     def acting_role(self) -> str:

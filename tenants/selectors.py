@@ -203,6 +203,19 @@ def user_get_by_username(*, username: str) -> User:
     return user
 
 
+def tenant_list() -> QuerySet[Tenant]:
+    """Every department, by name (platform staff)."""
+    return Tenant.objects.order_by("name")
+
+
+def tenant_get(*, tenant_id: int) -> Tenant:
+    """One department by id (platform staff); an unknown id is ``NotFound``."""
+    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    if tenant is None:
+        raise NotFound()
+    return tenant
+
+
 def quota_get(*, tenant: Tenant) -> Quota:
     """The department's quota row, or an unsaved one with the defaults when none was set yet."""
     return Quota.objects.filter(tenant=tenant).first() or Quota(tenant=tenant)
@@ -210,3 +223,14 @@ def quota_get(*, tenant: Tenant) -> Quota:
 
 def model_price_list() -> QuerySet[ModelPrice]:
     return ModelPrice.objects.order_by("model")
+
+
+def membership_list_all_for_user(*, user_id: int) -> QuerySet[Membership]:
+    """Every membership of a user, suspended departments included (for directory sync and deprovisioning)."""
+    return Membership.unscoped.filter(user_id=user_id).select_related("tenant").order_by("tenant_id")
+
+
+def api_key_list_created_by(*, user_id: int, active_only: bool = True) -> QuerySet[ApiKey]:
+    """The API keys a user created, across departments (deprovisioning revokes them)."""
+    qs = ApiKey.unscoped.filter(created_by_id=user_id).select_related("tenant").order_by("id")
+    return qs.filter(revoked_at__isnull=True) if active_only else qs
