@@ -18,7 +18,7 @@ from console.forms import cleaned
 from console.launch import PlannerForm, launch_specs_for, plan
 from inference_pool import selectors as pool_selectors
 from inference_pool import services as pool_services
-from inference_pool.forms import BackendForm
+from inference_pool.forms import BackendForm, BaseModelForm
 
 if TYPE_CHECKING:
     from inference_pool.models import Backend
@@ -45,8 +45,21 @@ def pool(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
     return render(
         request,
         "console/pool/page.html",
-        _pool_context(scope, form=BackendForm(), planner=PlannerForm()),
+        _pool_context(scope, form=BackendForm(), model_form=BaseModelForm(), planner=PlannerForm()),
     )
+
+
+@console_view(methods=("POST",), staff_only=True)
+def base_model_create(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
+    form = BaseModelForm(request.POST)
+    cleaned(form)
+    pool_services.base_model_create(actor=scope.user, **form.values())
+    url = reverse("console:pool")
+    if is_htmx(request):
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = url
+        return response
+    return redirect(url)
 
 
 @console_view(methods=("POST",), staff_only=True)

