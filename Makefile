@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: run test install engine system-deps test-oidc-provider lint typecheck format migrations-check bench-pool bench-retrieval bench-guard train-injection bench-chat bench-sso bench-gateway bench-hostile clean
+.PHONY: run test install engine system-deps test-oidc-provider lint typecheck format migrations-check imports check ci bench-pool bench-retrieval bench-guard train-injection bench-chat bench-sso bench-gateway bench-hostile clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,9 +33,33 @@ run: install engine
 test: install engine system-deps test-oidc-provider
 	@PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-test-var.XXXXXX) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# `make check`: every static check, in CI's order, stopping at the first that fails (about a minute).
+# `make ci` (what .ci/run runs): `make check`, then the suite.
+CHECK_STEP = @printf '\n==> %s\n' $(1)
+
+check: install
+	$(call CHECK_STEP,"ruff check")
+	@$(BIN)/ruff check .
+	$(call CHECK_STEP,"ruff format --check")
+	@$(BIN)/ruff format --check .
+	$(call CHECK_STEP,"mypy")
+	@PORTAL_EPHEMERAL_DB=1 $(BIN)/mypy .
+	$(call CHECK_STEP,"makemigrations --check")
+	@PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-check-var.XXXXXX) $(BIN)/python manage.py makemigrations --check --dry-run
+	$(call CHECK_STEP,"lint-imports (layers, public faces, no cycles: docs/layers.md)")
+	@$(BIN)/lint-imports --no-cache
+	@printf '\n==> static checks passed\n'
+
+ci: check
+	$(call CHECK_STEP,"make test")
+	@$(MAKE) --no-print-directory test
+
 lint:
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
+
+imports:
+	@$(BIN)/lint-imports --no-cache
 
 format:
 	@$(BIN)/ruff format .
@@ -45,7 +69,7 @@ typecheck:
 	@PORTAL_EPHEMERAL_DB=1 $(BIN)/mypy .
 
 migrations-check:
-	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python manage.py makemigrations --check --dry-run
+	@PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-check-var.XXXXXX) $(BIN)/python manage.py makemigrations --check --dry-run
 
 bench-pool: install engine
 	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_pool.py

@@ -18,13 +18,12 @@ from adapters.models import Adapter, AdapterFormat
 from adapters.selectors import adapter_list_for_tenant
 from core.api.views import JsonViewSet, id_parameter
 from core.errors import NotFound
+from inference_pool.selectors import served_model_list
 from tenants.auth import caller_from_request
 from tenants.models import Role
 
 
 def _served_names() -> set[str]:
-    from inference_pool.selectors import served_model_list
-
     return {s.adapter for s in served_model_list() if s.adapter}
 
 

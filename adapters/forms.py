@@ -5,14 +5,12 @@ from typing import Any
 from django import forms
 
 from adapters.models import Adapter, AdapterFormat
-from inference_pool.models import BaseModel
+from inference_pool.selectors import base_model_list
 
 
 class AdapterForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="the name clients ask for, e.g. legal-summaries")
-    base_model: forms.ModelChoiceField[Any] = forms.ModelChoiceField(
-        queryset=BaseModel.objects.order_by("name"), empty_label=None
-    )
+    base_model: forms.ModelChoiceField[Any] = forms.ModelChoiceField(queryset=base_model_list(), empty_label=None)
     format = forms.ChoiceField(choices=AdapterFormat.choices)
     source = forms.CharField(max_length=1000, help_text="path on the engine hosts or URI (hf://, s3://)")
     rank = forms.IntegerField(min_value=1, max_value=1024, initial=8)
@@ -27,9 +25,7 @@ class AdapterForm(forms.Form):
 
 
 class AdapterEditForm(forms.Form):
-    base_model: forms.ModelChoiceField[Any] = forms.ModelChoiceField(
-        queryset=BaseModel.objects.order_by("name"), empty_label=None
-    )
+    base_model: forms.ModelChoiceField[Any] = forms.ModelChoiceField(queryset=base_model_list(), empty_label=None)
     format = forms.ChoiceField(choices=AdapterFormat.choices)
     source = forms.CharField(max_length=1000)
     rank = forms.IntegerField(min_value=1, max_value=1024)

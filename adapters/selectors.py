@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from adapters.models import Adapter, AdapterAssignment
+from adapters.models import Adapter, AdapterAssignment, AdapterFormat
 from core.errors import NotFound
+from inference_pool.choices import EngineKind
+from inference_pool.selectors import backend_adapter_list, backend_list
 from tenants.models import Tenant
+
+if TYPE_CHECKING:
+    from inference_pool.models import Backend
 
 
 def adapter_list_for_tenant(*, tenant: Tenant) -> QuerySet[Adapter]:
@@ -45,6 +51,11 @@ def adapter_catalog(*, tenant: Tenant | None) -> QuerySet[Adapter]:
         return qs.order_by("name")
     assigned = AdapterAssignment.objects.for_tenant(tenant).filter(adapter_id=OuterRef("pk"))
     return qs.filter(Q(owner_tenant=tenant) | Q(Exists(assigned))).order_by("name")
+
+
+def adapter_names() -> set[str]:
+    """Every adapter name in the catalog (platform staff: prices are set per name)."""
+    return set(Adapter.objects.values_list("name", flat=True))
 
 
 def adapter_get_visible(*, tenant: Tenant | None, adapter_id: int) -> Adapter:
@@ -87,9 +98,7 @@ class AdapterLocations:
 
 
 def adapter_locations(*, adapter: Adapter) -> AdapterLocations:
-    from inference_pool.models import BackendAdapter, EngineKind
-
-    rows = BackendAdapter.objects.filter(name=adapter.name).select_related("backend").order_by("backend__name")
+    rows = backend_adapter_list(name=adapter.name)
     return AdapterLocations(
         placements=[
             Placement(
@@ -105,3 +114,11 @@ def adapter_locations(*, adapter: Adapter) -> AdapterLocations:
             for row in rows
         ]
     )
+
+
+def adapter_backends_placeable(*, adapter: Adapter, locations: AdapterLocations | None = None) -> list[Backend]:
+    """Backends that could load this adapter and do not have it yet: same base model, an engine for its format
+    (llama.cpp for GGUF; vLLM and TGI for PEFT)."""
+    placed = {p.backend_id for p in (locations or adapter_locations(adapter=adapter)).placements}
+    kinds = [EngineKind.LLAMACPP] if adapter.format == AdapterFormat.GGUF else [EngineKind.VLLM, EngineKind.TGI]
+    return [b for b in backend_list(base_model_id=adapter.base_model_id, kinds=kinds) if b.pk not in placed]

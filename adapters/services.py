@@ -19,25 +19,27 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import QuerySet
 
 from adapters import engines
 from adapters.models import ADAPTER_NAME_VALIDATOR, Adapter, AdapterAssignment, AdapterFormat
 from core.errors import Conflict, InvalidInput, NotFound, UpstreamError
+from inference_pool import selectors as pool_selectors
+from inference_pool import services as pool_services
+from inference_pool.choices import EngineKind, HealthState
 from tenants.models import Tenant
 from tenants.services import audit_record
 
 if TYPE_CHECKING:
-    from inference_pool.models import Backend
+    from inference_pool.models import Backend, BackendAdapter
 
 _EDITABLE = {"base_model", "format", "source", "rank", "description"}
 
 
 # ------------------------------------------------------------------------------------------------------ the catalog
 def _validate(*, name: str, source: str, rank: int, fmt: str) -> None:
-    from django.core.exceptions import ValidationError
-
     try:
         ADAPTER_NAME_VALIDATOR(name)
     except ValidationError as exc:
@@ -191,10 +193,8 @@ def adapter_set_default(*, tenant: Tenant, adapter_id: int | None, actor: User) 
 
 
 # ---------------------------------------------------------------------------------------------- where it is loaded
-def _placements(adapter: Adapter) -> Any:
-    from inference_pool.models import BackendAdapter
-
-    return BackendAdapter.objects.filter(name=adapter.name)
+def _placements(adapter: Adapter) -> QuerySet[BackendAdapter]:
+    return pool_selectors.backend_adapter_list(name=adapter.name)
 
 
 def same_path(a: str, b: str) -> bool:
@@ -234,8 +234,6 @@ class SyncReport:
 
 def adapter_discover(*, backend: Backend) -> list[engines.LoadedAdapter]:
     """Ask the engine what it has loaded (raises ``UpstreamError`` when it cannot say)."""
-    from inference_pool.models import EngineKind
-
     if backend.kind == EngineKind.LLAMACPP:
         return engines.llamacpp_list(backend)
     if backend.kind == EngineKind.VLLM:
@@ -243,7 +241,7 @@ def adapter_discover(*, backend: Backend) -> list[engines.LoadedAdapter]:
     if backend.kind == EngineKind.TGI:
         return [
             engines.LoadedAdapter(ref=row.ref, path=row.source_path, name=row.name)
-            for row in backend.adapters.filter(confirmed=True)
+            for row in pool_selectors.backend_adapter_list(backend=backend).filter(confirmed=True)
         ]
     return []
 
@@ -268,8 +266,6 @@ def adapter_sync_backend(*, backend: Backend, actor: User | None = None, audit: 
     """Reconcile ``confirmed`` on this backend's adapter rows with what the engine reports. Rows are never
     created here (placing an adapter is an explicit act); adapters the engine has but the pool does not know are
     reported as discovered, unregistered. ``audit`` False: part of a larger change that records its own event."""
-    from inference_pool.models import BackendAdapter, EngineKind
-
     report = SyncReport(backend=backend, ok=True, from_launch_config=backend.kind == EngineKind.TGI)
     if backend.kind == EngineKind.OPENAI:
         report.message = "OpenAI-compatible backends do not serve LoRA adapters through the pool."
@@ -281,7 +277,7 @@ def adapter_sync_backend(*, backend: Backend, actor: User | None = None, audit: 
         report.message = exc.message
         return report
     candidates = list(Adapter.objects.filter(base_model_id=backend.base_model_id))
-    rows = {row.name: row for row in BackendAdapter.objects.filter(backend=backend)}
+    rows = {row.name: row for row in pool_selectors.backend_adapter_list(backend=backend)}
     seen: dict[str, engines.LoadedAdapter] = {}
     for item in loaded:
         adapter = _match(item, candidates, backend.kind)
@@ -297,23 +293,17 @@ def adapter_sync_backend(*, backend: Backend, actor: User | None = None, audit: 
         )
     if backend.kind == EngineKind.TGI:
         return report  # confirmation of TGI rows is explicit (adapter_confirm_launch)
-    now = timezone.now()
     with transaction.atomic():
         for name, row in rows.items():
             found = seen.get(name)
             if found is not None:
-                updates: dict[str, Any] = {}
                 if not row.confirmed:
-                    updates.update(confirmed=True, confirmed_at=now)
                     report.confirmed.append(name)
-                if row.engine_ref != found.ref:
-                    updates["engine_ref"] = found.ref
-                if found.path and row.source_path != found.path:
-                    updates["source_path"] = found.path
-                if updates:
-                    BackendAdapter.objects.filter(pk=row.pk).update(**updates)
+                pool_services.backend_adapter_observe(
+                    placement=row, confirmed=True, engine_ref=found.ref, source_path=found.path or None
+                )
             elif row.confirmed:
-                BackendAdapter.objects.filter(pk=row.pk).update(confirmed=False)
+                pool_services.backend_adapter_observe(placement=row, confirmed=False)
                 report.unconfirmed.append(name)
         if report.changed and audit:
             audit_record(
@@ -327,9 +317,7 @@ def adapter_sync_backend(*, backend: Backend, actor: User | None = None, audit: 
 
 
 def adapter_sync_all(*, actor: User | None = None) -> list[SyncReport]:
-    from inference_pool.models import Backend
-
-    return [adapter_sync_backend(backend=b, actor=actor) for b in Backend.objects.filter(enabled=True)]
+    return [adapter_sync_backend(backend=b, actor=actor) for b in pool_selectors.backend_list(enabled_only=True)]
 
 
 @dataclass
@@ -342,8 +330,6 @@ class PlacementOutcome:
 
 
 def _check_fit(adapter: Adapter, backend: Backend) -> None:
-    from inference_pool.models import EngineKind
-
     if adapter.base_model_id != backend.base_model_id:
         raise InvalidInput(
             f"{adapter.name} is trained for {adapter.base_model.name}, but {backend.name} serves "
@@ -357,29 +343,19 @@ def _check_fit(adapter: Adapter, backend: Backend) -> None:
         raise InvalidInput(f"{backend.get_kind_display()} loads PEFT adapters, not GGUF files.")
 
 
-def _row_create(*, backend: Backend, adapter: Adapter) -> tuple[Any, bool]:
+def _row_create(*, backend: Backend, adapter: Adapter) -> tuple[BackendAdapter, bool]:
     """The pool row for this placement, unconfirmed. vLLM and TGI name adapters by the name they were given
     (``lora_name``, ``--lora-adapters name=path``); llama.cpp numbers them in launch order, so the id is learnt from
     ``/lora-adapters`` by the file path."""
-    from inference_pool.models import BackendAdapter, EngineKind
-
     engine_ref = "" if backend.kind == EngineKind.LLAMACPP else adapter.name
-    try:
-        with transaction.atomic():
-            return BackendAdapter.objects.get_or_create(
-                backend=backend,
-                name=adapter.name,
-                defaults={"source_path": adapter.source, "engine_ref": engine_ref, "confirmed": False},
-            )
-    except IntegrityError:
-        return BackendAdapter.objects.get(backend=backend, name=adapter.name), False
+    return pool_services.backend_adapter_place(
+        backend=backend, name=adapter.name, source_path=adapter.source, engine_ref=engine_ref
+    )
 
 
 def adapter_load(*, adapter: Adapter, backend: Backend, actor: User) -> PlacementOutcome:
     """Put an adapter on a backend: at run time on vLLM; for llama.cpp and TGI record it in the launch spec (a
     restart is needed unless the engine already has it loaded)."""
-    from inference_pool.models import EngineKind
-
     _check_fit(adapter, backend)
     row, created = _row_create(backend=backend, adapter=adapter)
     if backend.kind == EngineKind.VLLM:
@@ -387,7 +363,7 @@ def adapter_load(*, adapter: Adapter, backend: Backend, actor: User) -> Placemen
             engine_message = engines.vllm_load(backend, name=adapter.name, path=adapter.source)
         except UpstreamError:
             if created:
-                row.delete()
+                pool_services.backend_adapter_remove(placement=row)
             raise
         report = adapter_sync_backend(backend=backend, actor=actor, audit=False)
         row.refresh_from_db()
@@ -422,12 +398,10 @@ def adapter_unload(*, adapter: Adapter, backend: Backend, actor: User) -> Placem
     """Take an adapter off a backend. The row is un-confirmed before the engine is asked, so the router stops
     choosing this backend for it first. vLLM unloads at run time; llama.cpp and TGI keep it until restarted with
     the new launch spec (the router no longer sends it there in the meantime)."""
-    from inference_pool.models import BackendAdapter, EngineKind
-
-    row = BackendAdapter.objects.filter(backend=backend, name=adapter.name).first()
+    row = pool_selectors.backend_adapter_get(backend=backend, name=adapter.name)
     if row is None:
         raise NotFound(f"{adapter.name} is not placed on {backend.name}.")
-    BackendAdapter.objects.filter(pk=row.pk).update(confirmed=False)
+    pool_services.backend_adapter_observe(placement=row, confirmed=False)
     if backend.kind == EngineKind.VLLM:
         try:
             engine_message = engines.vllm_unload(backend, name=row.ref)
@@ -441,10 +415,10 @@ def adapter_unload(*, adapter: Adapter, backend: Backend, actor: User) -> Placem
                 details={"backend": backend.name},
             )
             raise
-        row.delete()
+        pool_services.backend_adapter_remove(placement=row)
         outcome = PlacementOutcome(backend, adapter, False, False, engine_message)
     else:
-        row.delete()
+        pool_services.backend_adapter_remove(placement=row)
         outcome = PlacementOutcome(
             backend,
             adapter,
@@ -466,17 +440,12 @@ def adapter_unload(*, adapter: Adapter, backend: Backend, actor: User) -> Placem
 def adapter_confirm_launch(*, backend: Backend, actor: User) -> list[str]:
     """TGI has no adapter listing: after restarting it with its launch spec, an admin confirms the rows. Refused
     while the backend is not healthy (a restart that failed must not send traffic)."""
-    from inference_pool.models import BackendAdapter, EngineKind, HealthState
-
     if backend.kind != EngineKind.TGI:
         raise InvalidInput("Only TGI backends are confirmed by hand; the others report their adapters.")
     if backend.health != HealthState.UP:
         raise Conflict(f"{backend.name} is not healthy ({backend.health}); wait for it to come up after the restart.")
-    names = list(BackendAdapter.objects.filter(backend=backend, confirmed=False).values_list("name", flat=True))
+    names = pool_services.backend_adapter_confirm_pending(backend=backend)
     if names:
-        BackendAdapter.objects.filter(backend=backend, name__in=names).update(
-            confirmed=True, confirmed_at=timezone.now()
-        )
         audit_record(
             action="adapter.confirm_launch",
             actor=actor,

@@ -4,15 +4,18 @@ another department's conversation answers the same 404 as a missing one."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
+from django.utils import timezone
 
 from adapters.selectors import adapter_list_for_tenant
 from chat.models import Conversation, Message
+from core.aggregates import Percentile
 from core.errors import NotFound
-from inference_pool.selectors import base_model_created, served_model_list
+from inference_pool.selectors import base_model_created_at, served_model_list
 from knowledge.embeddings import embedding_models
 from knowledge.selectors import knowledge_base_list_readable
 from tenants.models import Tenant
@@ -92,7 +95,7 @@ def model_list_for_tenant(*, tenant: Tenant) -> list[dict[str, Any]]:
     this department may use that are loaded somewhere, and the embedding models; sorted by type, then id."""
     served = served_model_list()
     allowed = {a.name: a for a in adapter_list_for_tenant(tenant=tenant).select_related("owner_tenant")}
-    created = base_model_created()
+    created = base_model_created_at()
     out: dict[str, dict[str, Any]] = {}
     for s in served:
         entry = {"object": "model", "type": "chat", "context_length": s.context_length}
@@ -118,3 +121,39 @@ def model_list_for_tenant(*, tenant: Tenant) -> list[dict[str, Any]]:
             },
         )
     return sorted(out.values(), key=lambda m: (m["type"], m["id"]))
+
+
+# ------------------------------------------------------------------------ answer latency per backend (staff)
+@dataclass
+class LatencyStats:
+    requests: int
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    tpot_p50_ms: float | None
+    tpot_p95_ms: float | None
+
+
+LATENCY_WINDOW = timedelta(minutes=15)
+
+
+def backend_latency_stats(
+    *, window: timedelta = LATENCY_WINDOW, now: datetime | None = None
+) -> dict[str, LatencyStats]:
+    """TTFT and TPOT p50/p95 per backend over the window, from the answers the chat recorded (``chat.Message``
+    rows of the assistant with timings), across every department: platform staff only."""
+    since = (now or timezone.now()) - window
+    rows = (
+        Message.unscoped.filter(role=Message.Role.ASSISTANT, created_at__gte=since)
+        .exclude(backend="")
+        .exclude(ttft_ms__isnull=True)
+        .values("backend")
+        .annotate(
+            n=Count("id"),
+            ttft50=Percentile("ttft_ms", percentile=0.5),
+            ttft95=Percentile("ttft_ms", percentile=0.95),
+            tpot50=Percentile("tpot_ms", percentile=0.5),
+            tpot95=Percentile("tpot_ms", percentile=0.95),
+        )
+        .order_by("backend")
+    )
+    return {r["backend"]: LatencyStats(r["n"], r["ttft50"], r["ttft95"], r["tpot50"], r["tpot95"]) for r in rows}

@@ -14,8 +14,8 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
 
 from core.errors import NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
-from tenants.models import Membership, Role, Tenant, role_at_least
-from tenants.selectors import membership_require
+from tenants.models import Membership, Role, Tenant
+from tenants.selectors import membership_require, tenant_get, tenant_list
 
 
 @dataclass(frozen=True)
@@ -44,15 +44,12 @@ class ConsoleScope:
             if pk != self.tenant.pk:
                 raise NotFound()
             return self.tenant
-        tenant = Tenant.objects.filter(pk=pk).first()
-        if tenant is None:
-            raise NotFound()
-        return tenant
+        return tenant_get(tenant_id=pk)
 
     def tenants(self) -> list[Tenant]:
         if self.tenant is not None:
             return [self.tenant]
-        return list(Tenant.objects.order_by("name"))
+        return list(tenant_list())
 
     @property
     def acting_role(self) -> str:
@@ -85,11 +82,3 @@ def console_scope(*, user: User | AnonymousUser, tenant: Tenant | None) -> Conso
 
 def scope_from_request(request: HttpRequest) -> ConsoleScope:
     return console_scope(user=request.user, tenant=getattr(request, "tenant", None))
-
-
-def can_use_console(*, user: User | AnonymousUser, membership: Membership | None) -> bool:
-    if not user.is_authenticated:
-        return False
-    if getattr(user, "is_staff", False):
-        return True
-    return membership is not None and membership.tenant.is_active and role_at_least(membership.role, Role.ADMIN)

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 
 from console.access import ConsoleScope, scope_from_request
@@ -42,13 +43,7 @@ def is_htmx(request: HttpRequest) -> bool:
 
 def back(request: HttpRequest, fallback: str) -> HttpResponse:
     """After a plain (non-htmx) form post: back to the page the form was on (same host only)."""
-    from django.utils.http import url_has_allowed_host_and_scheme
-
     target = request.POST.get("next") or fallback
     if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
         target = fallback
     return redirect(target)
-
-
-def client_ip(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None

@@ -14,12 +14,16 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from django.contrib.auth.models import User
-from django.db.models import Aggregate, Count, FloatField, QuerySet, Sum
+from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDay
 from django.utils import timezone
 
+from adapters.selectors import adapter_names
+from chat.selectors import LatencyStats, backend_latency_stats
 from core.errors import InvalidInput
-from tenants.models import ApiKey, Membership, Quota, Tenant, UsageRecord
+from inference_pool.selectors import backend_inflight_counts, backend_list, base_model_list
+from tenants.models import ApiKey, Membership, ModelPrice, Quota, Tenant, UsageRecord
+from tenants.selectors import model_price_list
 
 GroupBy = Literal["tenant", "user", "adapter", "model", "day"]
 GROUPS: tuple[GroupBy, ...] = ("day", "tenant", "user", "model", "adapter")
@@ -293,82 +297,21 @@ def api_key_list_with_users(*, tenant: Tenant) -> QuerySet[ApiKey]:
     return ApiKey.objects.for_tenant(tenant).select_related("created_by").order_by("revoked_at", "-created_at")
 
 
-# ---------------------------------------------------------------------------------------------------------- the pool
-class Percentile(Aggregate):
-    """PostgreSQL ``percentile_cont(p) WITHIN GROUP (ORDER BY expr)`` (continuous, interpolated)."""
-
-    function = "percentile_cont"
-    template = "%(function)s(%(percentile)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-    output_field = FloatField()
-
-    def __init__(self, expression: Any, *, percentile: float, **extra: Any) -> None:
-        if not 0 <= percentile <= 1:
-            raise ValueError("percentile is between 0 and 1")
-        super().__init__(expression, percentile=float(percentile), **extra)
-
-
+# -------------------------------------------------------------------------------------------------------- prices
 @dataclass
-class LatencyStats:
-    requests: int
-    ttft_p50_ms: float | None
-    ttft_p95_ms: float | None
-    tpot_p50_ms: float | None
-    tpot_p95_ms: float | None
+class PriceOverview:
+    prices: list[ModelPrice]
+    unpriced: list[str]  # base models and adapters without a price, by name
 
 
-LATENCY_WINDOW = timedelta(minutes=15)
+def price_overview() -> PriceOverview:
+    prices = list(model_price_list())
+    priced = {p.model for p in prices}
+    names = sorted(set(base_model_list().values_list("name", flat=True)) | adapter_names())
+    return PriceOverview(prices=prices, unpriced=[n for n in names if n not in priced])
 
 
-def backend_latency_stats(
-    *, window: timedelta = LATENCY_WINDOW, now: datetime | None = None
-) -> dict[str, LatencyStats]:
-    """TTFT and TPOT p50/p95 per backend over the window, from the answers the chat recorded (``chat.Message``
-    rows of the assistant with timings), across every department: platform staff only."""
-    from chat.models import Message
-
-    since = (now or timezone.now()) - window
-    rows = (
-        Message.unscoped.filter(role=Message.Role.ASSISTANT, created_at__gte=since)
-        .exclude(backend="")
-        .exclude(ttft_ms__isnull=True)
-        .values("backend")
-        .annotate(
-            n=Count("id"),
-            ttft50=Percentile("ttft_ms", percentile=0.5),
-            ttft95=Percentile("ttft_ms", percentile=0.95),
-            tpot50=Percentile("tpot_ms", percentile=0.5),
-            tpot95=Percentile("tpot_ms", percentile=0.95),
-        )
-        .order_by("backend")
-    )
-    return {r["backend"]: LatencyStats(r["n"], r["ttft50"], r["ttft95"], r["tpot50"], r["tpot95"]) for r in rows}
-
-
-def backend_inflight_counts(*, backend_ids: list[int]) -> dict[int, int] | None:
-    """The portal's own in-flight count per backend, shared through Redis (``REDIS_URL``). Without Redis each
-    process counts its own requests, which a page cannot see: None."""
-    from django.conf import settings
-
-    url = getattr(settings, "REDIS_URL", "")
-    if not url or not backend_ids:
-        return None
-    from asgiref.sync import async_to_sync
-
-    from inference_pool.inflight import RedisInflight
-
-    async def read() -> dict[int, int]:
-        inflight = RedisInflight(url)
-        try:
-            return await inflight.counts(backend_ids)
-        finally:
-            await inflight.aclose()
-
-    try:
-        return async_to_sync(read)()
-    except Exception:
-        return None
-
-
+# ---------------------------------------------------------------------------------------------------------- the pool
 @dataclass
 class BackendRow:
     backend: Any
@@ -385,9 +328,7 @@ class BackendRow:
 
 
 def pool_overview() -> list[BackendRow]:
-    from inference_pool.selectors import backend_list
-
-    backends = list(backend_list().order_by("name"))
+    backends = list(backend_list())
     inflight = backend_inflight_counts(backend_ids=[b.pk for b in backends])
     latency = backend_latency_stats()
     rows = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.contrib.auth.validators import UnicodeUsernameValidator
@@ -17,9 +17,6 @@ from django.db import transaction
 from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from tenants.models import Membership, ModelPrice, Role, Tenant
 from tenants.services import audit_record, membership_assign, membership_revoke
-
-if TYPE_CHECKING:
-    from inference_pool.models import Backend
 
 ONE_TIME_PASSWORD_BYTES = 12
 
@@ -147,81 +144,3 @@ def model_price_delete(*, price_id: int, actor: User) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ pool backends
-# The pool exposes ``backend_register`` for its own bootstrapping; the console's edits go through these, each an
-# AuditEvent. The router picks changes up with its next registry snapshot (every POOL_REFRESH_INTERVAL seconds).
-BACKEND_FIELDS = (
-    "name",
-    "kind",
-    "base_url",
-    "base_model",
-    "served_name",
-    "quantization",
-    "context_length",
-    "max_concurrent",
-    "weight",
-    "api_key",
-)
-
-
-@transaction.atomic
-def backend_create(*, actor: User, **fields: Any) -> Backend:
-    from inference_pool.models import Backend
-
-    unknown = set(fields) - set(BACKEND_FIELDS)
-    if unknown:
-        raise InvalidInput(f"Unknown backend fields: {', '.join(sorted(unknown))}.")
-    if Backend.objects.filter(name=fields.get("name", "")).exists():
-        raise Conflict(f"A backend named '{fields.get('name')}' already exists.")
-    backend = Backend.objects.create(**fields)
-    audit_record(
-        action="backend.create",
-        actor=actor,
-        target=backend,
-        details={"backend": backend.name, "kind": backend.kind, "model": backend.base_model.name},
-    )
-    return backend
-
-
-@transaction.atomic
-def backend_update(*, backend: Backend, actor: User, **fields: Any) -> Backend:
-    unknown = set(fields) - set(BACKEND_FIELDS) - {"name"}
-    if unknown:
-        raise InvalidInput(f"Unknown backend fields: {', '.join(sorted(unknown))}.")
-    if "base_model" in fields and fields["base_model"] != backend.base_model and backend.adapters.exists():
-        raise Conflict("Remove the backend's adapters before changing its base model.")
-    changed = [k for k, v in fields.items() if getattr(backend, k) != v]
-    for key in changed:
-        setattr(backend, key, fields[key])
-    if changed:
-        backend.save()
-        audit_record(
-            action="backend.update",
-            actor=actor,
-            target=backend,
-            # never the API key itself: only that it changed
-            details={"backend": backend.name, "fields": sorted(changed)},
-        )
-    return backend
-
-
-BACKEND_STATES = {
-    "enable": {"enabled": True, "draining": False},
-    "drain": {"draining": True},
-    "undrain": {"draining": False},
-    "disable": {"enabled": False},
-}
-
-
-@transaction.atomic
-def backend_set_state(*, backend: Backend, state: str, actor: User) -> Backend:
-    """``drain``: finish running requests, take no new ones; ``disable``: out of the pool; ``enable``: back in."""
-    if state not in BACKEND_STATES:
-        raise InvalidInput(f"Unknown state '{state}'. Use one of: {', '.join(BACKEND_STATES)}.")
-    updates = BACKEND_STATES[state]
-    if all(getattr(backend, k) == v for k, v in updates.items()):
-        return backend
-    for key, value in updates.items():
-        setattr(backend, key, value)
-    backend.save(update_fields=[*updates, "updated_at"])
-    audit_record(action=f"backend.{state}", actor=actor, target=backend, details={"backend": backend.name})
-    return backend

@@ -16,7 +16,6 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 
-from adapters.models import Adapter
 from adapters.selectors import adapter_list_for_tenant
 from adapters.services import adapter_set_default
 from console import selectors, services
@@ -34,10 +33,9 @@ from console.forms import (
     cleaned,
 )
 from core.errors import InvalidInput
-from inference_pool.models import BaseModel
 from tenants import services as tenant_services
-from tenants.models import ApiKey, ModelPrice, Quota, Role, Tenant
-from tenants.selectors import audit_event_list
+from tenants.models import ApiKey, Role, Tenant
+from tenants.selectors import audit_event_list, quota_get
 
 
 # --------------------------------------------------------------------------------------------------------- overview
@@ -84,7 +82,7 @@ def tenant_create(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
 
 
 def _tenant_context(scope: ConsoleScope, tenant: Tenant, **extra: Any) -> dict[str, Any]:
-    quota = Quota.objects.filter(tenant=tenant).first() or Quota(tenant=tenant)
+    quota = quota_get(tenant=tenant)
     return {
         "scope": scope,
         "tenant": tenant,
@@ -132,7 +130,7 @@ def tenant_status(request: HttpRequest, scope: ConsoleScope, tenant_id: int) -> 
 @console_view(methods=("POST",), staff_only=True)
 def tenant_quota(request: HttpRequest, scope: ConsoleScope, tenant_id: int) -> HttpResponse:
     tenant = scope.tenant_get(tenant_id)
-    quota = Quota.objects.filter(tenant=tenant).first() or Quota(tenant=tenant)
+    quota = quota_get(tenant=tenant)
     data = cleaned(QuotaForm(request.POST))  # validated on a blank instance: ``quota`` keeps its old values
     changed = {k: v for k, v in data.items() if getattr(quota, k) != v}
     if changed:
@@ -300,17 +298,8 @@ def usage_csv(request: HttpRequest, scope: ConsoleScope) -> StreamingHttpRespons
 
 # ---------------------------------------------------------------------------------------------------------- prices
 def _prices_context(scope: ConsoleScope) -> dict[str, Any]:
-
-    priced = set(ModelPrice.objects.values_list("model", flat=True))
-    names = sorted(
-        set(BaseModel.objects.values_list("name", flat=True)) | set(Adapter.objects.values_list("name", flat=True))
-    )
-    return {
-        "scope": scope,
-        "prices": ModelPrice.objects.order_by("model"),
-        "unpriced": [n for n in names if n not in priced],
-        "section": "prices",
-    }
+    overview = selectors.price_overview()
+    return {"scope": scope, "prices": overview.prices, "unpriced": overview.unpriced, "section": "prices"}
 
 
 @console_view()

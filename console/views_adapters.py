@@ -3,7 +3,7 @@ load/unload (run time on vLLM; launch spec and a restart for llama.cpp and TGI).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -11,12 +11,16 @@ from django.urls import reverse
 
 from adapters import selectors, services
 from adapters.forms import AdapterEditForm, AdapterForm
-from adapters.models import Adapter, AdapterFormat
 from console.access import ConsoleScope
 from console.decorators import back, console_view, is_htmx
 from console.forms import cleaned
 from console.launch import launch_specs_for
-from core.errors import InvalidInput, NotFound, PermissionDenied
+from core.errors import InvalidInput, PermissionDenied
+from inference_pool import selectors as pool_selectors
+
+if TYPE_CHECKING:
+    from adapters.models import Adapter
+    from inference_pool.models import Backend
 
 
 def _adapter_for_write(scope: ConsoleScope, adapter_id: int) -> Adapter:
@@ -27,17 +31,12 @@ def _adapter_for_write(scope: ConsoleScope, adapter_id: int) -> Adapter:
     return adapter
 
 
-def _backend(request: HttpRequest) -> Any:
-    from inference_pool.models import Backend
-
+def _backend(request: HttpRequest) -> Backend:
     try:
         backend_id = int(request.POST.get("backend_id", ""))
     except ValueError:
         raise InvalidInput("Choose a backend.") from None
-    backend = Backend.objects.select_related("base_model").filter(pk=backend_id).first()
-    if backend is None:
-        raise NotFound("That backend does not exist.")
-    return backend
+    return pool_selectors.backend_get(backend_id=backend_id)
 
 
 def _tenant_choices(scope: ConsoleScope) -> list[tuple[int, str]]:
@@ -47,7 +46,7 @@ def _tenant_choices(scope: ConsoleScope) -> list[tuple[int, str]]:
 @console_view()
 def adapter_list(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
     adapters = list(selectors.adapter_catalog(tenant=scope.tenant))
-    placements = _placement_counts([a.name for a in adapters])
+    placements = pool_selectors.backend_adapter_counts(names=[a.name for a in adapters])
     rows = [(a, placements.get(a.name, (0, 0))) for a in adapters]
     return render(
         request,
@@ -59,16 +58,6 @@ def adapter_list(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
             "section": "adapters",
         },
     )
-
-
-def _placement_counts(names: list[str]) -> dict[str, tuple[int, int]]:
-    from inference_pool.models import BackendAdapter
-
-    counts: dict[str, tuple[int, int]] = {}
-    for name, confirmed in BackendAdapter.objects.filter(name__in=names).values_list("name", "confirmed"):
-        done, pending = counts.get(name, (0, 0))
-        counts[name] = (done + 1, pending) if confirmed else (done, pending + 1)
-    return counts
 
 
 @console_view(methods=("POST",))
@@ -97,10 +86,7 @@ def adapter_create(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
 
 
 def _detail_context(scope: ConsoleScope, adapter: Adapter, **extra: Any) -> dict[str, Any]:
-    from inference_pool.models import Backend
-
     locations = selectors.adapter_locations(adapter=adapter)
-    placed = {p.backend_id for p in locations.placements}
     context: dict[str, Any] = {
         "scope": scope,
         "adapter": adapter,
@@ -116,12 +102,7 @@ def _detail_context(scope: ConsoleScope, adapter: Adapter, **extra: Any) -> dict
         context["assignable"] = [
             t for t in scope.tenants() if t.pk not in assigned and (adapter.owner_tenant_id in (None, t.pk))
         ]
-        kinds = ["llamacpp"] if adapter.format == AdapterFormat.GGUF else ["vllm", "tgi"]
-        context["backends"] = [
-            b
-            for b in Backend.objects.filter(base_model_id=adapter.base_model_id, kind__in=kinds).order_by("name")
-            if b.pk not in placed
-        ]
+        context["backends"] = selectors.adapter_backends_placeable(adapter=adapter, locations=locations)
     return context
 
 
@@ -197,18 +178,16 @@ def adapter_unload(request: HttpRequest, scope: ConsoleScope, adapter_id: int) -
 @console_view(staff_only=True)
 def adapter_locations(request: HttpRequest, scope: ConsoleScope, adapter_id: int) -> HttpResponse:
     """What the engines serving this adapter's base model report right now (read-only, lazy-loaded)."""
-    from inference_pool.models import Backend, BackendAdapter
-
     adapter = selectors.adapter_get_visible(tenant=None, adapter_id=adapter_id)
     rows = []
-    for backend in Backend.objects.filter(base_model_id=adapter.base_model_id).order_by("name"):
+    for backend in pool_selectors.backend_list(base_model_id=adapter.base_model_id):
         try:
             loaded = services.adapter_discover(backend=backend)
             error = ""
         except Exception as exc:
             loaded, error = [], getattr(exc, "message", str(exc))
         match = [item for item in loaded if item.name == adapter.name or services.same_path(adapter.source, item.path)]
-        row = BackendAdapter.objects.filter(backend=backend, name=adapter.name).first()
+        row = pool_selectors.backend_adapter_get(backend=backend, name=adapter.name)
         rows.append({"backend": backend, "loaded": match, "error": error, "row": row})
     return render(request, "adapters/_locations.html", {"adapter": adapter, "rows": rows})
 

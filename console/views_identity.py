@@ -4,7 +4,7 @@ break-glass admins and TOTP resets. Views parse input and call ``identity``'s se
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import messages
@@ -19,8 +19,10 @@ from console.forms import cleaned
 from core.errors import NotFound
 from identity import selectors as identity_selectors
 from identity import services as identity_services
-from identity.models import IdentityProvider
 from tenants.models import Role
+
+if TYPE_CHECKING:
+    from identity.models import IdentityProvider
 
 
 class OidcProviderForm(forms.Form):
@@ -81,7 +83,7 @@ def identity_provider_create(request: HttpRequest, scope: ConsoleScope) -> HttpR
 
 
 def _provider_context(request: HttpRequest, scope: ConsoleScope, provider: IdentityProvider, **extra: Any) -> Any:
-    if provider.kind == IdentityProvider.Kind.OIDC:
+    if provider.kind == provider.Kind.OIDC:
         callback = request.build_absolute_uri(reverse("identity:oidc_callback", args=[provider.slug]))
         edit_form: forms.Form = OidcProviderForm(
             initial={f: getattr(provider, f) for f in ("name", "issuer", "client_id", "groups_claim", "scopes")}
@@ -121,9 +123,7 @@ def identity_provider(request: HttpRequest, scope: ConsoleScope, provider_id: in
 def identity_provider_edit(request: HttpRequest, scope: ConsoleScope, provider_id: int) -> HttpResponse:
     provider = _provider(provider_id)
     form: forms.Form = (
-        SamlProviderForm(request.POST)
-        if provider.kind == IdentityProvider.Kind.SAML
-        else OidcProviderForm(request.POST)
+        SamlProviderForm(request.POST) if provider.kind == provider.Kind.SAML else OidcProviderForm(request.POST)
     )
     data = cleaned(form)
     if "enabled" in request.POST:

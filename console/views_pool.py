@@ -3,36 +3,36 @@ state; add, edit, drain, disable; the capacity planner; launch specs to copy."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from adapters.services import adapter_confirm_launch
-from console import selectors, services
+from chat.selectors import LATENCY_WINDOW
+from console import selectors
 from console.access import ConsoleScope
 from console.decorators import back, console_view, is_htmx
 from console.forms import cleaned
-from console.forms_pool import BackendForm, BaseModelForm
 from console.launch import PlannerForm, launch_specs_for, plan
-from core.errors import NotFound
+from inference_pool import selectors as pool_selectors
+from inference_pool import services as pool_services
+from inference_pool.forms import BackendForm, BaseModelForm
 
-
-def _backend(backend_id: int) -> Any:
+if TYPE_CHECKING:
     from inference_pool.models import Backend
 
-    backend = Backend.objects.select_related("base_model").filter(pk=backend_id).first()
-    if backend is None:
-        raise NotFound()
-    return backend
+
+def _backend(backend_id: int) -> Backend:
+    return pool_selectors.backend_get(backend_id=backend_id)
 
 
 def _pool_context(scope: ConsoleScope, **extra: Any) -> dict[str, Any]:
     return {
         "scope": scope,
         "rows": selectors.pool_overview(),
-        "window_minutes": int(selectors.LATENCY_WINDOW.total_seconds() // 60),
+        "window_minutes": int(LATENCY_WINDOW.total_seconds() // 60),
         "section": "pool",
         **extra,
     }
@@ -51,11 +51,9 @@ def pool(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
 
 @console_view(methods=("POST",), staff_only=True)
 def base_model_create(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
-    from inference_pool.services import base_model_create as create
-
     form = BaseModelForm(request.POST)
     cleaned(form)
-    create(actor=scope.user, **form.values())
+    pool_services.base_model_create(actor=scope.user, **form.values())
     url = reverse("console:pool")
     if is_htmx(request):
         response = HttpResponse(status=204)
@@ -68,7 +66,7 @@ def base_model_create(request: HttpRequest, scope: ConsoleScope) -> HttpResponse
 def backend_create(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
     form = BackendForm(request.POST)
     cleaned(form)
-    backend = services.backend_create(actor=scope.user, **form.changes())
+    backend = pool_services.backend_create(actor=scope.user, **form.changes())
     url = reverse("console:backend_detail", kwargs={"backend_id": backend.pk})
     if is_htmx(request):
         response = HttpResponse(status=204)
@@ -113,7 +111,7 @@ def backend_edit(request: HttpRequest, scope: ConsoleScope, backend_id: int) -> 
     cleaned(form)
     changes = form.changes()
     changes.pop("name")
-    services.backend_update(backend=backend, actor=scope.user, **changes)
+    pool_services.backend_update(backend=backend, actor=scope.user, **changes)
     backend.refresh_from_db()
     if is_htmx(request):
         return render(request, "console/pool/_backend_body.html", _detail_context(scope, backend, saved=True))
@@ -123,7 +121,7 @@ def backend_edit(request: HttpRequest, scope: ConsoleScope, backend_id: int) -> 
 @console_view(methods=("POST",), staff_only=True)
 def backend_state(request: HttpRequest, scope: ConsoleScope, backend_id: int) -> HttpResponse:
     backend = _backend(backend_id)
-    services.backend_set_state(backend=backend, state=request.POST.get("state", ""), actor=scope.user)
+    pool_services.backend_set_state(backend=backend, state=request.POST.get("state", ""), actor=scope.user)
     if is_htmx(request):
         if request.POST.get("from") == "detail":
             return render(request, "console/pool/_backend_body.html", _detail_context(scope, backend))

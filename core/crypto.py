@@ -27,7 +27,7 @@ class Keyring:
 
     def _secrets(self) -> tuple[str, ...]:
         for name in self.key_settings:
-            raw = str(getattr(settings, name, "") or "")
+            raw = str(getattr(settings, name) or "")
             found = tuple(s.strip() for s in raw.split(",") if s.strip())
             if found:
                 return found

@@ -54,7 +54,7 @@ class Destination:
 def _allowed_internal() -> tuple[set[str], list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
     names: set[str] = set()
     networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for entry in getattr(settings, "EGRESS_ALLOWED_INTERNAL", []) or []:
+    for entry in settings.EGRESS_ALLOWED_INTERNAL:
         entry = str(entry).strip().lower().rstrip(".")
         if not entry:
             continue

@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 
+class ErrorCode(StrEnum):
+    """The codes every door may answer (``{code, message, details}``). Each app adds its own in ``<app>/errors.py``
+    (e.g. ``inference_pool.errors.PoolErrorCode``); the values are the wire contract (docs/contracts.md) and never
+    change."""
+
+    ERROR = "error"
+    INVALID = "invalid"
+    NOT_AUTHENTICATED = "not_authenticated"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    RATE_LIMITED = "rate_limited"
+    BUSY = "busy"
+    GUARDRAIL_BLOCKED = "guardrail_blocked"
+    GUARDRAIL_UNAVAILABLE = "guardrail_unavailable"
+    UPSTREAM_ERROR = "upstream_error"
+    TENANT_SUSPENDED = "tenant_suspended"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+
+
 class ApplicationError(Exception):
-    code = "error"
+    code: str = ErrorCode.ERROR
     status = 400
     default_message = "The request could not be completed."
 
@@ -30,19 +52,19 @@ class ApplicationError(Exception):
 
 
 class InvalidInput(ApplicationError):
-    code = "invalid"
+    code = ErrorCode.INVALID
     status = 400
     default_message = "The request is not valid."
 
 
 class NotAuthenticated(ApplicationError):
-    code = "not_authenticated"
+    code = ErrorCode.NOT_AUTHENTICATED
     status = 401
     default_message = "Sign in or send a valid API key."
 
 
 class PermissionDenied(ApplicationError):
-    code = "forbidden"
+    code = ErrorCode.FORBIDDEN
     status = 403
     default_message = "Your role does not allow this."
 
@@ -50,31 +72,31 @@ class PermissionDenied(ApplicationError):
 class NotFound(ApplicationError):
     """Also used for objects of another tenant: "not found" and "not yours" answer the same."""
 
-    code = "not_found"
+    code = ErrorCode.NOT_FOUND
     status = 404
     default_message = "Not found."
 
 
 class Conflict(ApplicationError):
-    code = "conflict"
+    code = ErrorCode.CONFLICT
     status = 409
     default_message = "The request conflicts with the current state."
 
 
 class QuotaExceeded(ApplicationError):
-    code = "quota_exceeded"
+    code = ErrorCode.QUOTA_EXCEEDED
     status = 429
     default_message = "Your department's quota is used up."
 
 
 class Busy(ApplicationError):
-    code = "busy"
+    code = ErrorCode.BUSY
     status = 503
     default_message = "Every model server is busy. Try again shortly."
 
 
 class GuardrailBlocked(ApplicationError):
-    code = "guardrail_blocked"
+    code = ErrorCode.GUARDRAIL_BLOCKED
     status = 400
     default_message = "The request was blocked by the content policy."
 
@@ -82,18 +104,18 @@ class GuardrailBlocked(ApplicationError):
 class GuardrailUnavailable(GuardrailBlocked):
     """A guard failed (error or timeout): the request fails closed. A subclass of GuardrailBlocked on purpose."""
 
-    code = "guardrail_unavailable"
+    code = ErrorCode.GUARDRAIL_UNAVAILABLE
     status = 503
     default_message = "The safety checks are unavailable right now, so the request was not sent. Try again shortly."
 
 
 class UpstreamError(ApplicationError):
-    code = "upstream_error"
+    code = ErrorCode.UPSTREAM_ERROR
     status = 502
     default_message = "The model server failed."
 
 
 class TenantSuspended(ApplicationError):
-    code = "tenant_suspended"
+    code = ErrorCode.TENANT_SUSPENDED
     status = 403
     default_message = "This department is suspended."

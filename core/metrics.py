@@ -18,6 +18,8 @@ import os
 import re
 from pathlib import Path
 
+from django.apps import apps
+from django.db.models import Count
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -158,9 +160,6 @@ def metrics_refresh_state() -> None:
     """Set the state gauges from the database, at scrape time: documents by ingestion state, the ingestion queue
     depth, and per backend whether it is up and whether its circuit breaker is open. The database is the one truth
     for these (health probes and ingestion tasks write it), so every replica reports the same values."""
-    from django.apps import apps
-    from django.db.models import Count
-
     try:
         document = apps.get_model("knowledge", "Document")
     except LookupError:  # pragma: no cover - the knowledge app is always installed

@@ -18,6 +18,7 @@ from celery import signals
 
 from core.logging import request_id_var, tenant_id_var, user_id_var
 from core.metrics import CELERY_TASK_SECONDS, CELERY_TASKS, label_value, metrics_mark_process_dead
+from core.metrics_views import worker_metrics_serve
 
 logger = logging.getLogger(__name__)
 _started: dict[str, float] = {}
@@ -54,7 +55,6 @@ def on_worker_ready(**_: Any) -> None:
     port = os.environ.get("PORTAL_METRICS_PORT", "")
     if not port:
         return
-    from core.metrics_views import worker_metrics_serve
 
     try:
         worker_metrics_serve(host=os.environ.get("PORTAL_METRICS_HOST", "0.0.0.0"), port=int(port))  # noqa: S104

@@ -78,6 +78,7 @@ def tracing_configure(*, exporter: SpanExporter | None = None) -> bool:
         endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         if not endpoint or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
             return False
+        # lazy: the OTLP exporter (protobuf, requests) is loaded only when an endpoint is configured
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider = _new_provider(BatchSpanProcessor(OTLPSpanExporter()))

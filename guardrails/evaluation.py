@@ -283,7 +283,7 @@ Analyze = Callable[[str], list[tuple[int, int, str]]]
 
 
 def portal_analyze(policy: ResolvedPolicy = DEFAULT_POLICY, entities: list[str] | None = None) -> Analyze:
-    from guardrails.pii import get_analyzer
+    from guardrails.pii import get_analyzer  # lazy heavy import: Presidio and spaCy, only when evaluating
 
     analyzer = get_analyzer()
     wanted = entities if entities is not None else policy.active_entities()

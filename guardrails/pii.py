@@ -67,7 +67,7 @@ OFFLINE_TLD_EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None,
 def _patch_tldextract() -> None:
     """Make every module-level ``tldextract.extract`` call offline (Presidio's own recognizers, which the stock
     baseline in bench/bench_guard.py still runs; the portal's recognizers use OFFLINE_TLD_EXTRACT directly)."""
-    import tldextract.tldextract as tld_module
+    import tldextract.tldextract as tld_module  # third-party module patched in place, only when Presidio loads
 
     tld_module.TLD_EXTRACTOR = OFFLINE_TLD_EXTRACT
 
@@ -491,7 +491,7 @@ class TrimmedSpacyNlpEngine(SpacyNlpEngine):
         self._stop_words: frozenset[str] = frozenset()
 
     def load(self) -> None:
-        import spacy
+        import spacy  # lazy heavy import: the NLP pipeline loads on first analysis, not at start-up
 
         if not (spacy.util.is_package(self.model_name) or spacy.util.ensure_path(self.model_name).exists()):
             raise RuntimeError(
@@ -641,7 +641,7 @@ class PiiAnalyzer:
                 logger.warning("custom pattern %s of tenant %s skipped: %s", i, policy.tenant_id, exc)
                 continue
             by_type.setdefault(p.entity_type, []).append((f"custom-{i}", compiled, p.score))
-        budget = float(getattr(settings, "GUARDRAILS_CUSTOM_PATTERN_BUDGET_MS", 50)) / 1000
+        budget = settings.GUARDRAILS_CUSTOM_PATTERN_BUDGET_MS / 1000
         for entity_type, patterns in by_type.items():
             recognizers.append(Re2PatternRecognizer(entity_type=entity_type, patterns=patterns, budget_s=budget))
         for entity_type, terms in policy.deny_lists:

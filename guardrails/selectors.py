@@ -39,7 +39,3 @@ def _resolve(tenant: Tenant) -> ResolvedPolicy:
         deny_lists=deny,
         link_hosts=tuple(str(h) for h in (row.link_hosts or [])),
     )
-
-
-def guardrail_policy_row(*, tenant: Tenant) -> GuardrailPolicy | None:
-    return GuardrailPolicy.objects.for_tenant(tenant).first()

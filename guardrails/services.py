@@ -68,11 +68,11 @@ _executor_lock = threading.Lock()
 
 
 def _timeout_s() -> float:
-    return float(getattr(settings, "GUARDRAIL_TIMEOUT_S", 5.0))
+    return settings.GUARDRAIL_TIMEOUT_S
 
 
 def _max_chars() -> int:
-    return int(getattr(settings, "GUARDRAIL_MAX_CHARS", 100_000))
+    return settings.GUARDRAIL_MAX_CHARS
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -80,7 +80,7 @@ def _pool() -> ThreadPoolExecutor:
     if _executor is None:
         with _executor_lock:
             if _executor is None:
-                workers = int(getattr(settings, "GUARDRAIL_WORKERS", 4))
+                workers = settings.GUARDRAIL_WORKERS
                 _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="guardrails")
     return _executor
 
@@ -403,7 +403,7 @@ def inspect_output(
         reasons.append("personal data the user did not supply was redacted")
         _record_pii(tenant=tenant, action="redact", stage="output", counts=dict(counts), scope_key=scope_key)
     score = _guarded("output", lambda: groundedness(out_text, list(sources)))
-    threshold = float(getattr(settings, "GUARDRAIL_GROUNDEDNESS_WARN", 0.5))
+    threshold = settings.GUARDRAIL_GROUNDEDNESS_WARN
     if score is not None and score < threshold:
         reasons.append(f"only {score:.0%} of the answer's sentences are supported by the sources")
     decision: Decision = "warn" if reasons else "allow"
@@ -421,7 +421,7 @@ def inspect_output(
 def link_hosts(*, policy: ResolvedPolicy) -> tuple[str, ...]:
     """Hosts answers may link to with data in the URL: the portal's own (settings.GUARDRAIL_LINK_HOSTS, default
     empty) and the department's (policy ``link_hosts``)."""
-    configured = tuple(str(h) for h in getattr(settings, "GUARDRAIL_LINK_HOSTS", ()) or ())
+    configured = tuple(str(h) for h in settings.GUARDRAIL_LINK_HOSTS)
     return configured + policy.link_hosts
 
 

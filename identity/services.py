@@ -144,13 +144,13 @@ def provider_sync_from_environment() -> IdentityProvider | None:
     """The provider named by ``OIDC_ISSUER``, ``OIDC_CLIENT_ID`` and ``OIDC_CLIENT_SECRET`` (slug ``sso``), created or
     updated to match; idempotent and cheap after the first call in a process."""
     global _env_synced
-    issuer = getattr(settings, "OIDC_ISSUER", "")
-    client_id = getattr(settings, "OIDC_CLIENT_ID", "")
-    secret = getattr(settings, "OIDC_CLIENT_SECRET", "")
+    issuer = settings.OIDC_ISSUER
+    client_id = settings.OIDC_CLIENT_ID
+    secret = settings.OIDC_CLIENT_SECRET
     if not (issuer and client_id and secret):
         return None
-    name = getattr(settings, "OIDC_PROVIDER_NAME", "") or "Company sign-in"
-    groups_claim = getattr(settings, "OIDC_GROUPS_CLAIM", "") or "groups"
+    name = settings.OIDC_PROVIDER_NAME or "Company sign-in"
+    groups_claim = settings.OIDC_GROUPS_CLAIM or "groups"
     wanted = (issuer, client_id, hashlib.sha256(secret.encode()).hexdigest(), name, groups_claim)
     existing = IdentityProvider.objects.filter(slug="sso").first()
     if _env_synced == wanted and existing is not None:

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 from core.errors import InvalidInput
+from inference_pool.errors import PoolErrorCode
 
 GB = 1_000_000_000
 
@@ -58,7 +59,7 @@ def bytes_per_weight(precision: str) -> float:
         return BYTES_PER_WEIGHT[precision.lower()]
     except KeyError:
         raise InvalidInput(
-            f"Unknown precision “{precision}”; use one of {', '.join(BYTES_PER_WEIGHT)}.", code="precision"
+            f"Unknown precision “{precision}”; use one of {', '.join(BYTES_PER_WEIGHT)}.", code=PoolErrorCode.PRECISION
         ) from None
 
 
@@ -86,11 +87,11 @@ def capacity_plan(
     """Weights, KV bytes per token and how many ``context``-long sequences fit on ``gpus`` x ``gpu_memory_gb``."""
     for name, value in (("layers", layers), ("kv_heads", kv_heads), ("head_dim", head_dim), ("context", context)):
         if value <= 0:
-            raise InvalidInput(f"{name} must be a positive number.", code="capacity")
+            raise InvalidInput(f"{name} must be a positive number.", code=PoolErrorCode.CAPACITY)
     if params_b <= 0 or gpu_memory_gb <= 0 or gpus <= 0:
-        raise InvalidInput("Parameters, GPU memory and GPU count must be positive.", code="capacity")
+        raise InvalidInput("Parameters, GPU memory and GPU count must be positive.", code=PoolErrorCode.CAPACITY)
     if not 0 < memory_utilization <= 1:
-        raise InvalidInput("The memory utilization is a fraction between 0 and 1.", code="capacity")
+        raise InvalidInput("The memory utilization is a fraction between 0 and 1.", code=PoolErrorCode.CAPACITY)
     weights = weights_gb(params_b=params_b, precision=precision)
     kv_token = kv_bytes_per_token(layers=layers, kv_heads=kv_heads, head_dim=head_dim, kv_precision=kv_precision)
     kv_sequence = kv_token * context / GB

@@ -12,6 +12,8 @@ import time
 import uuid
 from typing import Any, Protocol
 
+import redis.asyncio as aioredis
+
 
 class Inflight(Protocol):
     async def counts(self, backend_ids: list[int]) -> dict[int, int]: ...
@@ -71,8 +73,6 @@ class RedisInflight:
     """In-flight leases shared through Redis (``settings.REDIS_URL``)."""
 
     def __init__(self, url: str, *, prefix: str = "portal:pool:inflight:", stale_after: float = 900.0) -> None:
-        import redis.asyncio as aioredis
-
         self.redis: Any = aioredis.from_url(url)
         self.prefix = prefix
         self.stale_after = stale_after

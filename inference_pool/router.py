@@ -33,7 +33,9 @@ from core import metrics
 from core.errors import Busy, InvalidInput, NotFound, UpstreamError
 from inference_pool.breaker import CircuitBreaker
 from inference_pool.clients import BackendTarget, EngineClient, EngineError, Finish, estimate_prompt_tokens
+from inference_pool.errors import PoolErrorCode
 from inference_pool.inflight import Inflight, LocalInflight, RedisInflight
+from inference_pool.models import Backend, BackendAdapter, BaseModel
 from inference_pool.types import ChatRequest, DoneEvent, ErrorEvent, PoolEvent, Telemetry, TokenEvent, UsageEvent
 
 logger = logging.getLogger(__name__)
@@ -57,11 +59,18 @@ class PoolConfig:
 
     @classmethod
     def from_settings(cls) -> PoolConfig:
-        defaults = cls()
-        return cls(**{name: getattr(settings, f"POOL_{name.upper()}", getattr(defaults, name)) for name in _FIELDS})
-
-
-_FIELDS = tuple(PoolConfig.__dataclass_fields__)
+        return cls(
+            connect_timeout=settings.POOL_CONNECT_TIMEOUT,
+            first_token_timeout=settings.POOL_FIRST_TOKEN_TIMEOUT,
+            read_timeout=settings.POOL_READ_TIMEOUT,
+            max_retries=settings.POOL_MAX_RETRIES,
+            queue_timeout=settings.POOL_QUEUE_TIMEOUT,
+            retry_after=settings.POOL_RETRY_AFTER,
+            breaker_threshold=settings.POOL_BREAKER_THRESHOLD,
+            breaker_cooldown=settings.POOL_BREAKER_COOLDOWN,
+            refresh_interval=settings.POOL_REFRESH_INTERVAL,
+            probe_interval=settings.POOL_PROBE_INTERVAL,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +82,6 @@ class Snapshot:
 
 
 def _load_snapshot() -> Snapshot:
-    from inference_pool.models import Backend, BackendAdapter, BaseModel
-
     backends = Backend.objects.filter(enabled=True, draining=False).select_related("base_model")
     confirmed: dict[int, dict[str, str]] = {}
     numeric_refs: dict[int, set[int]] = {}
@@ -123,7 +130,7 @@ class Router:
     def __init__(self, *, config: PoolConfig | None = None, inflight: Inflight | None = None) -> None:
         self.config = config or PoolConfig.from_settings()
         if inflight is None:
-            redis_url = getattr(settings, "REDIS_URL", "")
+            redis_url = settings.REDIS_URL
             inflight = RedisInflight(redis_url) if redis_url else LocalInflight()
         self.inflight = inflight
         self.snapshot: Snapshot | None = None
@@ -231,11 +238,12 @@ class Router:
     # --- selection --------------------------------------------------------------------------------------------
     def candidates(self, snap: Snapshot, request: ChatRequest) -> list[BackendTarget]:
         if request.model not in snap.models:
-            raise NotFound(f"The model “{request.model}” is not known to the pool.", code="model_not_found")
+            raise NotFound(f"The model “{request.model}” is not known to the pool.", code=PoolErrorCode.MODEL_NOT_FOUND)
         adapter = request.adapter
         if adapter and (request.model, adapter) not in snap.adapters:
             raise NotFound(
-                f"The adapter “{adapter}” is not served for the model “{request.model}”.", code="adapter_not_found"
+                f"The adapter “{adapter}” is not served for the model “{request.model}”.",
+                code=PoolErrorCode.ADAPTER_NOT_FOUND,
             )
         return [
             t
@@ -335,7 +343,7 @@ class Router:
         if not self.candidates(snap, request):
             raise UpstreamError(
                 f"No model server can serve “{request.adapter or request.model}” right now.",
-                code="no_backend",
+                code=PoolErrorCode.NO_BACKEND,
             )
         deadline = time.monotonic() + self.config.queue_timeout
         tried: set[int] = set()
@@ -380,7 +388,7 @@ class Router:
                     extra={"backend": target.name, "kind": err.kind, "attempt": attempts, "rid": request.request_id},
                 )
                 if not err.retryable:
-                    raise InvalidInput(err.message, code="engine_rejected") from None
+                    raise InvalidInput(err.message, code=PoolErrorCode.ENGINE_REJECTED) from None
                 last_error = err
                 continue
             except BaseException:
@@ -392,7 +400,8 @@ class Router:
             return target, lease, client, events, first, attempts
         if attempts == 0:
             raise UpstreamError(
-                f"No model server can serve “{request.adapter or request.model}” right now.", code="no_backend"
+                f"No model server can serve “{request.adapter or request.model}” right now.",
+                code=PoolErrorCode.NO_BACKEND,
             )
         detail = f" ({last_error.message})" if last_error else ""
         raise UpstreamError(
@@ -473,7 +482,7 @@ class Router:
         elif error is not None:
             yield usage
             yield ErrorEvent(
-                "upstream_interrupted",
+                PoolErrorCode.UPSTREAM_INTERRUPTED,
                 "The model server stopped in the middle of the answer; the text so far is kept.",
                 telemetry,
             )
@@ -489,8 +498,6 @@ def _observe(t: Telemetry, adapter_label: str) -> None:
 
 async def _mirror_breaker(backend_id: int, *, state: str, failures: int, detail: str) -> None:
     """Write a breaker transition to the Backend row (passive marking), off the request's path."""
-    from inference_pool.models import Backend
-
     fields: dict[str, Any] = {"breaker": state, "consecutive_failures": failures}
     if state == "open":
         fields.update(last_failure_at=timezone.now(), health_detail=f"breaker opened: {detail}"[:300])

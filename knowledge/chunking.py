@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from knowledge.embeddings import default_model_path
 from knowledge.parsing import Section
 
 SEPARATORS = ("\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ")
@@ -44,9 +45,7 @@ _lock = threading.Lock()
 
 @lru_cache(maxsize=1)
 def _tokenizer() -> Any:
-    from tokenizers import Tokenizer
-
-    from knowledge.embeddings import default_model_path
+    from tokenizers import Tokenizer  # lazy heavy import: the Rust tokenizer loads with the first chunking
 
     with _lock:
         tok = Tokenizer.from_file(str(default_model_path() / "tokenizer.json"))

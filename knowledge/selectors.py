@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet
 
-from core.errors import InvalidInput, NotFound, PermissionDenied
+from core.errors import InvalidInput, NotFound
 from knowledge.embeddings import get_embedder
 from knowledge.models import Access, Chunk, Document, KnowledgeBase
 from tenants.models import Role, Tenant
@@ -31,10 +31,6 @@ BM25_K1 = 0.9
 BM25_B = 0.4
 TS_CONFIG = "english"
 MODES = ("hybrid", "dense", "lexical")
-
-
-def _setting(name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
 
 
 @dataclass(frozen=True)
@@ -71,11 +67,33 @@ def knowledge_base_get(*, tenant: Tenant, role: str, knowledge_base_id: int) -> 
     return kb
 
 
-def knowledge_base_get_for_upload(*, tenant: Tenant, role: str, knowledge_base_id: int) -> KnowledgeBase:
-    kb = knowledge_base_get(tenant=tenant, role=role, knowledge_base_id=knowledge_base_id)
-    if not kb.may_upload(role):
-        raise PermissionDenied("Your role may not upload to this knowledge base.")
-    return kb
+def document_get_readable(
+    *, tenant: Tenant, role: str, document_id: int, knowledge_base_ids: list[int] | None = None
+) -> Document:
+    """A document in a knowledge base the role may read (within ``knowledge_base_ids`` when given); another
+    tenant's, an unreadable or a missing one answers the same ``NotFound``."""
+    readable = knowledge_base_list_readable(tenant=tenant, role=role)
+    if knowledge_base_ids is not None:
+        readable = readable.filter(pk__in=knowledge_base_ids)
+    doc = (
+        Document.objects.for_tenant(tenant)
+        .filter(pk=document_id, knowledge_base_id__in=readable.values("pk"))
+        .only("id", "filename", "status", "tenant_id", "knowledge_base_id")
+        .first()
+    )
+    if doc is None:
+        raise NotFound("Document not found.")
+    return doc
+
+
+def document_chunk_text_list(*, document: Document) -> list[str]:
+    """The document's indexed chunk texts in reading order (empty until it is indexed)."""
+    return list(
+        Chunk.objects.for_tenant(document.tenant_id)
+        .filter(document_id=document.pk)
+        .order_by("ordinal")
+        .values_list("text", flat=True)
+    )
 
 
 def document_list(*, knowledge_base: KnowledgeBase) -> QuerySet[Document]:
@@ -162,7 +180,7 @@ def _lexical_part(*, tenant_id: int, kbs: list[KnowledgeBase], query: str, n: in
     idfs = [math.log(1.0 + (total - dfs[t] + 0.5) / (dfs[t] + 0.5)) for t in ordered]
     # candidates: chunks holding at least one of the rarer terms, within a postings budget (the most common terms
     # alone cannot lift a chunk into the top n while enough chunks hold rarer ones); every query term is scored.
-    budget = int(_setting("KNOWLEDGE_LEXICAL_POSTINGS_BUDGET", 1000))
+    budget = settings.KNOWLEDGE_LEXICAL_POSTINGS_BUDGET
     match_terms: list[str] = []
     used = 0
     for term in ordered:
@@ -223,7 +241,7 @@ def _run_parts(parts: list[Part], hnsw_ef: int | None) -> list[Row]:
             cur.execute(
                 "SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', 'relaxed_order', "
                 "true), set_config('hnsw.max_scan_tuples', %s, true)",
-                [str(hnsw_ef), str(int(_setting("KNOWLEDGE_HNSW_MAX_SCAN_TUPLES", 50000)))],
+                [str(hnsw_ef), str(settings.KNOWLEDGE_HNSW_MAX_SCAN_TUPLES)],
             )
         cur.execute(sql, params)
         return list(cur.fetchall())
@@ -292,18 +310,18 @@ def chunk_search(
     kbs = list(readable)
     if not kbs:
         return []
-    n = candidates or max(2 * k, int(_setting("KNOWLEDGE_SEARCH_CANDIDATES", 100)))
+    n = candidates or max(2 * k, settings.KNOWLEDGE_SEARCH_CANDIDATES)
     dense_parts: list[Part] = []
     hnsw_ef: int | None = None
     if mode in ("hybrid", "dense"):
         by_model: dict[str, list[KnowledgeBase]] = {}
         for kb in kbs:
             by_model.setdefault(kb.embedding_model, []).append(kb)
-        exact_max = int(_setting("KNOWLEDGE_EXACT_SEARCH_MAX", 10000))
+        exact_max = settings.KNOWLEDGE_EXACT_SEARCH_MAX
         for index, (model_id, group) in enumerate(by_model.items()):
             exact = sum(kb.bm25_chunk_count for kb in group) <= exact_max
             if not exact:
-                hnsw_ef = min(max(n, int(_setting("KNOWLEDGE_HNSW_EF_SEARCH", 300))), 1000)
+                hnsw_ef = min(max(n, settings.KNOWLEDGE_HNSW_EF_SEARCH), 1000)
             dense_parts.append(
                 _dense_part(
                     label=f"d{index}",
@@ -321,7 +339,7 @@ def chunk_search(
     rows = _run_parts(parts, hnsw_ef) if parts else []
     lists = _lists(rows)
     if mode == "hybrid":
-        fused = _rrf([[cid for cid, _ in ranked] for ranked in lists.values()], k=int(_setting("KNOWLEDGE_RRF_K", 60)))
+        fused = _rrf([[cid for cid, _ in ranked] for ranked in lists.values()], k=settings.KNOWLEDGE_RRF_K)
     elif mode == "dense":
         fused = sorted(
             ((cid, 1.0 - dist) for src, ranked in lists.items() for cid, dist in ranked), key=lambda i: (-i[1], i[0])

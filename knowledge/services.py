@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -28,6 +29,7 @@ from django.utils import timezone
 
 from core.errors import ApplicationError, Conflict, InvalidInput
 from core.metrics import INGESTION_CHUNKS, PII_ENTITIES
+from knowledge import queueing
 from knowledge.chunking import ChunkDraft, chunk_sections, embedding_text
 from knowledge.embeddings import embedding_models, get_embedder
 from knowledge.models import EMBEDDING_DIM, Access, Chunk, Document, DocumentContent, KnowledgeBase
@@ -39,12 +41,7 @@ from tenants.services import audit_record
 logger = logging.getLogger(__name__)
 
 TS_CONFIG = "english"
-EMBED_BATCH = 32
 _ADVISORY_NAMESPACE = 4242  # pg_advisory_xact_lock(namespace, tenant_id): one dispatcher per tenant at a time
-
-
-def _setting(name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
 
 
 class UploadFile(Protocol):
@@ -213,11 +210,8 @@ def knowledge_base_update(*, knowledge_base: KnowledgeBase, actor: User | None, 
         details={"fields": sorted(set(fields) | ({"embedding_model"} if model_id else set()))},
     )
     if reembed:
-        from knowledge.tasks import reembed_knowledge_base
-
         kb_id = kb.pk
-        queue = str(_setting("INGEST_QUEUE", "ingest"))
-        transaction.on_commit(lambda: reembed_knowledge_base.apply_async(args=[kb_id], queue=queue))
+        transaction.on_commit(lambda: queueing.reembed_enqueue(knowledge_base_id=kb_id))
     return kb
 
 
@@ -367,7 +361,7 @@ def document_dispatch(*, tenant_id: int) -> list[int]:
     its documents there or in a worker at a time. Each tenant has its own line; the broker only ever holds a few
     documents per tenant, so one department's 5,000-file upload cannot bury another department's single file.
     The messages are sent after commit."""
-    cap = int(_setting("INGEST_TENANT_CONCURRENCY", 2))
+    cap = settings.INGEST_TENANT_CONCURRENCY
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_ADVISORY_NAMESPACE, int(tenant_id)])
         cur.execute(
@@ -393,17 +387,13 @@ def document_dispatch(*, tenant_id: int) -> list[int]:
 
 
 def _send(ids: list[int]) -> None:
-    from knowledge.tasks import ingest_document
-
-    queue = str(_setting("INGEST_QUEUE", "ingest"))
-    for doc_id in ids:
-        ingest_document.apply_async(args=[doc_id], queue=queue)
+    queueing.ingest_enqueue(document_ids=ids)
 
 
 def ingest_sweep(*, stale_after: timedelta | None = None) -> dict[str, int]:
     """Safety net for lost broker messages: re-send documents dispatched long ago that never moved, and dispatch
     every tenant that has documents waiting."""
-    stale_after = stale_after or timedelta(seconds=int(_setting("INGEST_STALE_SECONDS", 2400)))
+    stale_after = stale_after or timedelta(seconds=settings.INGEST_STALE_SECONDS)
     cutoff = timezone.now() - stale_after
     stale = list(
         Document.unscoped.filter(
@@ -472,14 +462,14 @@ def _pii_counts(tenant: Tenant, texts: list[str]) -> list[dict[str, int]]:
     in small batches. The scan is informational: when the scanner is unavailable the chunks are indexed without
     counts (and that is logged), never held back."""
     empty: list[dict[str, int]] = [{} for _ in texts]
-    if not _setting("KNOWLEDGE_PII_SCAN", False) or not texts:
+    if not settings.KNOWLEDGE_PII_SCAN or not texts:
         return empty
     try:
         scan = importlib.import_module("guardrails.services").pii_counts
     except (ImportError, AttributeError):
         return empty
     counts: list[dict[str, int]] = []
-    batch = int(_setting("KNOWLEDGE_PII_SCAN_BATCH", 8))
+    batch = settings.KNOWLEDGE_PII_SCAN_BATCH
     try:
         for start in range(0, len(texts), batch):
             counts.extend(scan(tenant=tenant, texts=texts[start : start + batch]))
@@ -504,9 +494,9 @@ def parse_limits() -> ParseLimits:
     """The limits one document's parsing runs under (``KNOWLEDGE_PARSE_CPU_SECONDS``, ``..._MEMORY_MB``,
     ``..._WALL_SECONDS``)."""
     return ParseLimits(
-        cpu_seconds=float(_setting("KNOWLEDGE_PARSE_CPU_SECONDS", 60)),
-        memory_mb=int(_setting("KNOWLEDGE_PARSE_MEMORY_MB", 1024)),
-        wall_seconds=float(_setting("KNOWLEDGE_PARSE_WALL_SECONDS", 120)),
+        cpu_seconds=settings.KNOWLEDGE_PARSE_CPU_SECONDS,
+        memory_mb=settings.KNOWLEDGE_PARSE_MEMORY_MB,
+        wall_seconds=settings.KNOWLEDGE_PARSE_WALL_SECONDS,
     )
 
 
@@ -520,7 +510,7 @@ POISON_MESSAGE = (
 def document_is_poison(*, document_id: int) -> bool:
     """Whether the document already had ``KNOWLEDGE_MAX_ATTEMPTS`` runs that never ended (each killed its worker):
     if so it is marked failed with a readable reason, so a redelivered message does not crash workers forever."""
-    limit = int(_setting("KNOWLEDGE_MAX_ATTEMPTS", 3))
+    limit = settings.KNOWLEDGE_MAX_ATTEMPTS
     row = Document.unscoped.filter(pk=document_id).values("attempts", "status", "tenant_id").first()
     if row is None or row["attempts"] < limit or row["status"] not in Document.ACTIVE_STATES:
         return False
@@ -555,7 +545,7 @@ def document_ingest(*, document_id: int) -> str:
 def _ingest(doc: Document) -> str:
     kb = doc.knowledge_base
     tenant = doc.tenant
-    progress = _Progress(doc.pk, interval=float(_setting("KNOWLEDGE_PROGRESS_INTERVAL", 0.3)))
+    progress = _Progress(doc.pk, interval=settings.KNOWLEDGE_PROGRESS_INTERVAL)
     progress(
         force=True,
         status=Document.Status.PARSING,
@@ -581,7 +571,7 @@ def _ingest(doc: Document) -> str:
     parsed = parse_document_isolated(data=data, filename=doc.filename, limits=parse_limits())
     progress(status=Document.Status.CHUNKING, progress=15, detected_type=parsed.detected_type, pages=parsed.pages)
     drafts = chunk_sections(parsed.sections, chunk_size=kb.chunk_size, overlap=kb.chunk_overlap)
-    max_chunks = int(_setting("KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT", 20000))
+    max_chunks = settings.KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT
     if not drafts:
         raise DocumentRejected("The file has no text to index.")
     if len(drafts) > max_chunks:
@@ -594,7 +584,7 @@ def _ingest(doc: Document) -> str:
     model_id = kb.embedding_model
     embedder = get_embedder(model_id)
     parts: list[np.ndarray] = []
-    batch = int(_setting("KNOWLEDGE_EMBED_BATCH", EMBED_BATCH))
+    batch = settings.KNOWLEDGE_EMBED_BATCH
     for start in range(0, len(texts), batch):
         parts.append(embedder.embed_array(texts[start : start + batch], batch_size=batch))
         done = min(start + batch, len(texts))
@@ -691,8 +681,6 @@ def chunks_replace(
     """Replace the document's chunks and the knowledge base's BM25 statistics in one transaction, and mark the
     document indexed. Safe against a concurrent rerun (row locks), a deletion or a cancellation (nothing written),
     and a concurrent model switch (re-embedded with the knowledge base's current model)."""
-    import json
-
     pii = list(pii or [{} for _ in drafts])
     totals: dict[str, int] = {}
     for counts in pii:

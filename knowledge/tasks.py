@@ -15,9 +15,10 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from knowledge import services
+from knowledge import queueing, services
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,8 @@ class IngestTask(Task):  # type: ignore[misc]
 @shared_task(
     bind=True,
     base=IngestTask,
-    name="knowledge.ingest_document",
-    queue="ingest",
+    name=queueing.INGEST_DOCUMENT,
+    queue=settings.INGEST_QUEUE,
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=TRANSIENT_ERRORS,
@@ -93,8 +94,8 @@ def ingest_document(self: Task, document_id: int) -> str:
 
 
 @shared_task(
-    name="knowledge.reembed_knowledge_base",
-    queue="ingest",
+    name=queueing.REEMBED_KNOWLEDGE_BASE,
+    queue=settings.INGEST_QUEUE,
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=TRANSIENT_ERRORS,
@@ -106,6 +107,6 @@ def reembed_knowledge_base(knowledge_base_id: int) -> str:
     return services.knowledge_base_reembed(knowledge_base_id=knowledge_base_id)
 
 
-@shared_task(name="knowledge.ingest_sweep", queue="ingest", ignore_result=True)
+@shared_task(name=queueing.INGEST_SWEEP, queue=settings.INGEST_QUEUE, ignore_result=True)
 def ingest_sweep() -> dict[str, int]:
     return services.ingest_sweep()

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from core.errors import InvalidInput, PermissionDenied
 from core.pages import page_errors
 from knowledge import selectors, services
+from knowledge.embeddings import embedding_models
 from knowledge.models import Access, KnowledgeBase
 from knowledge.selectors import chunk_search
 from tenants.models import Membership, Role, role_at_least
@@ -110,8 +111,6 @@ def kb_create(request: HttpRequest) -> HttpResponse:
 @page_errors
 def kb_detail(request: HttpRequest, kb_id: int) -> HttpResponse:
     membership, kb = _kb(request, kb_id)
-    from knowledge.embeddings import embedding_models
-
     return render(
         request,
         "knowledge/detail.html",

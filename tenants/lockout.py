@@ -17,8 +17,8 @@ def _key(address: str) -> str:
 
 def _limit() -> tuple[int, int]:
     return (
-        int(getattr(settings, "API_KEY_FAILURES_PER_ADDRESS", 20)),
-        int(getattr(settings, "API_KEY_FAILURE_WINDOW_S", 300)),
+        settings.API_KEY_FAILURES_PER_ADDRESS,
+        settings.API_KEY_FAILURE_WINDOW_S,
     )
 
 

@@ -26,6 +26,7 @@ from django.utils import timezone
 from core.errors import InvalidInput, QuotaExceeded
 from core.localcache import LocalCache
 from core.metrics import COST, QUOTA_REJECTIONS, TOKENS
+from tenants.errors import QuotaReason
 from tenants.models import ApiKey, ModelPrice, Quota, QuotaCounter, QuotaReservation, Tenant, UsageRecord
 
 Period = QuotaCounter.Period
@@ -136,7 +137,7 @@ def _refusal(
         wait = _seconds_until(minute + timedelta(minutes=1), now)
         return _reject(
             tenant=tenant,
-            reason="requests_per_minute",
+            reason=QuotaReason.REQUESTS_PER_MINUTE,
             message=(
                 f"Your department has sent {quota.requests_per_minute:,} requests this minute, its limit. "
                 f"Try again in {_human_wait(wait)}."
@@ -147,7 +148,7 @@ def _refusal(
         limit = min(quota.tokens_per_day, quota.tokens_per_month)
         return _reject(
             tenant=tenant,
-            reason="request_too_large",
+            reason=QuotaReason.REQUEST_TOO_LARGE,
             message=(
                 f"This request may need up to {max_tokens:,} tokens, more than your department's quota of "
                 f"{limit:,} tokens allows. Shorten the question or attach fewer knowledge bases."
@@ -161,7 +162,7 @@ def _refusal(
     wait = _seconds_until(resets, now)
     return _reject(
         tenant=tenant,
-        reason=f"tokens_per_{failed}",
+        reason=QuotaReason(f"tokens_per_{failed}"),
         message=(
             f"Your department has used its {label} quota of {limit:,} tokens. "
             f"It resets in {_human_wait(wait)}; an admin can raise the quota."
@@ -311,7 +312,7 @@ def quota_extend(*, reservation: Reservation, tokens: int, tenant: Tenant) -> Re
             wait = _seconds_until(resets, now)
             raise _reject(
                 tenant=tenant,
-                reason=f"tokens_per_{failed}",
+                reason=QuotaReason(f"tokens_per_{failed}"),
                 message=(
                     f"Your department's {label} quota of {limit:,} tokens has no room for this request "
                     f"(it may need up to {tokens:,} tokens). It resets in {_human_wait(wait)}."

@@ -15,7 +15,7 @@ from core.errors import InvalidInput, NotAuthenticated, NotFound, PermissionDeni
 from core.localcache import LocalCache
 from tenants import apikeys
 from tenants.lockout import api_key_failure_record, api_key_failures_check
-from tenants.models import ApiKey, AuditEvent, Membership, Tenant, UsageRecord, role_at_least
+from tenants.models import ApiKey, AuditEvent, Membership, ModelPrice, Quota, Tenant, UsageRecord, role_at_least
 
 # Keys by the SHA-256 of the full key (never the key itself), with their department and creator loaded. Strict: a
 # revoked key, a changed role or scopes, a suspended department is refused by the very next request in every process
@@ -258,6 +258,28 @@ def user_get_by_username(*, username: str) -> User:
     if user is None:
         raise InvalidInput("There is no active user with that username.", details={"username": ["unknown user"]})
     return user
+
+
+def tenant_list() -> QuerySet[Tenant]:
+    """Every department, by name (platform staff)."""
+    return Tenant.objects.order_by("name")
+
+
+def tenant_get(*, tenant_id: int) -> Tenant:
+    """One department by id (platform staff); an unknown id is ``NotFound``."""
+    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    if tenant is None:
+        raise NotFound()
+    return tenant
+
+
+def quota_get(*, tenant: Tenant) -> Quota:
+    """The department's quota row, or an unsaved one with the defaults when none was set yet."""
+    return Quota.objects.filter(tenant=tenant).first() or Quota(tenant=tenant)
+
+
+def model_price_list() -> QuerySet[ModelPrice]:
+    return ModelPrice.objects.order_by("model")
 
 
 def membership_list_all_for_user(*, user_id: int) -> QuerySet[Membership]:

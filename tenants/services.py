@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Any
 
@@ -224,8 +225,6 @@ def quota_update(*, tenant: Tenant, actor: User | None = None, **fields: Any) ->
 @transaction.atomic
 def demo_seed(*, username: str = "admin", password: str | None = None) -> tuple[Tenant, str | None]:
     """Create the demo department and an admin user; return the password only when the user was created."""
-    import secrets
-
     tenant = Tenant.objects.filter(slug="demo").first() or tenant_create(name="Demo Department", slug="demo")
     user = User.objects.filter(username=username).first()
     created_password = None

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from math import ceil
+from types import SimpleNamespace
 from typing import Any
 
 from rest_framework.throttling import SimpleRateThrottle
 
+from core.errors import QuotaExceeded
 from tenants.auth import ApiKeyPrincipal
+from tenants.errors import QuotaReason, TenantErrorCode
 
 
 class ApiKeyRateThrottle(SimpleRateThrottle):
@@ -25,18 +29,13 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
 
 def api_key_throttle_check(*, key: Any, request: Any = None) -> None:
     """The same per-key budget for doors outside DRF (the OpenAI-compatible /v1/): raise 429 with Retry-After."""
-    from math import ceil
-    from types import SimpleNamespace
-
-    from core.errors import QuotaExceeded
-
     throttle = ApiKeyRateThrottle()
     fake = SimpleNamespace(user=ApiKeyPrincipal(key), META=getattr(request, "META", {}))
     if not throttle.allow_request(fake, None):  # type: ignore[arg-type]
         wait = max(1, ceil(throttle.wait() or 1))
         raise QuotaExceeded(
             f"Too many requests for this API key; try again in {wait} seconds.",
-            code="rate_limit_exceeded",
+            code=TenantErrorCode.RATE_LIMIT_EXCEEDED,
             retry_after=wait,
-            details={"reason": "api_key_rate", "retry_after": wait},
+            details={"reason": QuotaReason.API_KEY_RATE, "retry_after": wait},
         )

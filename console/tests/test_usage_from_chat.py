@@ -12,7 +12,8 @@ from django.urls import reverse
 
 from chat.models import Conversation, Message
 from chat.pipeline import ChatInput, chat_stream
-from console.selectors import backend_latency_stats, usage_breakdown, usage_filters_parse, usage_queryset, usage_totals
+from chat.selectors import backend_latency_stats
+from console.selectors import usage_breakdown, usage_filters_parse, usage_queryset, usage_totals
 from inference_pool.models import Backend
 from inference_pool.services import backend_register
 from tenants.models import Role

@@ -9,7 +9,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core.errors import ApplicationError
+from core.errors import ApplicationError, ErrorCode
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -21,23 +21,23 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             response["WWW-Authenticate"] = 'Bearer realm="api"'
         return response
     if isinstance(exc, Http404):
-        return Response({"code": "not_found", "message": "Not found.", "details": {}}, status=404)
+        return Response({"code": ErrorCode.NOT_FOUND, "message": "Not found.", "details": {}}, status=404)
     handled = drf_exception_handler(exc, context)
     if handled is None:
         return None
-    code = "error"
+    code: str = ErrorCode.ERROR
     message = "The request could not be completed."
     details: dict[str, Any] = {}
     if isinstance(exc, exceptions.ValidationError):
-        code, message = "invalid", "The request is not valid."
+        code, message = ErrorCode.INVALID, "The request is not valid."
         details = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
     elif isinstance(exc, exceptions.APIException):
         code = str(exc.default_code)
         detail = exc.detail
         message = str(detail) if not isinstance(detail, dict | list) else message
         if handled.status_code == status.HTTP_401_UNAUTHORIZED:
-            code = "not_authenticated"
+            code = ErrorCode.NOT_AUTHENTICATED
         if isinstance(exc, exceptions.Throttled):
-            code = "rate_limited"
+            code = ErrorCode.RATE_LIMITED
     handled.data = {"code": code, "message": message, "details": details}
     return handled

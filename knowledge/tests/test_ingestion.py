@@ -226,7 +226,7 @@ def test_progress_is_written_as_it_goes(world, kb, monkeypatch, settings):
         seen.append((row.status, row.progress))
 
     monkeypatch.setattr(services, "_progress", record)
-    monkeypatch.setattr(services, "EMBED_BATCH", 4)
+    settings.KNOWLEDGE_EMBED_BATCH = 4
     settings.KNOWLEDGE_PROGRESS_INTERVAL = 0  # every step is written
     ingest(doc)
     statuses = [s for s, _ in seen]
@@ -297,7 +297,7 @@ def test_changing_the_model_reembeds_in_the_background_then_switches(
     from knowledge import tasks
 
     original = tasks.reembed_knowledge_base.apply_async
-    tasks.reembed_knowledge_base.apply_async = lambda args, **kw: sent.append(args)  # type: ignore[method-assign]
+    tasks.reembed_knowledge_base.apply_async = lambda args, kwargs=None, **kw: sent.append(list(args))  # type: ignore[method-assign]
     try:
         with django_capture_on_commit_callbacks(execute=True):
             knowledge_base_update(knowledge_base=kb, actor=world.admin, embedding_model="minilm-copy")

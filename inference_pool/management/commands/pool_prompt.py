@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from core.errors import ApplicationError
+from inference_pool.router import get_router
 from inference_pool.services import pool_stream
 from inference_pool.types import ChatRequest, DoneEvent, ErrorEvent, Telemetry, TokenEvent
 
@@ -51,8 +52,6 @@ class Command(BaseCommand):
             raise CommandError(error.message)
 
     async def _run(self, request: ChatRequest) -> tuple[Telemetry, ErrorEvent | None]:
-        from inference_pool.router import get_router
-
         try:
             async for event in pool_stream(request=request):
                 if isinstance(event, TokenEvent):

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management import call_command
+from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from core.logging import TextFormatter
 from core.metrics import metrics_multiprocess_dir_reset
 from inference_pool.local_engines import EngineStartError, ManagedEngine, local_engine_specs, port_in_use
+from portal.embedded import stop_server
 
 
 class Command(BaseCommand):
@@ -186,7 +187,6 @@ class Command(BaseCommand):
         for engine in self.engines:
             engine.stop()
         connection.close()
-        from portal.embedded import stop_server
 
         stop_server()
         self.stdout.write("Stopped.")
@@ -207,6 +207,4 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 
 def _has_command(name: str) -> bool:
-    from django.core.management import get_commands
-
     return name in get_commands()

@@ -21,7 +21,7 @@ BACKEND_FORM_FIELDS = [
 
 
 class BackendForm(forms.ModelForm):
-    """Validation only: the console saves through ``console.services.backend_create/backend_update``."""
+    """Validation only: the console saves through ``inference_pool.services.backend_create/backend_update``."""
 
     api_key = forms.CharField(
         max_length=500, required=False, widget=forms.PasswordInput(render_value=False), help_text="blank: keep"
