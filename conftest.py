@@ -13,6 +13,12 @@ os.environ.setdefault("PORTAL_EPHEMERAL_DB", "1")
 @pytest.fixture(autouse=True)
 def _fast_passwords(settings):  # type: ignore[no-untyped-def]
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # pages rendered in-process need no collectstatic manifest (the acceptance suite checks the hashed files as
+    # the launcher serves them)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 
 pytest_plugins = ["tests.fixtures"]

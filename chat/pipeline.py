@@ -498,13 +498,13 @@ class ChatRun:
     def _retrieve(self, prep: _Prepared) -> list[tuple[dict[str, Any], str]]:
         if not prep.kb_ids:
             return []
-        from knowledge.selectors import chunk_search
+        from knowledge.selectors import SEARCH_QUERY_MAX_CHARS, chunk_search
 
         with self._stage("retrieve", knowledge_bases=len(prep.kb_ids)) as span:
             hits = chunk_search(
                 tenant=self.inp.tenant,
                 knowledge_base_ids=prep.kb_ids,
-                query=prep.user_text,
+                query=prep.user_text[:SEARCH_QUERY_MAX_CHARS],  # a long question searches with its first part
                 k=int(_setting("CHAT_CONTEXT_CHUNKS", 4)),
                 role=self.inp.role,
             )

@@ -31,6 +31,8 @@ BM25_K1 = 0.9
 BM25_B = 0.4
 TS_CONFIG = "english"
 MODES = ("hybrid", "dense", "lexical")
+# the longest search text; a chat question longer than this is searched with its first part (chat/pipeline.py)
+SEARCH_QUERY_MAX_CHARS = 4000
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -282,8 +284,8 @@ def chunk_search(
     query = (query or "").strip()
     if not query or k <= 0:
         return []
-    if len(query) > 4000:
-        raise InvalidInput("The search text is too long (at most 4,000 characters).")
+    if len(query) > SEARCH_QUERY_MAX_CHARS:
+        raise InvalidInput(f"The search text is too long (at most {SEARCH_QUERY_MAX_CHARS:,} characters).")
     k = min(int(k), 200)
     readable = knowledge_base_list_readable(tenant=tenant, role=role)
     if knowledge_base_ids is not None:
