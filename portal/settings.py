@@ -124,7 +124,7 @@ MIDDLEWARE = [
     "core.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # static files from the ASGI app itself: compressed, content-hashed files collected by `collectstatic`
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "portal.static.StaticFilesMiddleware",  # WhiteNoise, async-capable
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
