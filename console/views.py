@@ -105,16 +105,25 @@ def _tenant_context(scope: ConsoleScope, tenant: Tenant, **extra: Any) -> dict[s
 @console_view()
 def tenant_detail(request: HttpRequest, scope: ConsoleScope, tenant_id: int) -> HttpResponse:
     tenant = scope.tenant_get(tenant_id)
-    return render(request, "console/tenants/detail.html", _tenant_context(scope, tenant))
+    shown_once = request.session.pop(_SHOWN_ONCE_KEY, None)  # left by a plain POST (below), shown on this one GET
+    extra = shown_once["extra"] if shown_once and shown_once.get("tenant") == tenant.pk else {}
+    return render(request, "console/tenants/detail.html", _tenant_context(scope, tenant, **extra))
+
+
+_SHOWN_ONCE_KEY = "console_shown_once"
 
 
 def _section(request: HttpRequest, scope: ConsoleScope, tenant: Tenant, name: str, **extra: Any) -> HttpResponse:
-    """htmx: the re-rendered section; a plain post: the whole page (one-time secrets are shown either way)."""
-    context = _tenant_context(scope, tenant, **extra)
+    """htmx: the re-rendered section; a plain post: redirect to the page (a refresh must not post again), which
+    shows the one-time secrets from the session once."""
     if is_htmx(request):
-        return render(request, f"console/tenants/_{name}.html", context)
+        return render(request, f"console/tenants/_{name}.html", _tenant_context(scope, tenant, **extra))
     if extra:
-        return render(request, "console/tenants/detail.html", context)
+        key = extra.pop("new_key", None)
+        if key is not None:
+            extra["new_key"] = {"name": key.name}
+        request.session[_SHOWN_ONCE_KEY] = {"tenant": tenant.pk, "extra": extra}
+        return redirect("console:tenant_detail", tenant_id=tenant.pk)
     return back(request, reverse("console:tenant_detail", kwargs={"tenant_id": tenant.pk}))
 
 

@@ -139,7 +139,7 @@ def kb_upload(request: HttpRequest, kb_id: int) -> HttpResponse:
     files = request.FILES.getlist("files")
     results = services.document_upload(knowledge_base=kb, actor=request.user, files=files)  # type: ignore[arg-type]
     duplicates = [r.document.filename for r in results if r.duplicate]
-    return _documents_partial(request, kb, membership, duplicates=duplicates)
+    return _documents_partial(request, kb, membership, duplicates=duplicates, uploaded=True)
 
 
 @require_POST
