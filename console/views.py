@@ -113,6 +113,11 @@ def tenant_detail(request: HttpRequest, scope: ConsoleScope, tenant_id: int) -> 
 _SHOWN_ONCE_KEY = "console_shown_once"
 
 
+def _group_label(by: str) -> str:
+    """People read "department"; the grouping's value stays ``tenant`` (URLs, CSV)."""
+    return "department" if by == "tenant" else by
+
+
 def _section(request: HttpRequest, scope: ConsoleScope, tenant: Tenant, name: str, **extra: Any) -> HttpResponse:
     """htmx: the re-rendered section; a plain post: redirect to the page (a refresh must not post again), which
     shows the one-time secrets from the session once."""
@@ -264,7 +269,9 @@ def usage(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
         bars=[Bar(r.label[5:], [r.cost]) for r in daily], series=["cost"], title="Cost per day", label_every=every
     )
     group_chart = bar_chart_svg(
-        bars=[Bar(r.label, [r.cost]) for r in rows[:20]], series=[f"cost by {by}"], title=f"Cost by {by}"
+        bars=[Bar(r.label, [r.cost]) for r in rows[:20]],
+        series=[f"cost by {_group_label(by)}"],
+        title=f"Cost by {_group_label(by)}",
     )
     tenants = scope.tenants()
     selected = [t for t in tenants if t.pk == filters.tenant_id] if filters.tenant_id else tenants
@@ -274,6 +281,7 @@ def usage(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
         "since": timezone.localtime(filters.since).date(),
         "until": (timezone.localtime(filters.until) - timedelta(days=1)).date(),
         "by": by,
+        "by_label": _group_label(by),
         "groups": [g for g in selectors.GROUPS if scope.is_staff or g != "tenant"],
         "totals": totals,
         "rows": rows,

@@ -372,3 +372,11 @@ def chunk_search(
             )
         )
     return hits
+
+
+def upload_limit_mb(*, tenant: Tenant) -> int:
+    """The department's per-file upload limit in MB (its quota, else the default)."""
+    from tenants.models import Quota
+
+    quota = Quota.objects.filter(tenant=tenant).first()
+    return int(quota.max_upload_mb if quota is not None else Quota._meta.get_field("max_upload_mb").default)

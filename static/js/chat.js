@@ -148,20 +148,23 @@
   function refreshSidebar() {
     var list = document.getElementById("conversation-list");
     if (!list || !window.htmx) return;
-    window.htmx.ajax("GET", searchUrl, { target: list, swap: "innerHTML" }).then(function () {
-      // the first question titles the conversation: the header follows the sidebar's entry
-      var active = list.querySelector("li.active a");
-      var title = document.getElementById("conversation-title");
-      if (!active || !title) return;
-      var text = active.textContent.trim();
-      if (text && title.textContent.trim() !== text) {
-        title.textContent = text;
-        var rename = document.querySelector("[data-testid=rename-input]");
-        if (rename) rename.value = text;
-        document.title = text + " · Chat";
-      }
-    }, function () {});
+    window.htmx.ajax("GET", searchUrl, { target: list, swap: "innerHTML" });
   }
+
+  // the first question titles the conversation: once the sidebar shows the new title, the header follows
+  var sidebarList = document.getElementById("conversation-list");
+  if (sidebarList) sidebarList.addEventListener("htmx:afterSettle", function () {
+    var active = sidebarList.querySelector("li.active a");
+    var title = document.getElementById("conversation-title");
+    if (!active || !title) return;
+    var text = active.textContent.trim();
+    if (text && title.textContent.trim() !== text) {
+      title.textContent = text;
+      var rename = document.querySelector("[data-testid=rename-input]");
+      if (rename) rename.value = text;
+      document.title = text + " · Chat";
+    }
+  });
 
   function finish(frame) {
     var answer = current;
