@@ -82,7 +82,8 @@ def test_platform_admin_sets_up_a_department(session_factory, portal):
     quota = page.locator("#tenant-quota")
     quota.get_by_label("Max upload mb").fill("1")
     quota.get_by_label("Tokens per day").fill("2000000")
-    quota.get_by_role("button", name="Save quotas").click()
+    with page.expect_response(lambda r: "/quota/" in r.url):
+        quota.get_by_role("button", name="Save quotas").click()
     expect()(page.locator("#tenant-quota")).to_contain_text("Quotas saved.")
 
     # two people: the department's admin and an employee; each one-time password is shown once
@@ -90,7 +91,8 @@ def test_platform_admin_sets_up_a_department(session_factory, portal):
         form = page.locator("#tenant-members form", has_text="Create a user")
         form.get_by_label("Username").fill(username)
         form.get_by_label("Role").select_option(role)
-        form.get_by_role("button", name="Create with a one-time password").click()
+        with page.expect_response(lambda r: "/members/create/" in r.url):
+            form.get_by_role("button", name="Create with a one-time password").click()
         secret = page.get_by_test_id("one-time-password")
         expect()(secret).to_contain_text(username)
         portal.state[username] = secret.locator("p.mono").inner_text().strip()
@@ -105,8 +107,10 @@ def test_platform_admin_sets_up_a_department(session_factory, portal):
     page.get_by_label("Model or adapter").fill("smollm2-135m-instruct")
     page.get_by_label("Input per 1k").fill("0.0005")
     page.get_by_label("Output per 1k").fill("0.0015")
-    page.get_by_role("button", name="Save price").click()
-    expect()(page.locator("#prices-table")).to_contain_text("0.0015")
+    with page.expect_response(lambda r: "/console/prices/set/" in r.url) as saved:
+        page.get_by_role("button", name="Save price").click()
+    assert saved.value.status == 200
+    expect()(page.locator("#prices-table")).to_contain_text("smollm2-135m-instruct")
     s.shot("prices")
 
     # register a backend (the launcher's own engine, under a second name) on the pool page, at 1366 px
@@ -205,11 +209,13 @@ def test_department_admin_fills_a_knowledge_base(session_factory, portal, tmp_pa
     strictness = policy.locator("select[name=injection_strictness]")
     options = strictness.locator("option").all_inner_texts()
     strictness.select_option(label=options[-1])
-    policy.get_by_role("button", name="Save policy").click()
+    with page.expect_navigation():
+        policy.get_by_role("button", name="Save policy").click()
     page.wait_for_load_state("networkidle")
     preview = page.get_by_test_id("preview-form")
     preview.locator("textarea, input[type=text]").first.fill("Mail jane.doe@example.com about the Paris trip.")
-    preview.get_by_role("button", name="Check").click()
+    with page.expect_response(lambda r: "/guardrails/policy/preview/" in r.url):
+        preview.get_by_role("button", name="Check").click()
     expect()(page.locator("#preview")).not_to_be_empty()
     expect()(page.locator("#preview")).not_to_contain_text("jane.doe@example.com")
     s.shot("guardrail-policy")
@@ -297,7 +303,8 @@ def test_employee_chats_with_the_knowledge_base(session_factory, portal):
 
     # feedback
     first_answer = page.locator(".msg-assistant").first
-    first_answer.get_by_test_id("thumbs-up").click()
+    with page.expect_response(lambda r: "/feedback" in r.url):
+        first_answer.get_by_test_id("thumbs-up").click()
     expect()(page.locator(".msg-assistant").first.get_by_test_id("thumbs-up")).to_have_attribute("aria-pressed", "true")
     s.shot("conversation")
 
@@ -336,7 +343,8 @@ def test_integration_uses_an_api_key_with_the_openai_client(session_factory, por
     keys = page.locator("#tenant-keys")
     keys.get_by_label("Name").fill("crm-bot")
     keys.get_by_label("Upload documents").check()
-    keys.get_by_role("button", name="Create key").click()
+    with page.expect_response(lambda r: "/keys/create/" in r.url):
+        keys.get_by_role("button", name="Create key").click()
     secret = page.get_by_test_id("new-key-secret").locator("p.mono").inner_text().strip()
     s.shot("api-key")
 
