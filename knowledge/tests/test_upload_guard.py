@@ -93,7 +93,7 @@ async def test_a_body_without_length_stops_being_read_past_the_limit(setup, api_
         f"/api/v1/knowledge-bases/{setup.pk}/documents/", headers=_bearer(api_keys.secrets["member"]), chunks=chunks
     )
     assert app.called and app.read <= MB + 64 * 1024
-    assert [m for m in sent if m["type"] == "http.response.start"][0]["status"] == 413
+    assert next(m for m in sent if m["type"] == "http.response.start")["status"] == 413
 
 
 async def test_an_upload_within_the_limit_goes_through(setup, api_keys):
