@@ -79,7 +79,7 @@ def upload_limit_mb_for_caller(*, kb_id: int, session_key: str, bearer: str) -> 
 
 
 class UploadSizeGuard:
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+    def __init__(self, app: Any) -> None:  # an ASGI application (Django's ASGIHandler)
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -91,9 +91,8 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     reuse = os.environ.get("ACCEPTANCE_PORTAL")  # while writing journeys: "URL VAR_DIR ADMIN_PASSWORD ENGINE_PORT"
     if reuse:
         url, var, password, engine_port = reuse.split()
-        yield Portal(
-            url, "admin", password, Path(var), Path(var) / "logs" / "web.log", None, {"engine_port": engine_port}
-        )  # type: ignore[arg-type]
+        state = {"engine_port": engine_port, **json.loads(os.environ.get("ACCEPTANCE_STATE", "{}"))}
+        yield Portal(url, "admin", password, Path(var), Path(var) / "logs" / "web.log", None, state)  # type: ignore[arg-type]
         return
     var_dir = tmp_path_factory.mktemp("portal-var")
     output = var_dir.parent / f"{var_dir.name}-launcher.out"
