@@ -153,9 +153,10 @@ def _warm_up(url: str, proc: subprocess.Popen[bytes], *, deadline: float) -> Non
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C, as a person stops ``make run``; the launcher stops every part it started."""
+    """Stop it as a person or a service manager does (SIGTERM, handled like Ctrl-C: the launcher stops every part it
+    started). SIGINT is not used: a launcher started from a non-interactive shell in the background ignores it."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
