@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -94,8 +96,10 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
         state = {"engine_port": engine_port, **json.loads(os.environ.get("ACCEPTANCE_STATE", "{}"))}
         yield Portal(url, "admin", password, Path(var), Path(var) / "logs" / "web.log", None, state)  # type: ignore[arg-type]
         return
-    var_dir = tmp_path_factory.mktemp("portal-var")
-    output = var_dir.parent / f"{var_dir.name}-launcher.out"
+    # not under pytest's basetemp: another pytest session on the machine prunes old basetemps, and with them this
+    # running portal's database
+    var_dir = Path(tempfile.mkdtemp(prefix="portal-acceptance-"))
+    output = var_dir / "launcher.out"
     port, engine_port = free_port(), free_port()
     env = launcher_env(PORTAL_VAR_DIR=str(var_dir), PORTAL_PORT=str(port), ENGINE_BASE_PORT=str(engine_port))
     with output.open("wb") as out:
@@ -132,7 +136,9 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
         yield portal
     finally:
         _stop(proc)
-    problems = uncaught_exceptions(portal.logs())
+    logs = portal.logs()
+    shutil.rmtree(var_dir, ignore_errors=True)
+    problems = uncaught_exceptions(logs)
     assert not problems, "uncaught exceptions in the portal's logs:\n" + "\n".join(problems[:20])
 
 

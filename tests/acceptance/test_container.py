@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +29,8 @@ pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture
-def entrypoint_web(tmp_path: Path) -> Iterator[str]:
+def entrypoint_web() -> Iterator[str]:
+    tmp_path = Path(tempfile.mkdtemp(prefix="portal-entrypoint-"))  # not under a basetemp another session may prune
     port = free_port()
     env = launcher_env(
         PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
@@ -70,7 +73,9 @@ def entrypoint_web(tmp_path: Path) -> Iterator[str]:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
-    problems = uncaught_exceptions({"entrypoint web": log.read_text(errors="replace")})
+    text = log.read_text(errors="replace")
+    shutil.rmtree(tmp_path, ignore_errors=True)
+    problems = uncaught_exceptions({"entrypoint web": text})
     assert not problems, "\n".join(problems)
 
 
