@@ -16,6 +16,12 @@ def _fast_passwords(settings):  # type: ignore[no-untyped-def]
     # the test client always comes from 127.0.0.1: the per-address limit on failed API-key attempts (tenants.lockout)
     # would carry one test's deliberate failures into the next; the tests of that limit set their own
     settings.API_KEY_FAILURES_PER_ADDRESS = 1_000_000
+    # pages rendered in-process need no collectstatic manifest (the acceptance suite checks the hashed files as
+    # the launcher serves them)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 
 @pytest.fixture(autouse=True)

@@ -202,6 +202,11 @@ def _text_of(content: Any, index: int) -> str:
     raise _invalid("A message's content must be a string or a list of text parts.", param)
 
 
+def _plain(x: float) -> str:
+    """1,000,000 rather than 1e+06 in a message a person reads."""
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
 def _number(body: dict[str, Any], name: str, *, lo: float, hi: float, integer: bool = False) -> Any:
     value = body.get(name)
     if value is None:
@@ -209,7 +214,7 @@ def _number(body: dict[str, Any], name: str, *, lo: float, hi: float, integer: b
     kind_ok = isinstance(value, int) if integer else isinstance(value, int | float)
     if isinstance(value, bool) or not kind_ok or not (lo <= value <= hi):
         kind = "an integer" if integer else "a number"
-        raise _invalid(f"'{name}' must be {kind} between {lo:g} and {hi:g}.", name)
+        raise _invalid(f"'{name}' must be {kind} between {_plain(lo)} and {_plain(hi)}.", name)
     return value
 
 

@@ -122,7 +122,7 @@ def conversation_detail(request: HttpRequest, conversation_id: int) -> HttpRespo
         **_options(membership),
         "conversation": conversation,
         "active_id": conversation.pk,
-        "messages": messages,
+        "message_items": messages,
         "selected_kbs": set(conversation.knowledge_bases.values_list("pk", flat=True)),
     }
     return render(request, "chat/conversation.html", context)

@@ -103,16 +103,30 @@ def _tenant_context(scope: ConsoleScope, tenant: Tenant, **extra: Any) -> dict[s
 @console_view()
 def tenant_detail(request: HttpRequest, scope: ConsoleScope, tenant_id: int) -> HttpResponse:
     tenant = scope.tenant_get(tenant_id)
-    return render(request, "console/tenants/detail.html", _tenant_context(scope, tenant))
+    shown_once = request.session.pop(_SHOWN_ONCE_KEY, None)  # left by a plain POST (below), shown on this one GET
+    extra = shown_once["extra"] if shown_once and shown_once.get("tenant") == tenant.pk else {}
+    return render(request, "console/tenants/detail.html", _tenant_context(scope, tenant, **extra))
+
+
+_SHOWN_ONCE_KEY = "console_shown_once"
+
+
+def _group_label(by: str) -> str:
+    """People read "department"; the grouping's value stays ``tenant`` (URLs, CSV)."""
+    return "department" if by == "tenant" else by
 
 
 def _section(request: HttpRequest, scope: ConsoleScope, tenant: Tenant, name: str, **extra: Any) -> HttpResponse:
-    """htmx: the re-rendered section; a plain post: the whole page (one-time secrets are shown either way)."""
-    context = _tenant_context(scope, tenant, **extra)
+    """htmx: the re-rendered section; a plain post: redirect to the page (a refresh must not post again), which
+    shows the one-time secrets from the session once."""
     if is_htmx(request):
-        return render(request, f"console/tenants/_{name}.html", context)
+        return render(request, f"console/tenants/_{name}.html", _tenant_context(scope, tenant, **extra))
     if extra:
-        return render(request, "console/tenants/detail.html", context)
+        key = extra.pop("new_key", None)
+        if key is not None:
+            extra["new_key"] = {"name": key.name}
+        request.session[_SHOWN_ONCE_KEY] = {"tenant": tenant.pk, "extra": extra}
+        return redirect("console:tenant_detail", tenant_id=tenant.pk)
     return back(request, reverse("console:tenant_detail", kwargs={"tenant_id": tenant.pk}))
 
 
@@ -253,7 +267,9 @@ def usage(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
         bars=[Bar(r.label[5:], [r.cost]) for r in daily], series=["cost"], title="Cost per day", label_every=every
     )
     group_chart = bar_chart_svg(
-        bars=[Bar(r.label, [r.cost]) for r in rows[:20]], series=[f"cost by {by}"], title=f"Cost by {by}"
+        bars=[Bar(r.label, [r.cost]) for r in rows[:20]],
+        series=[f"cost by {_group_label(by)}"],
+        title=f"Cost by {_group_label(by)}",
     )
     tenants = scope.tenants()
     selected = [t for t in tenants if t.pk == filters.tenant_id] if filters.tenant_id else tenants
@@ -263,6 +279,7 @@ def usage(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
         "since": timezone.localtime(filters.since).date(),
         "until": (timezone.localtime(filters.until) - timedelta(days=1)).date(),
         "by": by,
+        "by_label": _group_label(by),
         "groups": [g for g in selectors.GROUPS if scope.is_staff or g != "tenant"],
         "totals": totals,
         "rows": rows,

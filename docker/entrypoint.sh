@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Container entrypoint of the portal image: `web` (default), `worker`, `beat`, `manage <command>`, or any command.
 set -euo pipefail
+# the image's /app, or a checkout (the test suite runs this script without Docker)
+APP_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$APP_DIR"
 
 # Secrets come as files (Docker/Kubernetes secrets): NAME_FILE=/run/secrets/x exports NAME with the file's content.
 for name in SECRET_KEY PII_VAULT_KEY METRICS_TOKEN POSTGRES_PASSWORD REDIS_PASSWORD OIDC_CLIENT_SECRET; do
@@ -43,7 +46,12 @@ role="${1:-web}"
 case "$role" in
   web)
     if [ "${PORTAL_MIGRATE:-true}" = "true" ]; then
-      python /app/docker/migrate.py
+      python "$APP_DIR/docker/migrate.py"
+    fi
+    # the ASGI app serves the static files itself (WhiteNoise): the image collects them at build time; this
+    # collects only when they are missing or stale (an image built without them, a mounted checkout)
+    if [ "${PORTAL_COLLECTSTATIC:-true}" = "true" ]; then
+      python manage.py static_collect --verbosity 0
     fi
     exec uvicorn portal.asgi:application --host 0.0.0.0 --port "${PORT:-8000}" \
       --workers "${WEB_CONCURRENCY:-1}" --ws websockets-sansio --no-access-log \

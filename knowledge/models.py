@@ -101,7 +101,10 @@ class Document(TenantOwned):
     class Meta(TenantOwned.Meta):
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["knowledge_base", "sha256"], name="uniq_document_kb_sha256"),
+            # the same bytes are indexed once; every empty file has the same hash, and each is its own (refused) row
+            models.UniqueConstraint(
+                fields=["knowledge_base", "sha256"], condition=Q(size_bytes__gt=0), name="uniq_document_kb_sha256"
+            ),
         ]
         indexes = [
             models.Index(

@@ -31,6 +31,8 @@ BM25_K1 = 0.9
 BM25_B = 0.4
 TS_CONFIG = "english"
 MODES = ("hybrid", "dense", "lexical")
+# the longest search text; a chat question longer than this is searched with its first part (chat/pipeline.py)
+SEARCH_QUERY_MAX_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -300,8 +302,8 @@ def chunk_search(
     query = (query or "").strip()
     if not query or k <= 0:
         return []
-    if len(query) > 4000:
-        raise InvalidInput("The search text is too long (at most 4,000 characters).")
+    if len(query) > SEARCH_QUERY_MAX_CHARS:
+        raise InvalidInput(f"The search text is too long (at most {SEARCH_QUERY_MAX_CHARS:,} characters).")
     k = min(int(k), 200)
     readable = knowledge_base_list_readable(tenant=tenant, role=role)
     if knowledge_base_ids is not None:
@@ -410,3 +412,11 @@ def document_chunk_texts(
         Chunk.objects.for_tenant(tenant).filter(document_id=doc.pk).order_by("ordinal").values_list("text", flat=True)
     )
     return doc.filename, doc.status, list(texts)
+
+
+def upload_limit_mb(*, tenant: Tenant) -> int:
+    """The department's per-file upload limit in MB (its quota, else the default)."""
+    from tenants.models import Quota
+
+    quota = Quota.objects.filter(tenant=tenant).first()
+    return int(quota.max_upload_mb if quota is not None else Quota._meta.get_field("max_upload_mb").default)

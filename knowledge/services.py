@@ -288,7 +288,10 @@ def document_upload(
         for upload in files:
             filename = _safe_filename(upload.name)
             data, sha256, size = _read_upload(upload, limit_bytes)
-            existing = Document.objects.for_tenant(tenant).filter(knowledge_base=kb, sha256=sha256).first()
+            # an empty file matches nothing: every empty file has the same hash (each gets its own refused row)
+            existing = (
+                Document.objects.for_tenant(tenant).filter(knowledge_base=kb, sha256=sha256).first() if size else None
+            )
             error = ""
             if data is None:
                 error = (

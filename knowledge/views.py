@@ -120,6 +120,7 @@ def kb_detail(request: HttpRequest, kb_id: int) -> HttpResponse:
             "roles": Role.choices,
             "access": Access.choices,
             "models": sorted(embedding_models()),
+            "max_upload_mb": selectors.upload_limit_mb(tenant=kb.tenant),
         },
     )
 
@@ -137,8 +138,12 @@ def kb_upload(request: HttpRequest, kb_id: int) -> HttpResponse:
     membership, kb = _kb_for_upload(request, kb_id)
     files = request.FILES.getlist("files")
     results = services.document_upload(knowledge_base=kb, actor=request.user, files=files)  # type: ignore[arg-type]
-    duplicates = [r.document.filename for r in results if r.duplicate]
-    return _documents_partial(request, kb, membership, duplicates=duplicates)
+    duplicates = [  # as the person named the file, and as the knowledge base already holds it
+        r.document.filename if f.name == r.document.filename else f"{f.name} (as {r.document.filename})"
+        for f, r in zip(files, results, strict=True)
+        if r.duplicate
+    ]
+    return _documents_partial(request, kb, membership, duplicates=duplicates, uploaded=True)
 
 
 @require_POST

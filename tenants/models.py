@@ -90,7 +90,7 @@ class ApiKey(TenantOwned):
         KNOWLEDGE_READ = "knowledge:read", "Read knowledge bases"
         KNOWLEDGE_WRITE = "knowledge:write", "Upload documents"
         AGENTS = "agents", "Run agents"
-        ADMIN = "admin", "Administer the tenant"
+        ADMIN = "admin", "Administer the department"
 
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, unique=True)

@@ -1,6 +1,6 @@
 """The chat in a real browser: headless Debian Chromium driven by Playwright against a live ASGI server.
 
-The whole real path: uvicorn serves ``portal.asgi`` (HTTP, WebSockets, static files) in a thread of the test
+The whole real path: uvicorn serves ``portal.asgi`` unwrapped (HTTP, WebSockets, static files) in a thread of the test
 process on the test database; the document is uploaded through the knowledge page and indexed by a real Celery
 worker process (Redis broker, a private queue and key prefix); the answer streams from the real llama-server.
 """
@@ -41,21 +41,14 @@ HANDBOOK = (
 
 
 class AsgiServer:
-    """uvicorn with WebSockets and static files, in a thread of this process (so on the pytest database)."""
+    """uvicorn serving ``portal.asgi`` as it is (HTTP, WebSockets and its own static files: nothing wrapped), in a
+    thread of this process (so on the pytest database)."""
 
     def __init__(self) -> None:
         import uvicorn
-        from channels.routing import ProtocolTypeRouter
-        from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
-        from portal.asgi import application, django_asgi_app
+        from portal.asgi import application as app
 
-        app = ProtocolTypeRouter(
-            {
-                "http": ASGIStaticFilesHandler(django_asgi_app),
-                "websocket": application.application_mapping["websocket"],
-            }
-        )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(

@@ -48,7 +48,7 @@ from guardrails.services import (
     quote_untrusted,
     unmask,
 )
-from knowledge.selectors import chunk_search
+from knowledge.selectors import SEARCH_QUERY_MAX_CHARS, chunk_search
 from tenants.models import Role, Tenant, role_at_least
 from tenants.services import audit_record
 
@@ -267,7 +267,7 @@ def retrieve(inp: ChatInput, plan: Plan, state: RunState) -> list[tuple[dict[str
         hits = chunk_search(
             tenant=inp.tenant,
             knowledge_base_ids=list(plan.kb_ids),
-            query=plan.user_text,
+            query=plan.user_text[:SEARCH_QUERY_MAX_CHARS],  # a long question searches with its first part
             k=int(_setting("CHAT_CONTEXT_CHUNKS", 4)),
             role=inp.role,
         )

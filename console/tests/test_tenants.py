@@ -125,6 +125,19 @@ def test_new_user_gets_a_one_time_password_shown_once(cw, client):
     assert taken.status_code == 409
 
 
+def test_member_creation_without_javascript_redirects_and_shows_the_password_once(cw, client):
+    """A plain form post answers with a redirect (a refresh must not create the user again); the page it leads to
+    shows the one-time password once."""
+    tenant = cw.world.tenant
+    client.force_login(cw.world.admin)
+    response = client.post(url("member_create", tenant_id=tenant.pk), {"username": "plainpost", "role": "member"})
+    assert response.status_code == 302 and response["Location"] == url("tenant_detail", tenant_id=tenant.pk)
+    page = client.get(response["Location"]).content.decode()
+    password = page.split('data-testid="one-time-password"')[1].split('<p class="mono">')[1].split("</p>")[0].strip()
+    assert User.objects.get(username="plainpost").check_password(password)
+    assert password not in client.get(response["Location"]).content.decode()
+
+
 def test_api_key_secret_shown_once_works_and_revocation_is_immediate(cw, client):
     tenant = cw.world.tenant
     client.force_login(cw.world.admin)

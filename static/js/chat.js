@@ -24,6 +24,7 @@
   var retries = 0;
   var fatal = false;
   var current = null; // {el, body, text, citations, id, frame}
+  var pendingQuestion = null; // {el, text}: the question's bubble until the server saved it
 
   // --- a small, safe markdown renderer (DOM only) ---------------------------------------------------------
   var SAFE_URL = /^(https?:\/\/|mailto:)/i;
@@ -106,12 +107,14 @@
 
   function addUserMessage(text) {
     var el = document.createElement("article");
+    el.setAttribute("data-pending", "true"); // until the server says it saved the question ("start")
     el.className = "msg msg-user";
     var body = document.createElement("div");
     body.className = "msg-body";
     body.textContent = text;
     el.appendChild(body);
     messages.appendChild(el);
+    return el;
   }
 
   function startAnswer() {
@@ -144,8 +147,24 @@
 
   function refreshSidebar() {
     var list = document.getElementById("conversation-list");
-    if (list && window.htmx) window.htmx.ajax("GET", searchUrl, { target: list, swap: "innerHTML" });
+    if (!list || !window.htmx) return;
+    window.htmx.ajax("GET", searchUrl, { target: list, swap: "innerHTML" });
   }
+
+  // the first question titles the conversation: once the sidebar shows the new title, the header follows
+  var sidebarList = document.getElementById("conversation-list");
+  if (sidebarList) sidebarList.addEventListener("htmx:afterSettle", function () {
+    var active = sidebarList.querySelector("li.active a");
+    var title = document.getElementById("conversation-title");
+    if (!active || !title) return;
+    var text = active.textContent.trim();
+    if (text && title.textContent.trim() !== text) {
+      title.textContent = text;
+      var rename = document.querySelector("[data-testid=rename-input]");
+      if (rename) rename.value = text;
+      document.title = text + " · Chat";
+    }
+  });
 
   function finish(frame) {
     var answer = current;
@@ -165,6 +184,7 @@
     switch (frame.type) {
       case "start":
         if (current) { current.id = frame.message_id; current.el.id = "msg-" + frame.message_id; }
+        if (pendingQuestion) { pendingQuestion.el.removeAttribute("data-pending"); pendingQuestion = null; }
         break;
       case "citations":
         if (current) current.citations = frame.citations || [];
@@ -179,6 +199,12 @@
         break;
       case "error":
         showAlert(frame.message);
+        if (pendingQuestion && !frame.message_id) {
+          // the question was refused before it was saved: take its bubble away and give the text back
+          pendingQuestion.el.remove();
+          if (pendingQuestion.text && !input.value) input.value = pendingQuestion.text;
+        }
+        pendingQuestion = null;
         if (current) {
           if (current.text || frame.message_id) { finish({ status: "error", message_id: frame.message_id }); }
           else { current.el.remove(); current = null; setBusy(false); }
@@ -217,7 +243,7 @@
     if (!text || current) return;
     showAlert("");
     if (!send({ type: "send", text: text })) return;
-    addUserMessage(text);
+    pendingQuestion = { el: addUserMessage(text), text: text };
     input.value = "";
     setBusy(true);
     startAnswer();

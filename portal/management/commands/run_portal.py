@@ -25,6 +25,7 @@ from core.logging import TextFormatter
 from core.metrics import metrics_multiprocess_dir_reset
 from inference_pool.local_engines import EngineStartError, ManagedEngine, local_engine_specs, port_in_use
 from portal.embedded import stop_server
+from portal.management.commands.static_collect import static_collect_if_changed
 
 
 class Command(BaseCommand):
@@ -78,6 +79,12 @@ class Command(BaseCommand):
         self.stdout.write("Migrations applied")
         call_command("seed_demo")
         connection.close()
+        # the web process serves the collected (hashed, compressed) static files itself (WhiteNoise)
+        self.stdout.write(
+            "Static files "
+            + ("collected" if static_collect_if_changed() else "up to date")
+            + f" in {settings.STATIC_ROOT}"
+        )
 
         env = os.environ.copy()
         # Prometheus multiprocess mode: web, worker children and beat write their samples here; /metrics merges them.
