@@ -6,8 +6,9 @@
   public-suffix list), phone (a regex pre-filter and python-phonenumbers validation instead of Presidio's slow
   multi-region matcher), credit card (Luhn), IBAN (checksum), US SSN, IP, dates; plus per-tenant custom patterns
   and deny-lists (ad hoc recognizers).
-- PERSON: the NER plus the signals in guardrails.names (name lines, known given names, repetition, context cues),
-  every span passing one not-a-name check.
+- PERSON: the NER plus the signals in guardrails.names (name lines, known given names, chat handles, greetings,
+  sign-offs, people lists, repetition, context cues), every span passing one not-a-name check and widened to the
+  name's other parts (a given name before a surname the NER found alone).
 - When no NER entity type is requested the spaCy pipeline is skipped: a regex tokenizer feeds the context
   enhancer instead (the "patterns only" mode).
 - Overlaps are resolved by score then length, so an email's domain is not also a URL and a card number's digits
@@ -175,14 +176,29 @@ _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRST
 
 
 class CaseInsensitiveIbanRecognizer(IbanRecognizer):
-    """IBANs typed in lower case ("gb42nawi0445…") are IBANs too: Presidio's patterns and country formats are upper
-    case, so they read an ASCII-uppercased copy (same length, so the offsets hold; ``str.upper`` would turn "ß"
-    into "SS")."""
+    """IBANs typed in lower case ("gb42nawi0445…") are IBANs too. Presidio's patterns and country formats are upper
+    case, so the text is read as it is and, when it holds a lower-case country code and check digits, once more as
+    a copy in which only those IBAN candidates are upper-cased (same length, so the offsets hold). A candidate is
+    the country code and check digits, one group (a bank code may be letters: "nwbk"), then groups that hold a
+    digit: upper-casing the whole text ran print-format IBANs on into the next word ("SE45 … 7466 BANK") and lost
+    them to the checksum."""
+
+    _LOWER_CANDIDATE = re.compile(
+        r"(?<![A-Za-z0-9])[a-z]{2}\d{2}(?:[ \-]?[A-Za-z0-9]{4})?(?:[ \-]?(?=[A-Za-z]*\d)[A-Za-z0-9]{1,4}){1,8}"
+    )
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None, regex_flags: int | None = None
     ) -> list[RecognizerResult]:
-        return super().analyze(text.translate(_ASCII_UPPER), entities, nlp_artifacts, regex_flags)  # type: ignore[arg-type]
+        results = super().analyze(text, entities, nlp_artifacts, regex_flags)  # type: ignore[arg-type]
+        if re.search(r"[a-z]{2}\d{2}", text) is None:
+            return results
+        upper = self._LOWER_CANDIDATE.sub(lambda m: m.group(0).translate(_ASCII_UPPER), text)
+        if upper != text:
+            for r in super().analyze(upper, entities, nlp_artifacts, regex_flags):  # type: ignore[arg-type]
+                if all(r.end <= k.start or r.start >= k.end for k in results):
+                    results.append(r)
+        return results
 
 
 def card_recognizer() -> CreditCardRecognizer:
@@ -264,6 +280,38 @@ def _in_address(text: str, start: int, end: int) -> bool:
     )
 
 
+# Document, order, ticket and lot numbers: a number glued to a letter prefix ("INV-2026-12345", "SO-88123",
+# "RMA#55821", "L240311-07") or announced by a document word ("Lot 2024-118-0042", "order no. 5512-8890").
+_DOC_WORDS = (
+    r"invoice|order|ticket|case|lot|batch|ref|reference|item|sku|serial|part|article|document|contract|claim|"
+    r"shipment|tracking|delivery|receipt|quote|quotation|incident|booking|reservation|voucher|rechnung|bestellung|"
+    r"auftrag|charge|faktura|ordernr|zamówienie|zamowienie|pedido|factura|albarán|albaran|lote|partia"
+)
+_DOC_ABBREVIATIONS = r"INV|SO|PO|RMA|REF|INC|CHG|REQ|ART|DOC|LOT|SKU|PRJ|WO|TKT|CS"  # upper case only
+_DOC_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9]{0,9}[\-/#_.:]?$")
+_DOC_CONTEXT = re.compile(
+    rf"(?:\b(?i:{_DOC_WORDS})|\b(?:{_DOC_ABBREVIATIONS}))(?:[ \t]*(?i:no\.?|nr\.?|number|num\.?|id|#|n[º°o]\.?|:))*[ \t:#.\-]*$"
+)
+
+
+def document_number(text: str, start: int) -> bool:
+    """True when the number starting at ``start`` is part of a document, order, ticket or lot number."""
+    before = text[max(0, start - 40) : start]
+    if before and (before[-1].isalnum() or before[-1] in "-/#_") and _DOC_PREFIX.search(before):
+        return True
+    return bool(_DOC_CONTEXT.search(before))
+
+
+class DocumentAwareSsnRecognizer(UsSsnRecognizer):
+    """Presidio's US SSN patterns, minus numbers that belong to a document or lot ("LOT-123-45-6789")."""
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None, regex_flags: int | None = None
+    ) -> list[RecognizerResult]:
+        results = super().analyze(text, entities, nlp_artifacts, regex_flags)  # type: ignore[arg-type]
+        return [r for r in results if not document_number(text, r.start)]
+
+
 class FastPhoneRecognizer(LocalRecognizer):
     """Phone numbers: a regex finds candidates, python-phonenumbers validates them.
 
@@ -333,6 +381,8 @@ class FastPhoneRecognizer(LocalRecognizer):
             if text[match.end() : match.end() + 1] == ":":  # a date-time's hour, not a number
                 continue
             international = candidate.startswith(("+", "00"))
+            if not international and document_number(text, start):
+                continue  # "INV-2026-12345", "Lot 2024-118-0042": a document's number, not a phone
             if not international and _in_address(text, start, start + len(candidate)):
                 continue  # "704 1436 Redbud Drive", "Apt. 675 62314": house and postal numbers
             groups = re.findall(r"\d+", candidate.split("x")[0])
@@ -491,7 +541,7 @@ def _pattern_recognizers() -> list[EntityRecognizer]:
         FastPhoneRecognizer(),
         card_recognizer(),
         CaseInsensitiveIbanRecognizer(),
-        UsSsnRecognizer(),
+        DocumentAwareSsnRecognizer(),
         IpRecognizer(),
         OfflineUrlRecognizer(),
         DateRecognizer(),
@@ -587,27 +637,46 @@ class PiiAnalyzer:
         ]
         if "PERSON" in wanted:
             places = artifacts.places if isinstance(artifacts, NerArtifacts) else ()
-            findings = _with_names(text, findings, vetoes=[*placeholders, *places])
+            findings = _with_names(text, findings, placeholders=placeholders, places=places)
         return resolve_overlaps(findings)
 
 
 # Scores of the name signals in guardrails.names: below the NER's 0.85, so an overlap goes to the model.
 NAME_LINE_SCORE = 0.5
 GIVEN_NAME_SCORE = 0.45
+MENTION_SCORE = 0.5
 REPEATED_NAME_SCORE = 0.4
 
 
-def _with_names(text: str, findings: list[Finding], *, vetoes: Sequence[tuple[int, int]]) -> list[Finding]:
-    """Add the name signals (not over a veto: a place the NER saw, a placeholder), reject PERSON spans that are
-    streets, companies or numbers, then mark the other occurrences of every name found."""
+def overlaps(start: int, end: int, spans: Sequence[tuple[int, int]]) -> bool:
+    return any(start < e and end > s for s, e in spans)
+
+
+def _with_names(
+    text: str,
+    findings: list[Finding],
+    *,
+    placeholders: Sequence[tuple[int, int]],
+    places: Sequence[tuple[int, int]],
+) -> list[Finding]:
+    """Add the name signals (not over a placeholder, nor over a place the NER saw unless a chat handle, greeting,
+    sign-off or list names a known given name: the small NER calls "Agnieszka" a place), reject PERSON spans that
+    are streets, companies or numbers, widen the rest to the name's other parts, then mark the other occurrences
+    of every name found."""
+    vetoes = [*placeholders, *places]
 
     def vetoed(start: int, end: int) -> bool:
-        return any(start < ve and end > vs for vs, ve in vetoes)
+        return overlaps(start, end, vetoes)
 
     candidates = [
         *findings,
         *(Finding("PERSON", s, e, NAME_LINE_SCORE) for s, e in names.name_line_spans(text) if not vetoed(s, e)),
         *(Finding("PERSON", s, e, GIVEN_NAME_SCORE) for s, e in names.given_name_spans(text) if not vetoed(s, e)),
+        *(
+            Finding("PERSON", s, e, MENTION_SCORE)
+            for s, e in names.mention_spans(text)
+            if not overlaps(s, e, placeholders) and (names.has_known_given_name(text[s:e]) or not vetoed(s, e))
+        ),
     ]
     kept: list[Finding] = []
     for f in candidates:
@@ -615,6 +684,9 @@ def _with_names(text: str, findings: list[Finding], *, vetoes: Sequence[tuple[in
             start, end = names.trim(text, f.start, f.end)
             if names.not_a_name(text, start, end):
                 continue
+            wide = names.extend(text, start, end)
+            if wide != (start, end) and not vetoed(*wide) and not names.not_a_name(text, *wide):
+                start, end = wide
             f = Finding("PERSON", start, end, f.score)
         kept.append(f)
     kept = resolve_overlaps(kept)
