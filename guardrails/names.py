@@ -224,10 +224,13 @@ def has_known_given_name(span: str) -> bool:
 def mention_spans(text: str) -> list[tuple[int, int]]:
     """Names in chat handles, greetings, sign-offs, signatures, people lists and bullets (see the patterns above).
     A time-stamped handle, a greeting, a sign-off and a people list are enough on their own; a handle without a
-    time stamp and a bullet need a known given name."""
+    time stamp and a bullet need a known given name, unless two other speakers of the text have one (a
+    dialogue: "Ubbe: …\nNicole: …\nJohn: …")."""
     spans: list[tuple[int, int]] = []
-    for m in _HANDLE.finditer(text):
-        if _all_name_words(m.group(2)) and (m.group(1) or has_known_given_name(m.group(2))):
+    handles = [m for m in _HANDLE.finditer(text) if _all_name_words(m.group(2))]
+    dialogue = sum(1 for m in handles if has_known_given_name(m.group(2))) >= 2  # then every speaker is a person
+    for m in handles:
+        if m.group(1) or dialogue or has_known_given_name(m.group(2)):
             spans.append(m.span(2))
     for pattern in (_GREETING, _SIGN_OFF):
         for m in pattern.finditer(text):
@@ -251,6 +254,31 @@ def mention_spans(text: str) -> list[tuple[int, int]]:
     for m in _BULLET.finditer(text):
         if _all_name_words(m.group(1)) and m.group(1).split()[0].lower() in given_names():
             spans.append(m.span(1))
+    return spans
+
+
+_LIST_NAME = rf"{NAME_WORD}(?:[ \t]+{NAME_WORD})?"
+_NAME_LIST = regex.compile(
+    rf"(?<![\w\-])({_LIST_NAME}(?:[ \t]*,[ \t]*{_LIST_NAME})*)[ \t]*,?[ \t]+(?:and|&|und|och|og|i|y|or|oder|eller)"
+    rf"[ \t]+({_LIST_NAME})(?![\w\-])"
+)
+
+
+def list_mate_spans(text: str, people: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The other items of an enumeration that holds a found name: "Eklund, Michael and Hodge", "Freja, Lukas and
+    Jürgen" (each item one or two capitalised words that are not label, street or company words)."""
+    found = list(people)
+    if not found:
+        return []
+    spans = []
+    for m in _NAME_LIST.finditer(text):
+        items = [(i.start(), i.end()) for i in regex.finditer(_LIST_NAME, text, pos=m.start(), endpos=m.end())]
+        if len(items) < 2 or not any(s < fe and e > fs for s, e in items for fs, fe in found):
+            continue
+        for s, e in items:
+            words = text[s:e].split()
+            if all(is_name_word(w) and w not in _ORG_WORDS and w not in _STREET_TYPES for w in words):
+                spans.append((s, e))
     return spans
 
 

@@ -645,6 +645,21 @@ class PiiAnalyzer:
 NAME_LINE_SCORE = 0.5
 GIVEN_NAME_SCORE = 0.45
 MENTION_SCORE = 0.5
+LIST_MATE_SCORE = 0.4
+
+
+def _merge_people(findings: list[Finding]) -> list[Finding]:
+    """Overlapping PERSON spans become one, their union ("Sieda Batukayev" from "Name: Sieda Batukayev" and the NER's
+    "Batukayev"), so that no part of a name is left in clear; other types are left to ``resolve_overlaps``."""
+    people = sorted((f for f in findings if f.entity_type == "PERSON"), key=lambda f: f.start)
+    merged: list[Finding] = []
+    for f in people:
+        last = merged[-1] if merged else None
+        if last is not None and f.start < last.end and max(last.end, f.end) - last.start <= names.MAX_NAME_CHARS:
+            merged[-1] = Finding("PERSON", last.start, max(last.end, f.end), max(last.score, f.score))
+        else:
+            merged.append(f)
+    return [*(f for f in findings if f.entity_type != "PERSON"), *merged]
 REPEATED_NAME_SCORE = 0.4
 
 
@@ -689,8 +704,16 @@ def _with_names(
                 start, end = wide
             f = Finding("PERSON", start, end, f.score)
         kept.append(f)
-    kept = resolve_overlaps(kept)
+    kept = resolve_overlaps(_merge_people(kept))
     people = [(f.start, f.end) for f in kept if f.entity_type == "PERSON"]
+    mates = [
+        Finding("PERSON", s, e, LIST_MATE_SCORE)
+        for s, e in names.list_mate_spans(text, people)
+        if not vetoed(s, e) and not names.not_a_name(text, s, e)
+    ]
+    if mates:
+        kept = resolve_overlaps(_merge_people([*kept, *mates]))
+        people = [(f.start, f.end) for f in kept if f.entity_type == "PERSON"]
     repeats = [
         Finding("PERSON", s, e, REPEATED_NAME_SCORE)
         for s, e in names.repeated_spans(text, people)
