@@ -2,7 +2,10 @@
 
 1. ``guard_eval``: injection detection on deepset, NotInject and the jackhhao test split (strictness medium; a prompt
    counts as flagged on warn or block) and PII detection on presidio-research's synth_dataset_v2 (token level, the
-   default policy's entity types), with stock Presidio's PII figures measured on the same rows as the baseline.
+   default policy's entity types) and on generated_small, with stock Presidio's PII figures measured on
+   synth_dataset_v2 as the baseline. The PII keys of the final line are the worse of the two sets;
+   ``pii_recall_min`` is over the structured types (e-mail, card, IBAN, SSN, IP, phone), ``pii_leak_texts`` is the
+   share of texts in which a word of a gold value is left in clear after masking.
 2. Latency on 2 KB prompts (40 different texts built from synth_dataset_v2, so they hold names, numbers, addresses),
    interleaved round by round so every configuration sees the same machine load:
    - stock Presidio 2.2.366 (``AnalyzerEngine`` with the full spaCy pipeline of settings.SPACY_MODEL and the default
@@ -13,7 +16,7 @@
 
 Ends with one line:
 ``injection_recall=<x> injection_fpr=<x> notinject_fpr=<x> pii_recall_min=<x> pii_precision=<x> p95_ms_ner=<x>
-p95_ms_patterns=<x>``.
+p95_ms_patterns=<x> pii_person_recall=<x> pii_leak_texts=<x>``.
 """
 
 from __future__ import annotations
@@ -122,6 +125,11 @@ def latency(rounds: int) -> dict[str, dict[str, float]]:
     }
 
 
+def _worst(values: list[float | None], pick: Callable[[list[float]], float]) -> float | None:
+    known = [v for v in values if v is not None]
+    return pick(known) if known else None
+
+
 def stock_pii_report() -> Any:
     from guardrails import evaluation
 
@@ -144,7 +152,7 @@ def main() -> None:
 
     from django.db import connection
 
-    from guardrails import evaluation
+    from guardrails import evaldata, evaluation
 
     print(f"machine: {_os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in _os.getloadavg())}")
     inj = evaluation.evaluate_injection(strictness="medium")
@@ -153,6 +161,14 @@ def main() -> None:
     print("\n".join(evaluation.injection_table(inj_high)))
     pii = evaluation.evaluate_pii()
     print("\n".join(evaluation.pii_table(pii, "PII, portal analyzer, default policy entity types")))
+    pii_small = evaluation.evaluate_pii(dataset=evaldata.PII_SMALL)
+    print("\n".join(evaluation.pii_table(pii_small, "PII, portal analyzer, generated_small")))
+    # The final line's PII keys are the worse of the two sets.
+    pii_sets = (pii, pii_small)
+    pii_recall_min = _worst([r.recall_min for r in pii_sets], min)
+    pii_precision = _worst([r.precision for r in pii_sets], min)
+    pii_person_recall = _worst([r.person_recall for r in pii_sets], min)
+    pii_leak_texts = _worst([r.leak_share for r in pii_sets], max)
     if not args.skip_stock_pii:
         stock = stock_pii_report()
         print("\n".join(evaluation.pii_table(stock, "PII, stock Presidio (baseline), same entity types")))
@@ -172,8 +188,9 @@ def main() -> None:
 
     print(
         f"injection_recall={f(inj.pooled.recall)} injection_fpr={f(inj.pooled.fpr)} "
-        f"notinject_fpr={f(inj.notinject.fpr)} pii_recall_min={f(pii.recall_min)} pii_precision={f(pii.precision)} "
+        f"notinject_fpr={f(inj.notinject.fpr)} pii_recall_min={f(pii_recall_min)} pii_precision={f(pii_precision)} "
         f"p95_ms_ner={lat['portal_ner']['p95']:.2f} p95_ms_patterns={lat['portal_patterns']['p95']:.2f}"
+        f" pii_person_recall={f(pii_person_recall)} pii_leak_texts={f(pii_leak_texts)}"
     )
 
 

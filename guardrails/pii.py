@@ -290,7 +290,8 @@ _DOC_WORDS = (
 _DOC_ABBREVIATIONS = r"INV|SO|PO|RMA|REF|INC|CHG|REQ|ART|DOC|LOT|SKU|PRJ|WO|TKT|CS"  # upper case only
 _DOC_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9]{0,9}[\-/#_.:]?$")
 _DOC_CONTEXT = re.compile(
-    rf"(?:\b(?i:{_DOC_WORDS})|\b(?:{_DOC_ABBREVIATIONS}))(?:[ \t]*(?i:no\.?|nr\.?|number|num\.?|id|#|n[º°o]\.?|:))*[ \t:#.\-]*$"
+    rf"(?:\b(?i:{_DOC_WORDS})|\b(?:{_DOC_ABBREVIATIONS}))"
+    r"(?:[ \t]*(?i:no\.?|nr\.?|number|num\.?|id|#|n[º°o]\.?|:))*[ \t:#.\-]*$"
 )
 
 
@@ -660,6 +661,8 @@ def _merge_people(findings: list[Finding]) -> list[Finding]:
         else:
             merged.append(f)
     return [*(f for f in findings if f.entity_type != "PERSON"), *merged]
+
+
 REPEATED_NAME_SCORE = 0.4
 
 

@@ -136,7 +136,8 @@ def test_tenant_patterns_still_apply_beside_document_rules(analyzer):
         tenant_id=7, version="t", custom_patterns=(CustomPattern("EMPLOYEE_ID", r"\bEMP-\d{6}\b", 0.9),)
     )
     text = "EMP-204518 raised INV-2026-12345."
-    found = [(text[f.start : f.end], f.entity_type) for f in analyzer.analyze(text, entities=["EMPLOYEE_ID", "PHONE_NUMBER"], policy=policy)]
+    findings = analyzer.analyze(text, entities=["EMPLOYEE_ID", "PHONE_NUMBER"], policy=policy)
+    found = [(text[f.start : f.end], f.entity_type) for f in findings]
     assert found == [("EMP-204518", "EMPLOYEE_ID")]
 
 

@@ -12,7 +12,10 @@ _EMAIL_OR_PHONE = re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+|\+?\d[\d ]{6,}\d"
 
 
 def _find(text):
-    return [(m.start(), m.end(), "EMAIL_ADDRESS" if "@" in m.group() else "PHONE_NUMBER") for m in _EMAIL_OR_PHONE.finditer(text)]
+    return [
+        (m.start(), m.end(), "EMAIL_ADDRESS" if "@" in m.group() else "PHONE_NUMBER")
+        for m in _EMAIL_OR_PHONE.finditer(text)
+    ]
 
 
 def _stream(tokens, redact=None, **kwargs):
@@ -22,12 +25,29 @@ def _stream(tokens, redact=None, **kwargs):
     return redactor, sent
 
 
-TOKENS = ["Please", " call", " +46", " 70", " 123", " 45", " 67", " or", " write", " to", " anna", ".berg", "@ex",
-          "ample", ".com", " today", "."]
+TOKENS = [
+    "Please",
+    " call",
+    " +46",
+    " 70",
+    " 123",
+    " 45",
+    " 67",
+    " or",
+    " write",
+    " to",
+    " anna",
+    ".berg",
+    "@ex",
+    "ample",
+    ".com",
+    " today",
+    ".",
+]
 
 
 def test_entities_are_redacted_before_any_part_is_sent():
-    redactor, sent = _stream(TOKENS)
+    _, sent = _stream(TOKENS)
     streamed = "".join(sent)
     assert streamed == "Please call [REDACTED:PHONE_NUMBER] or write to [REDACTED:EMAIL_ADDRESS] today."
     for i in range(1, len(sent)):  # no prefix of what was sent holds a part of the number or the address
@@ -50,7 +70,9 @@ def test_plain_words_are_released_one_token_later():
 
 
 def test_a_name_is_held_until_it_ends():
-    redactor = StreamRedactor(span_redactor(lambda t: [(m.start(), m.end(), "PERSON") for m in re.finditer(r"Freja Nilsson", t)]))
+    redactor = StreamRedactor(
+        span_redactor(lambda t: [(m.start(), m.end(), "PERSON") for m in re.finditer(r"Freja Nilsson", t)])
+    )
     out = [redactor.feed(t) for t in ["Ask", " Freja", " Nilsson", " about", " it", "."]] + [redactor.finish()]
     assert "".join(out) == "Ask [REDACTED:PERSON] about it."
     assert not any("Freja" in o for o in out)
