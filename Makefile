@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: run test install engine system-deps lint typecheck format migrations-check bench-pool bench-retrieval bench-guard bench-chat clean
+.PHONY: run test install engine system-deps test-oidc-provider lint typecheck format migrations-check bench-pool bench-retrieval bench-guard bench-chat bench-sso clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,10 +24,13 @@ engine: $(STAMP)
 system-deps:
 	@scripts/install_system_deps.sh
 
+test-oidc-provider:
+	@scripts/install_test_oidc_provider.sh
+
 run: install engine
 	@PYTHONUNBUFFERED=1 $(BIN)/python manage.py run_portal
 
-test: install engine system-deps
+test: install engine system-deps test-oidc-provider
 	@PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-test-var.XXXXXX) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint:
@@ -55,6 +58,9 @@ bench-guard: install
 
 bench-chat: install
 	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_chat.py
+
+bench-sso: install system-deps test-oidc-provider
+	@PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-bench-var.XXXXXX) $(BIN)/python bench/bench_sso.py
 
 clean:
 	rm -rf $(VENV) var

@@ -22,6 +22,7 @@ from agents.events import event_frame, run_group
 from agents.models import AgentRun
 from agents.selectors import agent_event_list, agent_run_get
 from core.errors import ApplicationError, InvalidInput, NotAuthenticated
+from identity import realtime
 from tenants.middleware import SESSION_KEY
 from tenants.models import Membership, Role
 from tenants.selectors import membership_get, membership_list_for_user, membership_require
@@ -47,6 +48,7 @@ class AgentRunConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     membership: Membership | None = None
     last_seq = 0
     poller: asyncio.Task[None] | None = None
+    user_group: str | None = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -61,6 +63,9 @@ class AgentRunConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             await self._refuse(exc)
             return
         await self.channel_layer.group_add(run_group(self.run.pk), self.channel_name)
+        # deprovisioning closes every socket of the account (identity.realtime)
+        self.user_group = realtime.user_group(self.scope["user"].pk)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self._catch_up()
         self.poller = asyncio.ensure_future(self._poll())
 
@@ -78,11 +83,22 @@ class AgentRunConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         run = agent_run_get(tenant=membership.tenant, role=membership.role, user=membership.user, run_id=int(raw))
         return membership, run
 
+    async def identity_revoked(self, event: dict[str, Any]) -> None:
+        """The account was deactivated: stop streaming and close (4401)."""
+        if self.poller is not None:
+            self.poller.cancel()
+        await self.send_json(
+            {"type": "error", "code": "account_deactivated", "message": "Your access has ended. Sign in again."}
+        )
+        await self.close(code=realtime.CLOSE_CODE)
+
     async def disconnect(self, code: int) -> None:
         if self.poller is not None:
             self.poller.cancel()
         if self.run is not None:
             await self.channel_layer.group_discard(run_group(self.run.pk), self.channel_name)
+        if self.user_group is not None:
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
 
     async def _catch_up(self) -> None:
         assert self.run is not None

@@ -25,6 +25,7 @@ from django.conf import settings
 from chat.models import Conversation
 from chat.pipeline import ChatInput, ChatRun, Citations, Done, Failed, Started, Token
 from core.errors import ApplicationError, InvalidInput, NotAuthenticated, NotFound
+from identity import realtime
 from tenants.middleware import SESSION_KEY
 from tenants.models import Membership, Role
 from tenants.selectors import membership_get, membership_list_for_user, membership_require
@@ -101,6 +102,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     outbox: Outbox | None = None
     sender: asyncio.Task[None] | None = None
     open = False
+    user_group: str | None = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -114,6 +116,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             return
         self.outbox = Outbox(self._write)
         self.sender = asyncio.create_task(self.outbox.run())
+        # deprovisioning closes every socket of the account (identity.realtime)
+        if self.channel_layer is not None:
+            self.user_group = realtime.user_group(self.scope["user"].pk)
+            await self.channel_layer.group_add(self.user_group, self.channel_name)
+
+    async def identity_revoked(self, event: dict[str, Any]) -> None:
+        """The account was deactivated or signed out everywhere: stop any answer and close (4401)."""
+        await self._stop()
+        if self.open:
+            await self.send_json(
+                {"type": "error", "code": "account_deactivated", "message": "Your access has ended. Sign in again."}
+            )
+            self.open = False
+            await self.close(code=realtime.CLOSE_CODE)
 
     def _load(self) -> Conversation:
         from chat.selectors import conversation_get
@@ -281,6 +297,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
 
     async def disconnect(self, code: int) -> None:
         self.open = False
+        if self.user_group is not None and self.channel_layer is not None:
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
         # a closed tab stops the answer; the pipeline keeps the partial text as "stopped"
         await self._stop()
         if self.sender is not None:

@@ -1,6 +1,6 @@
 from django.urls import URLPattern, URLResolver, path
 
-from console import views, views_adapters, views_pool
+from console import views, views_adapters, views_identity, views_pool
 
 app_name = "console"
 urlpatterns: list[URLPattern | URLResolver] = [
@@ -45,4 +45,41 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("prices/set/", views.price_set, name="price_set"),
     path("prices/<int:price_id>/delete/", views.price_delete, name="price_delete"),
     path("audit/", views.audit, name="audit"),
+    # enterprise sign-in (identity providers, group mappings, SCIM tokens, password policy)
+    path("identity/", views_identity.identity_overview, name="identity"),
+    path("identity/providers/create/", views_identity.identity_provider_create, name="identity_provider_create"),
+    path("identity/providers/<int:provider_id>/", views_identity.identity_provider, name="identity_provider"),
+    path(
+        "identity/providers/<int:provider_id>/edit/",
+        views_identity.identity_provider_edit,
+        name="identity_provider_edit",
+    ),
+    path(
+        "identity/providers/<int:provider_id>/toggle/",
+        views_identity.identity_provider_toggle,
+        name="identity_provider_toggle",
+    ),
+    path(
+        "identity/providers/<int:provider_id>/delete/",
+        views_identity.identity_provider_delete,
+        name="identity_provider_delete",
+    ),
+    path(
+        "identity/providers/<int:provider_id>/mappings/add/",
+        views_identity.identity_mapping_add,
+        name="identity_mapping_add",
+    ),
+    path(
+        "identity/providers/<int:provider_id>/mappings/<int:mapping_id>/remove/",
+        views_identity.identity_mapping_remove,
+        name="identity_mapping_remove",
+    ),
+    path(
+        "identity/providers/<int:provider_id>/scim-token/",
+        views_identity.identity_scim_token,
+        name="identity_scim_token",
+    ),
+    path("identity/policy/", views_identity.identity_policy, name="identity_policy"),
+    path("identity/break-glass/<int:user_id>/", views_identity.identity_break_glass, name="identity_break_glass"),
+    path("identity/mfa-reset/<int:user_id>/", views_identity.identity_mfa_reset, name="identity_mfa_reset"),
 ]

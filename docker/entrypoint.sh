@@ -3,7 +3,7 @@
 set -euo pipefail
 
 # Secrets come as files (Docker/Kubernetes secrets): NAME_FILE=/run/secrets/x exports NAME with the file's content.
-for name in SECRET_KEY PII_VAULT_KEY METRICS_TOKEN POSTGRES_PASSWORD REDIS_PASSWORD; do
+for name in SECRET_KEY PII_VAULT_KEY METRICS_TOKEN POSTGRES_PASSWORD REDIS_PASSWORD OIDC_CLIENT_SECRET; do
   file_var="${name}_FILE"
   file="${!file_var:-}"
   if [ -n "$file" ]; then

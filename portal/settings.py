@@ -109,6 +109,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "portal",
     "tenants",
+    "identity",
     "inference_pool",
     "adapters",
     "guardrails",
@@ -127,6 +128,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "identity.middleware.SignInPolicyMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "tenants.middleware.CurrentTenantMiddleware",
@@ -255,6 +257,13 @@ CHAT_BLOCKING_WORKERS = env.int("CHAT_BLOCKING_WORKERS", default=2)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+# Single sign-on from the environment (identity/): these three name one OpenID Connect provider (slug "sso");
+# more providers, SAML ones and the group → department mapping are set in the admin console.
+OIDC_ISSUER = env.str("OIDC_ISSUER", default="")
+OIDC_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="")
+OIDC_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="")
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -343,6 +352,8 @@ LOGGING = {
         "uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.db.backends": {"level": "WARNING"},
         "presidio-analyzer": {"level": "ERROR"},
+        "xmlschema": {"level": "WARNING"},  # pysaml2's schema loader: one INFO line per import otherwise
+        "saml2": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},  # huggingface_hub's transport: one INFO line per engine request otherwise
     },

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# System packages the test suite needs: Debian's chromium (browser tests; never a downloaded browser) and
-# docker-compose 1.29 (validates the compose files without a Docker engine).
+# System packages the test suite needs: Debian's chromium (browser tests; never a downloaded browser),
+# docker-compose 1.29 (validates the compose files without a Docker engine), xmlsec1 (SAML signatures, used by
+# pysaml2 at run time too) and npm (installs the test OpenID provider).
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v xmlsec1 >/dev/null 2>&1 || need+=(xmlsec1)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "[system-deps] installing ${need[*]} from Debian"
 SUDO=""

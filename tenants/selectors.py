@@ -201,3 +201,14 @@ def user_get_by_username(*, username: str) -> User:
     if user is None:
         raise InvalidInput("There is no active user with that username.", details={"username": ["unknown user"]})
     return user
+
+
+def membership_list_all_for_user(*, user_id: int) -> QuerySet[Membership]:
+    """Every membership of a user, suspended departments included (for directory sync and deprovisioning)."""
+    return Membership.unscoped.filter(user_id=user_id).select_related("tenant").order_by("tenant_id")
+
+
+def api_key_list_created_by(*, user_id: int, active_only: bool = True) -> QuerySet[ApiKey]:
+    """The API keys a user created, across departments (deprovisioning revokes them)."""
+    qs = ApiKey.unscoped.filter(created_by_id=user_id).select_related("tenant").order_by("id")
+    return qs.filter(revoked_at__isnull=True) if active_only else qs
