@@ -265,15 +265,18 @@ _NAME_LIST = regex.compile(
 
 
 def list_mate_spans(text: str, people: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The other items of an enumeration that holds a found name: "Eklund, Michael and Hodge", "Freja, Lukas and
-    Jürgen" (each item one or two capitalised words that are not label, street or company words)."""
+    """The other items of an enumeration that holds a found name with a known given name: "Eklund, Michael and
+    Hodge", "Freja, Lukas and Jürgen" (each item one or two capitalised words that are not label, street or company
+    words). "Wisdom and Discipline" stays, even when the NER calls one of them a person."""
     found = list(people)
     if not found:
         return []
     spans = []
     for m in _NAME_LIST.finditer(text):
         items = [(i.start(), i.end()) for i in regex.finditer(_LIST_NAME, text, pos=m.start(), endpos=m.end())]
-        if len(items) < 2 or not any(s < fe and e > fs for s, e in items for fs, fe in found):
+        if len(items) < 2 or not any(
+            s < fe and e > fs and has_known_given_name(text[s:e]) for s, e in items for fs, fe in found
+        ):
             continue
         for s, e in items:
             words = text[s:e].split()
@@ -314,6 +317,33 @@ def extend(text: str, start: int, end: int) -> tuple[int, int]:
             break
         end = m.end()
     return start, end
+
+
+_NATIONALITIES = _words(
+    """german france french english spanish polish swedish danish norwegian finnish dutch italian china india israel
+    jordan georgia america"""
+)
+_STREET_IN_LINE = regex.compile(
+    rf"(?i:\b(?:{_STREET_TYPE_WORDS}|rua|avenida|avda|u|ul|ulica|gatan|vej)\b\.?|\w{_STREET_SUFFIX}\b)"
+)
+_SINGLE_WORD = regex.compile(rf"(?<![\w\-.@/])({NAME_WORD})(?![\w\-@]|\.\w)")
+
+
+def single_given_name_spans(text: str) -> list[tuple[int, int]]:
+    """A known given name standing alone ("ask Lukas", "Irenka is very reliable", "thanks, Freja"): in chats and
+    tickets people go by their given name. The NER's places veto it ("Jordan" the country), as for every weaker
+    signal."""
+    known = given_names()
+    spans = []
+    for m in _SINGLE_WORD.finditer(text):
+        word = m.group(1)
+        if word.lower() not in known or not is_name_word(word) or word.lower() in _NATIONALITIES:
+            continue
+        line_start, line_end = text.rfind("\n", 0, m.start()) + 1, text.find("\n", m.end())
+        if _STREET_IN_LINE.search(text, line_start, len(text) if line_end == -1 else line_end):
+            continue  # "Avenida Pedro Ulisses 888", "Cinzia and Hammarvägen 15": a street named after someone
+        spans.append(m.span(1))
+    return spans
 
 
 MAX_NAME_CHARS = 80  # longer PERSON spans are run-on matches, not names
@@ -359,6 +389,20 @@ def trim(text: str, start: int, end: int) -> tuple[int, int]:
     return (start, start + words[-1].end()) if words else (start, end)
 
 
+# After a verb of going, living or working and a preposition comes a place or an employer, not a person: "flew to
+# Coles", "arrived at Ettelgem", "I work for Flightstats" (a known given name there still counts: "went to Anna").
+_PLACE_BEFORE = re.compile(
+    r"\b(?:fl(?:ew|y|ying|own)|travel(?:l?ed|l?ing|s)?|mov(?:ed|e|ing)|return(?:ed|ing|s)?|arriv(?:ed|e|es|ing)|"
+    r"went|go(?:es|ing)?|com(?:e|es|ing)|drove|driv(?:e|ing)|relocat(?:ed|e|ing)|based|located|liv(?:e|es|ed|ing)|"
+    r"work(?:s|ed|ing)?|employed|born|grew up|stay(?:ed|ing|s)?)(?:[ \t]+(?:here|back|there|home))?"
+    r"[ \t]+(?:to|at|in|from|for|near|into)[ \t]+$",
+    re.IGNORECASE,
+)
+
+
+_NEXT_WORD = re.compile(r"^[ \t]+([A-Z][\w'\-]*)")
+
+
 def not_a_name(text: str, start: int, end: int) -> bool:
     """True when a PERSON span is a street, a company, a number, an honorific or a field label, not a person."""
     span = text[start:end]
@@ -370,6 +414,11 @@ def not_a_name(text: str, start: int, end: int) -> bool:
     if not any(is_name_word(w) for w in words):  # "Suite", "Dear Sir", "The"
         return True
     before, after = text[max(0, start - 12) : start], text[end : end + 80]
+    if _PLACE_BEFORE.search(text[max(0, start - 40) : start]) and not has_known_given_name(span):
+        return True
+    next_word = _NEXT_WORD.match(after)
+    if next_word is not None and next_word.group(1) in _ORG_WORDS:  # "Victoria Station", "Lincoln Center"
+        return True
     return bool(
         _DIGIT_BEFORE.search(before)
         or _NUMBER_AFTER.match(after)

@@ -327,12 +327,12 @@ class FastPhoneRecognizer(LocalRecognizer):
     STRONG_SCORE = 0.6  # formatted with separators or an international prefix
     _CANDIDATE = re.compile(
         r"(?<![\w+])(?=[+(\d])"
-        r"(?:\+|00)?\d{0,3}[\s.\-]?"
-        r"(?:\(\d{1,5}\)[\s.\-]?)?"
-        r"\d[\d\s.\-/]{5,18}\d"
-        r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?"
+        r"(?:\+|00)?\d{0,3}[ \t.\-]?"
+        r"(?:\(\d{1,5}\)[ \t.\-]?)?"
+        r"\d[\d \t.\-/]{5,18}\d"
+        r"(?:[ \t]?(?:x|ext\.?|extension)[ \t]?\d{1,6})?"
         r"(?![\w])"
-        r"|(?<![\w+])\(\d{2,5}\)\s?\d[\d\s.\-]{4,14}\d(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?!\w)",
+        r"|(?<![\w+])\(\d{2,5}\)[ \t]?\d[\d \t.\-]{4,14}\d(?:[ \t]?(?:x|ext\.?)[ \t]?\d{1,6})?(?!\w)",
         re.IGNORECASE,
     )
 
@@ -647,6 +647,7 @@ NAME_LINE_SCORE = 0.5
 GIVEN_NAME_SCORE = 0.45
 MENTION_SCORE = 0.5
 LIST_MATE_SCORE = 0.4
+SINGLE_GIVEN_NAME_SCORE = 0.4
 
 
 def _merge_people(findings: list[Finding]) -> list[Finding]:
@@ -690,6 +691,11 @@ def _with_names(
         *findings,
         *(Finding("PERSON", s, e, NAME_LINE_SCORE) for s, e in names.name_line_spans(text) if not vetoed(s, e)),
         *(Finding("PERSON", s, e, GIVEN_NAME_SCORE) for s, e in names.given_name_spans(text) if not vetoed(s, e)),
+        *(
+            Finding("PERSON", s, e, SINGLE_GIVEN_NAME_SCORE)
+            for s, e in names.single_given_name_spans(text)
+            if not vetoed(s, e)
+        ),
         *(
             Finding("PERSON", s, e, MENTION_SCORE)
             for s, e in names.mention_spans(text)
