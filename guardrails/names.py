@@ -211,8 +211,12 @@ _LIST_ITEM = regex.compile(rf"[ \t]*({NAMES})[ \t]*(?:\([^)\n]{{0,40}}\)|<[^>\n]
 _BULLET = regex.compile(rf"^[ \t]*(?:[-*•·]|\d{{1,2}}[.)])[ \t]+({NAMES})(?=[ \t]*(?:[,(:\-–—]|$))", regex.MULTILINE)
 
 
+_PARTICLE_RE = regex.compile(_PARTICLE)
+_NON_BLANK = regex.compile(r"\S+")
+
+
 def _all_name_words(span: str) -> bool:
-    words = [w for w in span.split() if not regex.fullmatch(_PARTICLE, w)]
+    words = [w for w in span.split() if not _PARTICLE_RE.fullmatch(w)]
     return bool(words) and all(is_name_word(w) for w in words)
 
 
@@ -258,25 +262,29 @@ def mention_spans(text: str) -> list[tuple[int, int]]:
 
 
 _LIST_NAME = rf"{NAME_WORD}(?:[ \t]+{NAME_WORD})?"
+# At most 13 items before "and": a bounded repetition keeps a 4 KB run of "Anna, Anna, …" linear.
 _NAME_LIST = regex.compile(
-    rf"(?<![\w\-])({_LIST_NAME}(?:[ \t]*,[ \t]*{_LIST_NAME})*)[ \t]*,?[ \t]+(?:and|&|und|och|og|i|y|or|oder|eller)"
-    rf"[ \t]+({_LIST_NAME})(?![\w\-])"
+    rf"(?<![\w\-])({_LIST_NAME}(?:[ \t]*,[ \t]*{_LIST_NAME}){{0,12}})"
+    rf"[ \t]*,?[ \t]+(?:and|&|und|och|og|i|y|or|oder|eller)[ \t]+({_LIST_NAME})(?![\w\-])"
 )
+
+
+_LIST_NAME_RE = regex.compile(_LIST_NAME)
 
 
 def list_mate_spans(text: str, people: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """The other items of an enumeration that holds a found name with a known given name: "Eklund, Michael and
     Hodge", "Freja, Lukas and Jürgen" (each item one or two capitalised words that are not label, street or company
     words). "Wisdom and Discipline" stays, even when the NER calls one of them a person."""
-    found = list(people)
-    if not found:
+    covered = bytearray(len(text))  # one flag a character inside a found name: linear in the text
+    for start, end in people:
+        covered[start:end] = b"\x01" * (end - start)
+    if not any(covered):
         return []
     spans = []
     for m in _NAME_LIST.finditer(text):
-        items = [(i.start(), i.end()) for i in regex.finditer(_LIST_NAME, text, pos=m.start(), endpos=m.end())]
-        if len(items) < 2 or not any(
-            s < fe and e > fs and has_known_given_name(text[s:e]) for s, e in items for fs, fe in found
-        ):
+        items = [(i.start(), i.end()) for i in _LIST_NAME_RE.finditer(text, m.start(), m.end())]
+        if len(items) < 2 or not any(any(covered[s:e]) and has_known_given_name(text[s:e]) for s, e in items):
             continue
         for s, e in items:
             words = text[s:e].split()
@@ -335,12 +343,18 @@ def single_given_name_spans(text: str) -> list[tuple[int, int]]:
     signal."""
     known = given_names()
     spans = []
+    street_lines: dict[int, bool] = {}  # line start -> the line names a street (each line searched once)
     for m in _SINGLE_WORD.finditer(text):
         word = m.group(1)
         if word.lower() not in known or not is_name_word(word) or word.lower() in _NATIONALITIES:
             continue
-        line_start, line_end = text.rfind("\n", 0, m.start()) + 1, text.find("\n", m.end())
-        if _STREET_IN_LINE.search(text, line_start, len(text) if line_end == -1 else line_end):
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        if line_start not in street_lines:
+            line_end = text.find("\n", m.end())
+            street_lines[line_start] = bool(
+                _STREET_IN_LINE.search(text, line_start, len(text) if line_end == -1 else line_end)
+            )
+        if street_lines[line_start]:
             continue  # "Avenida Pedro Ulisses 888", "Cinzia and Hammarvägen 15": a street named after someone
         spans.append(m.span(1))
     return spans
@@ -383,7 +397,7 @@ def trim(text: str, start: int, end: int) -> tuple[int, int]:
     newline = text.find("\n", start, end)
     if newline != -1:
         end = newline if text[start:newline].strip() else end
-    words = list(regex.finditer(r"\S+", text[start:end]))
+    words = list(_NON_BLANK.finditer(text[start:end]))
     while len(words) > 1 and words[-1].group().strip(".,") in _UNIT_WORDS:
         words.pop()
     return (start, start + words[-1].end()) if words else (start, end)

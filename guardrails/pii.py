@@ -733,9 +733,12 @@ def _with_names(
 
 def resolve_overlaps(findings: Iterable[Finding]) -> list[Finding]:
     """Keep the best of overlapping findings (score, then length); return them in text order."""
+    ordered = sorted(findings, key=lambda f: (-f.score, -(f.end - f.start), f.start))
+    taken = bytearray(max((f.end for f in ordered), default=0))  # one flag a character: linear, not quadratic
     kept: list[Finding] = []
-    for f in sorted(findings, key=lambda f: (-f.score, -(f.end - f.start), f.start)):
-        if all(f.end <= k.start or f.start >= k.end for k in kept):
+    for f in ordered:
+        if not any(taken[f.start : f.end]):
+            taken[f.start : f.end] = b"\x01" * (f.end - f.start)
             kept.append(f)
     return sorted(kept, key=lambda f: f.start)
 
