@@ -162,3 +162,27 @@ def test_streaming_with_the_analyzer_leaks_nothing_and_matches_the_final_text(an
     assert redactor.text == (
         "Sure. Contact [REDACTED:PERSON] at [REDACTED:EMAIL_ADDRESS] or [REDACTED:PHONE_NUMBER] for the refund."
     )
+
+
+HOSTILE = [
+    ("Anna, " * 700)[:4096],
+    ("Attendees: " + "Anna Berg, " * 400)[:4096],
+    ("Hi Anna Berg Nilsson " * 200)[:4096],
+    ("[09:14] Anna: x\n" * 260)[:4096],
+    ("Anna Pedro Avenida " * 220)[:4096],
+    ("es91 2100 " * 410)[:4096],
+]
+
+
+def test_name_signals_and_stream_redaction_stay_linear_on_hostile_input(analyzer):
+    import time
+
+    started = time.monotonic()
+    for text in HOSTILE:
+        analyzer.analyze(text, entities=["PERSON", "IBAN_CODE", "PHONE_NUMBER"])
+        redactor = StreamRedactor(lambda context, segment: segment)
+        for i in range(0, len(text), 3):
+            redactor.feed(text[i : i + 3])
+        assert redactor.text + redactor.finish() == text
+    # A guard against super-linear blow-up, not a speed target: the first list rule took 10 s on the first text.
+    assert time.monotonic() - started < 20
