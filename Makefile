@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: run test install engine system-deps test-oidc-provider lint typecheck format migrations-check bench-pool bench-retrieval bench-guard bench-chat bench-sso clean
+.PHONY: run test install engine system-deps test-oidc-provider lint typecheck format migrations-check bench-pool bench-retrieval bench-guard train-injection bench-chat bench-sso bench-gateway bench-hostile clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -56,8 +56,24 @@ bench-retrieval: install engine
 bench-guard: install
 	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_guard.py
 
+# Retrain the injection classifier from the training data (about 6 minutes on 2 cores); writes
+# guardrails/data/injection_model.json.gz byte for byte the same from the same data.
+train-injection: install
+	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python manage.py train_injection_model
+
 bench-chat: install
 	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_chat.py
+
+# LiteLLM's proxy, for comparison only, in its own virtualenv (never in the portal's); fetches nothing at run time
+LITELLM_VENV := var/litellm-venv
+$(LITELLM_VENV)/.installed:
+	@test -x $(LITELLM_VENV)/bin/python || $(PY) -m venv $(LITELLM_VENV)
+	@echo "[bench-gateway] installing litellm[proxy]==1.108.7 into $(LITELLM_VENV) (first time only)"
+	@$(LITELLM_VENV)/bin/pip install -q 'litellm[proxy]==1.108.7'
+	@touch $@
+
+bench-gateway: install $(LITELLM_VENV)/.installed
+	@LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python bench/bench_gateway.py
 
 bench-sso: install system-deps test-oidc-provider
 	@PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-bench-var.XXXXXX) $(BIN)/python bench/bench_sso.py

@@ -15,4 +15,14 @@ def _fast_passwords(settings):  # type: ignore[no-untyped-def]
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_local_caches():  # type: ignore[no-untyped-def]
+    """In-process caches (keys, policies, prices) never carry rows of an earlier test's rolled-back transaction."""
+    from core.localcache import local_caches_clear
+
+    local_caches_clear()
+    yield
+    local_caches_clear()
+
+
 pytest_plugins = ["tests.fixtures", "tests.sso_providers"]

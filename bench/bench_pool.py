@@ -1,9 +1,9 @@
 """The inference pool's own overhead (``make bench-pool``).
 
-1. Against a ZERO-DELAY FAKE OpenAI-compatible streaming server (``FakeZeroDelayEngine`` below, a separate process,
-   defined only here to isolate the portal; the test suite never fakes an engine): time to first token (TTFT) and
-   time per output token (TPOT) through ``pool_stream`` (router, breaker, in-flight lease, the
-   ``huggingface_hub``-built request, SSE parsing, telemetry and Prometheus metrics) versus a minimal direct
+1. Against a ZERO-DELAY FAKE OpenAI-compatible streaming server (``bench.fake_engine.FakeZeroDelayEngine``, a
+   separate process, defined only for benchmarks to isolate the portal; the test suite never fakes an engine):
+   time to first token (TTFT) and time per output token (TPOT) through ``pool_stream`` (router, breaker, in-flight
+   lease, the ``huggingface_hub``-built request, SSE parsing, telemetry and Prometheus metrics) versus a minimal direct
    client on the same HTTP stack, at concurrency 1, 16 and 64 (at least 300 requests each way, interleaved: each
    worker alternates a direct and a pooled call, so both see the same load); and the relay's
    throughput in tokens per CPU-second of the portal's process (the fake server's CPU is not counted).
@@ -29,65 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.fake_engine import FakeZeroDelayEngine
+
 try:
     import uvloop
 except ImportError:  # pragma: no cover
     uvloop = None
-
-
-# --- the zero-delay fake engine (benchmark only) -------------------------------------------------------------------
-def _sse_event(obj: dict) -> bytes:
-    data = b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
-    return b"%x\r\n%s\r\n" % (len(data), data)  # one HTTP chunk per event, as engines send them
-
-
-def _render(n_tokens: int) -> bytes:
-    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1764325201, "model": "bench"}
-    parts = [_sse_event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})]
-    for i in range(n_tokens):
-        delta = {"content": f" tok{i % 97}"}
-        parts.append(_sse_event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
-    parts.append(_sse_event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}))
-    usage = {"prompt_tokens": 12, "completion_tokens": n_tokens, "total_tokens": 12 + n_tokens}
-    parts.append(_sse_event({**base, "choices": [], "usage": usage}))
-    parts.append(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
-    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-    return head + b"".join(parts)
-
-
-class FakeZeroDelayEngine:
-    """An OpenAI-compatible /v1/chat/completions that streams ``max_tokens`` tokens with no delay at all."""
-
-    def __init__(self) -> None:
-        self.cache: dict[int, bytes] = {}
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                body = json.loads(await reader.readexactly(length)) if length else {}
-                n = int(body.get("max_tokens") or 16)
-                response = self.cache.get(n)
-                if response is None:
-                    response = self.cache[n] = _render(n)
-                writer.write(response)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    def serve(self, sock: socket.socket) -> None:
-        async def main() -> None:
-            server = await asyncio.start_server(self.handle, sock=sock, backlog=512)
-            async with server:
-                await server.serve_forever()
-
-        (uvloop.run if uvloop else asyncio.run)(main())
 
 
 # --- measurements ----------------------------------------------------------------------------------------------------

@@ -57,3 +57,19 @@ class BackendForm(forms.ModelForm):
         if not data["api_key"]:
             data.pop("api_key")  # an empty password field keeps the stored key
         return data
+
+
+class BaseModelForm(forms.Form):
+    """A base model the pool serves; saved through ``inference_pool.services.base_model_create``."""
+
+    name = forms.CharField(max_length=200, help_text="the name clients send as 'model'")
+    family = forms.CharField(max_length=100, required=False)
+    context_length = forms.IntegerField(min_value=128, max_value=10_000_000, initial=4096)
+    params_b = forms.FloatField(min_value=0, required=False, initial=0, label="Parameters (billions)")
+    layers = forms.IntegerField(min_value=0, required=False, initial=0, help_text="for the capacity planner")
+    kv_heads = forms.IntegerField(min_value=0, required=False, initial=0, label="KV heads")
+    head_dim = forms.IntegerField(min_value=0, required=False, initial=0, label="Head size")
+
+    def values(self) -> dict[str, Any]:
+        data = dict(self.cleaned_data)
+        return {k: (v if v is not None else (0 if k != "family" else "")) for k, v in data.items()}

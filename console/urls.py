@@ -33,6 +33,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     # the pool
     path("pool/", views_pool.pool, name="pool"),
     path("pool/backends/create/", views_pool.backend_create, name="backend_create"),
+    path("pool/models/create/", views_pool.base_model_create, name="base_model_create"),
     path("pool/backends/<int:backend_id>/", views_pool.backend_detail, name="backend_detail"),
     path("pool/backends/<int:backend_id>/edit/", views_pool.backend_edit, name="backend_edit"),
     path("pool/backends/<int:backend_id>/state/", views_pool.backend_state, name="backend_state"),

@@ -14,7 +14,7 @@ from console import selectors, services
 from console.access import ConsoleScope
 from console.decorators import back, console_view, is_htmx
 from console.forms import cleaned
-from console.forms_pool import BackendForm
+from console.forms_pool import BackendForm, BaseModelForm
 from console.launch import PlannerForm, launch_specs_for, plan
 from core.errors import NotFound
 
@@ -45,8 +45,23 @@ def pool(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
     return render(
         request,
         "console/pool/page.html",
-        _pool_context(scope, form=BackendForm(), planner=PlannerForm()),
+        _pool_context(scope, form=BackendForm(), model_form=BaseModelForm(), planner=PlannerForm()),
     )
+
+
+@console_view(methods=("POST",), staff_only=True)
+def base_model_create(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
+    from inference_pool.services import base_model_create as create
+
+    form = BaseModelForm(request.POST)
+    cleaned(form)
+    create(actor=scope.user, **form.values())
+    url = reverse("console:pool")
+    if is_htmx(request):
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = url
+        return response
+    return redirect(url)
 
 
 @console_view(methods=("POST",), staff_only=True)

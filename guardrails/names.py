@@ -8,7 +8,13 @@ signals fill the common gaps; each is cheap (regular expressions over the raw te
   (a line that starts with a house number) or on top of a document (the first line, followed by a blank line)
   when one of its words is a known given name: letter heads, address blocks, résumés;
 - **known given names**: a given name from the US Census 1990 lists (``data/first_names.txt``, words common in
-  English removed) followed by one or two capitalised words or initials: "Ravil G Yefimov", "Sophie Lang";
+  English removed; ``data/given_names_eu.txt`` for European names) followed by one or two capitalised words or
+  initials: "Ravil G Yefimov", "Sophie Lang";
+- **mentions** (``mention_spans``): chat handles, greetings, sign-offs, signatures, people lists and bullets, in
+  English, the Nordic languages, German, Polish and Spanish; a known given name alone; the other items of an
+  enumeration that holds a found given name (``list_mate_spans``);
+- **widening** (``extend``): a name takes a known given name before it and a capitalised name word after it, so no
+  part of it is left in clear;
 - **repetition**: once a name is found, its other occurrences in the same text are the same person ("My name is
   Antti Poutiainen but everyone calls me Antti"), so masking never leaves a second copy in clear.
 

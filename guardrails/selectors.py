@@ -1,12 +1,25 @@
 from __future__ import annotations
 
+from core.localcache import LocalCache
 from guardrails.models import GuardrailPolicy
 from guardrails.policy import DEFAULT_ENTITY_ACTIONS, CustomPattern, ResolvedPolicy
 from tenants.models import Tenant
 
+# Resolved policies by department. Strict: a stricter policy applies to the very next request in every process
+# (``guardrails.signals`` invalidates on every change of a policy row).
+POLICY_CACHE: LocalCache[ResolvedPolicy] = LocalCache("guardrails.policies", ttl=60.0, strict=True)
+
 
 def guardrail_policy_get(*, tenant: Tenant) -> ResolvedPolicy:
-    """The tenant's policy merged over the defaults (a tenant without a policy row gets the defaults)."""
+    """The tenant's policy merged over the defaults (a tenant without a policy row gets the defaults). Cached
+    in-process (a ``ResolvedPolicy`` is immutable); any change of the policy invalidates it at once."""
+    tenant_id = tenant.pk
+    if tenant_id is None:
+        return _resolve(tenant)
+    return POLICY_CACHE.get_or_load(tenant_id, lambda: _resolve(tenant))
+
+
+def _resolve(tenant: Tenant) -> ResolvedPolicy:
     row = GuardrailPolicy.objects.for_tenant(tenant).first()
     if row is None:
         return ResolvedPolicy(tenant_id=tenant.pk, version="default")
@@ -24,6 +37,7 @@ def guardrail_policy_get(*, tenant: Tenant) -> ResolvedPolicy:
         injection_strictness=row.injection_strictness,
         custom_patterns=patterns,
         deny_lists=deny,
+        link_hosts=tuple(str(h) for h in (row.link_hosts or [])),
     )
 
 

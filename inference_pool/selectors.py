@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from inference_pool.models import Backend, BackendAdapter, BreakerState, HealthState
+from inference_pool.models import Backend, BackendAdapter, BaseModel, BreakerState, HealthState
 from inference_pool.types import ServedModel
+
+
+def base_model_list() -> QuerySet[BaseModel]:
+    return BaseModel.objects.order_by("name")
 
 
 def backend_list(*, enabled_only: bool = False) -> QuerySet[Backend]:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from core.errors import InvalidInput
+from core.errors import Conflict, InvalidInput
 from inference_pool.local_engines import local_engine_specs
 from inference_pool.models import Backend, BackendAdapter, BaseModel, EngineKind, Quantization
 from inference_pool.types import ChatRequest, PoolEvent
@@ -120,3 +122,48 @@ def backend_register(
                 },
             )
     return row
+
+
+_MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
+
+
+def base_model_create(
+    *,
+    name: str,
+    actor: Any = None,
+    family: str = "",
+    params_b: float = 0.0,
+    context_length: int = 4096,
+    layers: int = 0,
+    kv_heads: int = 0,
+    head_dim: int = 0,
+) -> BaseModel:
+    """Register a base model the pool can serve (the name clients send as ``model``). Backends then point at it.
+
+    ``Conflict`` when the name is taken; ``InvalidInput`` with a sentence a person reads for a bad value."""
+    from tenants.services import audit_record
+
+    name = (name or "").strip()
+    if not _MODEL_NAME_RE.match(name):
+        raise InvalidInput(
+            "A model name is 1 to 200 letters, digits and . _ : / @ + - (the name clients send as 'model'), "
+            "starting with a letter or digit."
+        )
+    if not 128 <= int(context_length) <= 10_000_000:
+        raise InvalidInput("The context length must be between 128 and 10,000,000 tokens.")
+    if params_b < 0 or min(layers, kv_heads, head_dim) < 0:
+        raise InvalidInput("Parameters, layers, KV heads and head size cannot be negative.")
+    with transaction.atomic():
+        if BaseModel.objects.filter(name=name).exists():
+            raise Conflict(f"A base model named '{name}' already exists.")
+        model = BaseModel.objects.create(
+            name=name,
+            family=family.strip()[:100],
+            params_b=float(params_b),
+            context_length=int(context_length),
+            layers=int(layers),
+            kv_heads=int(kv_heads),
+            head_dim=int(head_dim),
+        )
+        audit_record(action="base_model.create", actor=actor, target=model, details={"model": name})
+    return model

@@ -12,7 +12,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core.api import schema  # noqa: F401  (registers the authentication schemes with drf-spectacular)
 
-API_APPS = ["tenants", "knowledge", "chat", "adapters", "inference_pool", "agents"]
+API_APPS = ["tenants", "knowledge", "chat", "adapters", "inference_pool", "guardrails", "agents"]
 
 
 def _app_patterns() -> list[Any]:

@@ -10,6 +10,7 @@ Two topologies (see ARCHITECTURE.md):
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -65,6 +66,18 @@ CSRF_TRUSTED_ORIGINS = _env_or_fail(env.list, "CSRF_TRUSTED_ORIGINS", default=[]
 PII_VAULT_KEY = env.str("PII_VAULT_KEY", default="")
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_NETWORKS = _env_or_fail(env.list, "METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+# Login throttling (django-axes): an account, and separately an address, is locked after AXES_FAILURE_LIMIT wrong
+# passwords for AXES_COOLOFF_TIME; failed API-key attempts are limited per address (tenants.lockout).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]  # the socket's peer, never a forwarded header
+API_KEY_FAILURES_PER_ADDRESS = env.int("API_KEY_FAILURES_PER_ADDRESS", default=20)
+API_KEY_FAILURE_WINDOW_S = env.int("API_KEY_FAILURE_WINDOW_S", default=300)
+# Internal hosts/networks that calls made on a tenant's behalf (agent HTTP tool, webhooks) may reach; platform only.
+EGRESS_ALLOWED_INTERNAL = _env_or_fail(env.list, "EGRESS_ALLOWED_INTERNAL", default=[])
 
 if PRODUCTION:
     _require(
@@ -117,6 +130,7 @@ INSTALLED_APPS = [
     "chat",
     "agents",
     "console",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -133,6 +147,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "tenants.middleware.CurrentTenantMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into its 429 page
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -167,7 +182,23 @@ else:
     from portal.embedded import embedded_database_settings
 
     DATABASES = {"default": embedded_database_settings(VAR_DIR)}
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+# Connections: production keeps them, in psycopg's pool (``DATABASE_POOL``, on by default in production): a request
+# borrows one for each blocking step and gives it back, so no request pays a PostgreSQL connection (about 5 per
+# request without it) and the number of server connections stays bounded however many threads ask. Without the pool,
+# ``CONN_MAX_AGE`` (seconds; 0: one connection per request) and ``CONN_HEALTH_CHECKS`` apply as Django documents.
+DATABASE_POOL = _strict_bool("DATABASE_POOL", default=PRODUCTION)
+if DATABASE_POOL:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections (Django refuses both together)
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        "max_idle": 300.0,
+        "max_lifetime": 1800.0,
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = _strict_bool("CONN_HEALTH_CHECKS", default=True)
 DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default="test_portal")}
 # the same PostgreSQL backend, counted by django-prometheus (queries, errors, connections on /metrics)
 DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
@@ -320,6 +351,7 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "ENUM_NAME_OVERRIDES": {
         "RoleEnum": "tenants.models.Role",
+        "TenantStatusEnum": "tenants.models.Tenant.Status",
         "AccessEnum": "knowledge.models.Access",
         "KnowledgeBaseRoleEnum": ["member", "viewer", "admin", "owner"],
         "AgentToolEnum": ["knowledge_search", "read_document", "http_request", "calculator"],
@@ -332,6 +364,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- Logging --------------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# One line per HTTP request from the ASGI server (off by default: the load balancer or proxy in front keeps them).
+ACCESS_LOG = _strict_bool("ACCESS_LOG", default=False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -350,6 +384,13 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # configuring "uvicorn" would otherwise make uvicorn.access propagate to it again (dictConfig resets child
+        # loggers), and `uvicorn --no-access-log` would still write (and format) a line per request
+        "uvicorn.access": {
+            "handlers": ["console"] if ACCESS_LOG else [],
+            "level": "INFO" if ACCESS_LOG else "WARNING",
+            "propagate": False,
+        },
         "django.db.backends": {"level": "WARNING"},
         "presidio-analyzer": {"level": "ERROR"},
         "xmlschema": {"level": "WARNING"},  # pysaml2's schema loader: one INFO line per import otherwise

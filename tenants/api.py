@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.urls import include, path
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
@@ -18,8 +19,8 @@ from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
 from core.api.views import MAX_ID, JsonViewSet, id_parameter
-from core.errors import NotFound
-from tenants.auth import Caller, caller_from_request
+from core.errors import NotFound, PermissionDenied
+from tenants.auth import ApiKeyPrincipal, Caller, caller_from_request
 from tenants.models import ApiKey, Membership, Quota, Role, Tenant
 from tenants.selectors import (
     USAGE_GROUPS,
@@ -29,6 +30,7 @@ from tenants.selectors import (
     membership_list,
     membership_list_for_user,
     membership_require,
+    require_staff,
     usage_summary,
     user_get_by_username,
 )
@@ -37,6 +39,8 @@ from tenants.services import (
     api_key_revoke,
     membership_assign,
     membership_revoke,
+    membership_set,
+    tenant_create,
     tenant_update,
 )
 
@@ -79,6 +83,31 @@ class TenantSerializer(serializers.Serializer[TenantView]):
     created_at = serializers.DateTimeField(source="tenant.created_at", read_only=True)
     role = serializers.ChoiceField(choices=Role.choices, read_only=True, help_text="your role in this department")
     quota = QuotaSerializer(source="tenant.quota", read_only=True, allow_null=True)
+
+
+class TenantCreateSerializer(serializers.Serializer[Tenant]):
+    name = serializers.CharField(max_length=200)
+    slug = serializers.SlugField(max_length=63, required=False, help_text="default: from the name")
+    owner = serializers.CharField(
+        max_length=150, required=False, help_text="username of the department's first owner (optional)"
+    )
+    tokens_per_day = serializers.IntegerField(required=False, min_value=0, max_value=10**15)
+    tokens_per_month = serializers.IntegerField(required=False, min_value=0, max_value=10**15)
+    requests_per_minute = serializers.IntegerField(required=False, min_value=0, max_value=10**9)
+
+    def validate_name(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("A department needs a name.")
+        return value.strip()
+
+
+class TenantCreatedSerializer(serializers.ModelSerializer[Tenant]):
+    quota = QuotaSerializer(read_only=True)
+
+    class Meta:
+        model = Tenant
+        fields = ["id", "slug", "name", "status", "system_prompt", "created_at", "quota"]
+        read_only_fields = fields
 
 
 class TenantUpdateSerializer(serializers.Serializer[Tenant]):
@@ -203,6 +232,11 @@ def _tenant_view(caller: Caller) -> TenantView:
 @extend_schema_view(
     list=extend_schema(summary="Departments you can act in", responses=TenantSerializer(many=True)),
     retrieve=extend_schema(summary="A department", responses=TenantSerializer),
+    create=extend_schema(
+        summary="Create a department (platform staff, signed in; not with an API key)",
+        request=TenantCreateSerializer,
+        responses={201: TenantCreatedSerializer},
+    ),
     partial_update=extend_schema(
         summary="Rename a department or change its system prompt (admins)",
         request=TenantUpdateSerializer,
@@ -210,7 +244,7 @@ def _tenant_view(caller: Caller) -> TenantView:
     ),
 )
 class TenantViewSet(JsonViewSet):
-    http_method_names = ["get", "patch", "head", "options"]
+    http_method_names = ["get", "post", "patch", "head", "options"]
     serializer_class = TenantSerializer
 
     def _resolve(self, request: Request, tenant_id: int) -> TenantView:
@@ -230,6 +264,22 @@ class TenantViewSet(JsonViewSet):
             views = [TenantView(tenant=m.tenant, role=m.role) for m in membership_list_for_user(user=request.user)]
         page = self.paginate_queryset(views)
         return self.get_paginated_response(TenantSerializer(page, many=True).data)  # type: ignore[arg-type]
+
+    def create(self, request: Request) -> Response:
+        """Platform staff only: an API key belongs to one department and never creates another."""
+        user = request.user
+        if isinstance(user, ApiKeyPrincipal):
+            raise PermissionDenied("Departments are created by platform staff signed in, not with an API key.")
+        require_staff(user=user)
+        assert isinstance(user, User)  # require_staff refused anonymous callers
+        body = TenantCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        owner = user_get_by_username(username=data.pop("owner")) if data.get("owner") else None
+        tenant = tenant_create(actor=user, **data)
+        if owner is not None:
+            membership_set(tenant=tenant, user=owner, role=Role.OWNER, actor=user)
+        return Response(TenantCreatedSerializer(tenant).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(parameters=[id_parameter("id", "the department's id")])
     def retrieve(self, request: Request, pk: str) -> Response:

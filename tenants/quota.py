@@ -13,16 +13,18 @@ released by :func:`quota_release_stale` (a periodic task).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from core.errors import InvalidInput, QuotaExceeded
+from core.localcache import LocalCache
 from core.metrics import COST, QUOTA_REJECTIONS, TOKENS
 from tenants.models import ApiKey, ModelPrice, Quota, QuotaCounter, QuotaReservation, Tenant, UsageRecord
 
@@ -113,20 +115,37 @@ def _reject(*, tenant: Tenant, reason: str, message: str, retry_after: int) -> Q
     return QuotaExceeded(message, retry_after=retry_after, details={"reason": reason, "retry_after": retry_after})
 
 
-def quota_reserve(*, tenant: Tenant, max_tokens: int, request_id: str = "", now: datetime | None = None) -> Reservation:
-    """Count one request against requests-per-minute and hold ``max_tokens`` against the day and the month.
+def _limits_sql() -> str:
+    """A one-row subquery of the tenant's limits (the model's defaults when it has no Quota row)."""
+    fields = {f.name: f.default for f in Quota._meta.fields if f.name in ("tokens_per_day", "tokens_per_month")}
+    fields["requests_per_minute"] = Quota._meta.get_field("requests_per_minute").default
+    quota = connection.ops.quote_name(Quota._meta.db_table)
+    cols = ", ".join(
+        f"COALESCE((SELECT {name} FROM {quota} WHERE tenant_id = %(t)s), {int(default)}) AS {name}"  # noqa: S608
+        for name, default in fields.items()
+    )
+    return f"SELECT {cols}"
 
-    Raises ``QuotaExceeded`` (429 with ``retry_after`` seconds) with a message a person understands; nothing is
-    held when it raises.
-    """
-    if max_tokens < 1:
-        raise InvalidInput("A request must reserve at least one token.")
-    now = now or timezone.now()
+
+def _refusal(
+    *, tenant: Tenant, failed: str, max_tokens: int, now: datetime, day: datetime, month: datetime, minute: datetime
+) -> QuotaExceeded:
+    """The error for a refused reservation (the slow path: reads the limits again for the message)."""
     quota = _quota_for(tenant)
-    minute, day, month = _windows(now)
+    if failed == Period.MINUTE:
+        wait = _seconds_until(minute + timedelta(minutes=1), now)
+        return _reject(
+            tenant=tenant,
+            reason="requests_per_minute",
+            message=(
+                f"Your department has sent {quota.requests_per_minute:,} requests this minute, its limit. "
+                f"Try again in {_human_wait(wait)}."
+            ),
+            retry_after=wait,
+        )
     if max_tokens > quota.tokens_per_day or max_tokens > quota.tokens_per_month:
         limit = min(quota.tokens_per_day, quota.tokens_per_month)
-        raise _reject(
+        return _reject(
             tenant=tenant,
             reason="request_too_large",
             message=(
@@ -135,100 +154,170 @@ def quota_reserve(*, tenant: Tenant, max_tokens: int, request_id: str = "", now:
             ),
             retry_after=_seconds_until(day + timedelta(days=1), now),
         )
+    if failed == Period.DAY:
+        limit, label, resets = quota.tokens_per_day, "daily", day + timedelta(days=1)
+    else:
+        limit, label, resets = quota.tokens_per_month, "monthly", _next_month(month)
+    wait = _seconds_until(resets, now)
+    return _reject(
+        tenant=tenant,
+        reason=f"tokens_per_{failed}",
+        message=(
+            f"Your department has used its {label} quota of {limit:,} tokens. "
+            f"It resets in {_human_wait(wait)}; an admin can raise the quota."
+        ),
+        retry_after=wait,
+    )
+
+
+def _undo(cur: Any, *, tenant_id: int, applied: Sequence[tuple[str, datetime]], requests: int, tokens: int) -> None:
+    """Give back what a refused one-statement reservation applied to some windows, one window at a time in the
+    fixed order minute, day, month (each its own statement: no lock is held while waiting for the next)."""
     table = _table()
-    with transaction.atomic(), connection.cursor() as cur:
+    for period, start in applied:
         cur.execute(
-            f"INSERT INTO {table} (tenant_id, period, window_start, used, reserved, requests) "  # noqa: S608
-            "VALUES (%s, 'minute', %s, 0, 0, 0), (%s, 'day', %s, 0, 0, 0), (%s, 'month', %s, 0, 0, 0) "
-            "ON CONFLICT (tenant_id, period, window_start) DO NOTHING",
-            [tenant.pk, minute, tenant.pk, day, tenant.pk, month],
+            f"UPDATE {table} SET requests = GREATEST(requests - %s, 0), "  # noqa: S608
+            "reserved = GREATEST(reserved - %s, 0) WHERE tenant_id = %s AND period = %s AND window_start = %s",
+            [
+                requests if period == Period.MINUTE else 0,
+                0 if period == Period.MINUTE else tokens,
+                tenant_id,
+                period,
+                start,
+            ],
         )
-        # Always lock in the same order (minute, day, month) so that concurrent requests cannot deadlock.
-        cur.execute(
-            f"UPDATE {table} SET requests = requests + 1 "  # noqa: S608
-            "WHERE tenant_id = %s AND period = 'minute' AND window_start = %s AND requests < %s",
-            [tenant.pk, minute, quota.requests_per_minute],
-        )
-        if cur.rowcount != 1:
-            wait = _seconds_until(minute + timedelta(minutes=1), now)
-            raise _reject(
-                tenant=tenant,
-                reason="requests_per_minute",
-                message=(
-                    f"Your department has sent {quota.requests_per_minute:,} requests this minute, its limit. "
-                    f"Try again in {_human_wait(wait)}."
-                ),
-                retry_after=wait,
+
+
+def quota_reserve(*, tenant: Tenant, max_tokens: int, request_id: str = "", now: datetime | None = None) -> Reservation:
+    """Count one request against requests-per-minute and hold ``max_tokens`` against the day and the month.
+
+    One statement, one round trip: an upsert of the three windows' counters, each conditional on its limit (read in
+    the same statement), and the reservation row only when all three held. PostgreSQL re-checks each condition on
+    the locked row, and the windows are always locked in the same order (minute, day, month), so concurrent
+    requests can never hold more than a limit between them and cannot deadlock. A refusal gives back what the other
+    windows took (a second statement, on that path only).
+
+    Raises ``QuotaExceeded`` (429 with ``retry_after`` seconds) with a message a person understands; nothing is
+    held when it raises.
+    """
+    if max_tokens < 1:
+        raise InvalidInput("A request must reserve at least one token.")
+    now = now or timezone.now()
+    minute, day, month = _windows(now)
+    table = _table()
+    reservations = connection.ops.quote_name(QuotaReservation._meta.db_table)
+    sql = (
+        f"WITH q AS ({_limits_sql()}), "  # noqa: S608 (table names from the models, values as parameters)
+        "w AS (SELECT * FROM (VALUES (1, 'minute', %(m)s::timestamptz, 0, 1), "
+        "(2, 'day', %(d)s::timestamptz, %(n)s, 0), (3, 'month', %(mo)s::timestamptz, %(n)s, 0)) "
+        "AS v(ord, period, window_start, reserved, requests)), "
+        f"ins AS (INSERT INTO {table} AS c (tenant_id, period, window_start, used, reserved, requests) "
+        "SELECT %(t)s, w.period, w.window_start, 0, w.reserved, w.requests FROM w, q "
+        "WHERE (w.period = 'minute' AND q.requests_per_minute >= 1) "
+        "OR (w.period = 'day' AND %(n)s <= q.tokens_per_day) OR (w.period = 'month' AND %(n)s <= q.tokens_per_month) "
+        "ORDER BY w.ord "
+        "ON CONFLICT (tenant_id, period, window_start) DO UPDATE "
+        "SET requests = c.requests + EXCLUDED.requests, reserved = c.reserved + EXCLUDED.reserved "
+        "WHERE (c.period = 'minute' AND c.requests < (SELECT requests_per_minute FROM q)) "
+        "OR (c.period = 'day' AND c.used + c.reserved + %(n)s <= (SELECT tokens_per_day FROM q)) "
+        "OR (c.period = 'month' AND c.used + c.reserved + %(n)s <= (SELECT tokens_per_month FROM q)) "
+        "RETURNING c.period), "
+        f"res AS (INSERT INTO {reservations} (tenant_id, tokens, day_start, month_start, request_id, created_at) "
+        "SELECT %(t)s, %(n)s, %(d)s, %(mo)s, %(rid)s, %(now)s WHERE (SELECT count(*) FROM ins) = 3 RETURNING id) "
+        "SELECT (SELECT id FROM res), ARRAY(SELECT period FROM ins)"
+    )
+    params: dict[str, Any] = {
+        "t": tenant.pk,
+        "m": minute,
+        "d": day,
+        "mo": month,
+        "n": max_tokens,
+        "rid": request_id[:64],
+        "now": now,
+    }
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        reservation_id, applied = cur.fetchone()
+        if reservation_id is None:
+            starts = {Period.MINUTE: minute, Period.DAY: day, Period.MONTH: month}
+            done = [(p, starts[p]) for p in (Period.MINUTE, Period.DAY, Period.MONTH) if p in set(applied)]
+            _undo(cur, tenant_id=tenant.pk, applied=done, requests=1, tokens=max_tokens)
+            failed = next(p for p in (Period.MINUTE, Period.DAY, Period.MONTH) if p not in set(applied))
+            raise _refusal(
+                tenant=tenant, failed=failed, max_tokens=max_tokens, now=now, day=day, month=month, minute=minute
             )
-        for period, start, limit, label, resets in (
-            (Period.DAY, day, quota.tokens_per_day, "daily", day + timedelta(days=1)),
-            (Period.MONTH, month, quota.tokens_per_month, "monthly", _next_month(month)),
-        ):
-            cur.execute(
-                f"UPDATE {table} SET reserved = reserved + %s "  # noqa: S608
-                "WHERE tenant_id = %s AND period = %s AND window_start = %s AND used + reserved + %s <= %s",
-                [max_tokens, tenant.pk, period, start, max_tokens, limit],
-            )
-            if cur.rowcount != 1:
-                wait = _seconds_until(resets, now)
-                raise _reject(
-                    tenant=tenant,
-                    reason=f"tokens_per_{period}",
-                    message=(
-                        f"Your department has used its {label} quota of {limit:,} tokens. "
-                        f"It resets in {_human_wait(wait)}; an admin can raise the quota."
-                    ),
-                    retry_after=wait,
-                )
-        row = QuotaReservation.objects.create(
-            tenant=tenant, tokens=max_tokens, day_start=day, month_start=month, request_id=request_id[:64]
-        )
     return Reservation(
-        id=row.pk, tenant_id=tenant.pk, tenant_slug=tenant.slug, tokens=max_tokens, day_start=day, month_start=month
+        id=reservation_id,
+        tenant_id=tenant.pk,
+        tenant_slug=tenant.slug,
+        tokens=max_tokens,
+        day_start=day,
+        month_start=month,
     )
 
 
 def quota_extend(*, reservation: Reservation, tokens: int, tenant: Tenant) -> Reservation:
     """Raise a reservation to ``tokens`` (no-op when it already holds that many); ``QuotaExceeded`` if no room.
 
-    Used once the prompt is built and its upper bound is known. On refusal the original reservation stays held
-    (release it)."""
+    Used once the prompt is built and its upper bound is known. One statement on success (the day and the month,
+    locked in that order, each conditional on its limit; the reservation row only when both held). On refusal the
+    original reservation stays held (release it)."""
     extra = tokens - reservation.tokens
     if extra <= 0:
         return reservation
-    quota = _quota_for(tenant)
     now = timezone.now()
     table = _table()
-    with transaction.atomic(), connection.cursor() as cur:
-        if not QuotaReservation.objects.for_tenant(tenant).filter(pk=reservation.id).exists():
+    reservations = connection.ops.quote_name(QuotaReservation._meta.db_table)
+    sql = (
+        f"WITH q AS ({_limits_sql()}), "  # noqa: S608 (table names from the models, values as parameters)
+        f"r AS (SELECT id FROM {reservations} WHERE tenant_id = %(t)s AND id = %(id)s), "
+        "w AS (SELECT * FROM (VALUES (1, 'day', %(d)s::timestamptz), (2, 'month', %(mo)s::timestamptz)) "
+        "AS v(ord, period, window_start)), "
+        f"ins AS (INSERT INTO {table} AS c (tenant_id, period, window_start, used, reserved, requests) "
+        "SELECT %(t)s, w.period, w.window_start, 0, %(x)s, 0 FROM w, q WHERE EXISTS (SELECT 1 FROM r) AND ("
+        "(w.period = 'day' AND %(x)s <= q.tokens_per_day) OR (w.period = 'month' AND %(x)s <= q.tokens_per_month)) "
+        "ORDER BY w.ord "
+        "ON CONFLICT (tenant_id, period, window_start) DO UPDATE SET reserved = c.reserved + EXCLUDED.reserved "
+        "WHERE (c.period = 'day' AND c.used + c.reserved + %(x)s <= (SELECT tokens_per_day FROM q)) "
+        "OR (c.period = 'month' AND c.used + c.reserved + %(x)s <= (SELECT tokens_per_month FROM q)) "
+        "RETURNING c.period), "
+        f"u AS (UPDATE {reservations} SET tokens = %(tokens)s WHERE tenant_id = %(t)s AND id = %(id)s "
+        "AND (SELECT count(*) FROM ins) = 2 RETURNING id) "
+        "SELECT EXISTS (SELECT 1 FROM r), (SELECT id FROM u), ARRAY(SELECT period FROM ins)"
+    )
+    params: dict[str, Any] = {
+        "t": tenant.pk,
+        "id": reservation.id,
+        "d": reservation.day_start,
+        "mo": reservation.month_start,
+        "x": extra,
+        "tokens": tokens,
+    }
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        exists, updated, applied = cur.fetchone()
+        if not exists:
             raise QuotaExceeded("The request's quota reservation expired; send it again.", retry_after=1)
-        for period, start, limit, label, resets in (
-            (Period.DAY, reservation.day_start, quota.tokens_per_day, "daily", reservation.day_start + timedelta(1)),
-            (
-                Period.MONTH,
-                reservation.month_start,
-                quota.tokens_per_month,
-                "monthly",
-                _next_month(reservation.month_start),
-            ),
-        ):
-            cur.execute(
-                f"UPDATE {table} SET reserved = reserved + %s "  # noqa: S608
-                "WHERE tenant_id = %s AND period = %s AND window_start = %s AND used + reserved + %s <= %s",
-                [extra, tenant.pk, period, start, extra, limit],
+        if updated is None:
+            starts = {Period.DAY: reservation.day_start, Period.MONTH: reservation.month_start}
+            done = [(p, starts[p]) for p in (Period.DAY, Period.MONTH) if p in set(applied)]
+            _undo(cur, tenant_id=tenant.pk, applied=done, requests=0, tokens=extra)
+            failed = next(p for p in (Period.DAY, Period.MONTH) if p not in set(applied))
+            quota = _quota_for(tenant)
+            if failed == Period.DAY:
+                limit, label, resets = quota.tokens_per_day, "daily", reservation.day_start + timedelta(1)
+            else:
+                limit, label, resets = quota.tokens_per_month, "monthly", _next_month(reservation.month_start)
+            wait = _seconds_until(resets, now)
+            raise _reject(
+                tenant=tenant,
+                reason=f"tokens_per_{failed}",
+                message=(
+                    f"Your department's {label} quota of {limit:,} tokens has no room for this request "
+                    f"(it may need up to {tokens:,} tokens). It resets in {_human_wait(wait)}."
+                ),
+                retry_after=wait,
             )
-            if cur.rowcount != 1:
-                wait = _seconds_until(resets, now)
-                raise _reject(
-                    tenant=tenant,
-                    reason=f"tokens_per_{period}",
-                    message=(
-                        f"Your department's {label} quota of {limit:,} tokens has no room for this request "
-                        f"(it may need up to {tokens:,} tokens). It resets in {_human_wait(wait)}."
-                    ),
-                    retry_after=wait,
-                )
-        QuotaReservation.objects.for_tenant(tenant).filter(pk=reservation.id).update(tokens=tokens)
     return Reservation(
         id=reservation.id,
         tenant_id=reservation.tenant_id,
@@ -239,29 +328,64 @@ def quota_extend(*, reservation: Reservation, tokens: int, tenant: Tenant) -> Re
     )
 
 
-def _settle_counters(*, tenant_id: int, reservation: Reservation, used: int) -> None:
-    """Drop the reservation row and move its hold to ``used`` (only once: a row already swept holds nothing)."""
-    deleted, _ = QuotaReservation.objects.for_tenant(tenant_id).filter(pk=reservation.id).delete()
-    held = reservation.tokens if deleted else 0
-    if not held and not used:
-        return
+def _settle_sql(*, insert_usage: bool) -> tuple[str, list[str]]:
+    """One statement: drop the reservation row and move its hold to ``used`` (only once: a row already swept holds
+    nothing; the day then the month, in the fixed lock order), and insert the usage record when there is one."""
     table = _table()
+    reservations = connection.ops.quote_name(QuotaReservation._meta.db_table)
+    sql = (
+        f"WITH d AS (DELETE FROM {reservations} WHERE tenant_id = %(t)s AND id = %(id)s RETURNING tokens), "  # noqa: S608
+        f"c AS (UPDATE {table} SET used = used + %(used)s, "
+        "reserved = GREATEST(reserved - COALESCE((SELECT tokens FROM d), 0), 0) "
+        "WHERE tenant_id = %(t)s AND ((period = 'day' AND window_start = %(d)s) "
+        "OR (period = 'month' AND window_start = %(mo)s)) "
+        "AND (%(used)s > 0 OR EXISTS (SELECT 1 FROM d)) RETURNING 1)"
+    )
+    columns: list[str] = []
+    if insert_usage:
+        fields = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
+        columns = [f.attname for f in fields]
+        usage = connection.ops.quote_name(UsageRecord._meta.db_table)
+        names = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+        values = ", ".join(f"%(f_{c})s" for c in columns)
+        sql += f", u AS (INSERT INTO {usage} ({names}) VALUES ({values}) RETURNING id) "  # noqa: S608
+        sql += "SELECT (SELECT id FROM u), (SELECT count(*) FROM c)"
+    else:
+        sql += " SELECT NULL, (SELECT count(*) FROM c)"
+    return sql, columns
+
+
+def _settle_counters(*, tenant_id: int, reservation: Reservation, used: int) -> None:
+    sql, _ = _settle_sql(insert_usage=False)
+    params: dict[str, Any] = {
+        "t": tenant_id,
+        "id": reservation.id,
+        "used": used,
+        "d": reservation.day_start,
+        "mo": reservation.month_start,
+    }
     with connection.cursor() as cur:
-        for period, start in ((Period.DAY, reservation.day_start), (Period.MONTH, reservation.month_start)):
-            cur.execute(
-                f"UPDATE {table} SET used = used + %s, reserved = GREATEST(reserved - %s, 0) "  # noqa: S608
-                "WHERE tenant_id = %s AND period = %s AND window_start = %s",
-                [used, held, tenant_id, period, start],
-            )
+        cur.execute(sql, params)
+
+
+# Prices by model name; a change of any price (console, admin) drops them in every process (``tenants.signals``).
+PRICE_CACHE: LocalCache[dict[str, tuple[Decimal, Decimal]]] = LocalCache("tenants.prices", ttl=60.0, strict=False)
+
+
+def _prices() -> dict[str, tuple[Decimal, Decimal]]:
+    return PRICE_CACHE.get_or_load(
+        "all",
+        lambda: {p.model: (p.input_per_1k, p.output_per_1k) for p in ModelPrice.objects.all()},
+    )
 
 
 def usage_cost(*, model: str, adapter: str, tokens_in: int, tokens_out: int) -> Decimal:
     """Cost from ``ModelPrice``: the adapter's own price when it has one, else the base model's; 0 when unpriced."""
-    prices = {p.model: p for p in ModelPrice.objects.filter(model__in=[m for m in (adapter, model) if m])}
-    price = prices.get(adapter) or prices.get(model)
+    prices = _prices()
+    price = (prices.get(adapter) if adapter else None) or (prices.get(model) if model else None)
     if price is None:
         return Decimal(0)
-    cost = price.input_per_1k * tokens_in / 1000 + price.output_per_1k * tokens_out / 1000
+    cost = price[0] * tokens_in / 1000 + price[1] * tokens_out / 1000
     return cost.quantize(Decimal("0.000001"))
 
 
@@ -279,25 +403,39 @@ def quota_settle(
     request_id: str = "",
     outcome: str = "ok",
 ) -> UsageRecord:
-    """Settle a request with its real token counts: release the unused part, record usage and its cost."""
+    """Settle a request with its real token counts: release the unused part, record usage and its cost (one
+    statement, one round trip)."""
     tokens_in, tokens_out = max(int(tokens_in), 0), max(int(tokens_out), 0)
     cost = usage_cost(model=model, adapter=adapter, tokens_in=tokens_in, tokens_out=tokens_out)
-    with transaction.atomic():
-        _settle_counters(tenant_id=reservation.tenant_id, reservation=reservation, used=tokens_in + tokens_out)
-        record = UsageRecord.objects.create(
-            tenant_id=reservation.tenant_id,
-            user=user if user is not None and getattr(user, "pk", None) else None,
-            api_key=api_key,
-            source=source,
-            model=model[:200],
-            adapter=adapter[:200],
-            backend=backend[:200],
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            cost=cost,
-            request_id=request_id[:64],
-            outcome=outcome[:32],
-        )
+    record = UsageRecord(
+        tenant_id=reservation.tenant_id,
+        user=user if user is not None and getattr(user, "pk", None) else None,
+        api_key=api_key,
+        source=source,
+        model=model[:200],
+        adapter=adapter[:200],
+        backend=backend[:200],
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost=cost,
+        request_id=request_id[:64],
+        outcome=outcome[:32],
+    )
+    sql, columns = _settle_sql(insert_usage=True)
+    params: dict[str, Any] = {
+        "t": reservation.tenant_id,
+        "id": reservation.id,
+        "used": tokens_in + tokens_out,
+        "d": reservation.day_start,
+        "mo": reservation.month_start,
+    }
+    for f in UsageRecord._meta.concrete_fields:
+        if f.attname in columns:
+            params[f"f_{f.attname}"] = f.get_db_prep_save(f.pre_save(record, add=True), connection)
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        record.pk = cur.fetchone()[0]
+    record._state.adding = False
     labels: dict[str, Any] = {"tenant": reservation.tenant_slug, "model": model, "adapter": adapter or "-"}
     TOKENS.labels(direction="in", **labels).inc(tokens_in)
     TOKENS.labels(direction="out", **labels).inc(tokens_out)
@@ -307,8 +445,7 @@ def quota_settle(
 
 def quota_release(*, reservation: Reservation) -> None:
     """Give back a reservation that used no tokens (the request failed before the engine produced any)."""
-    with transaction.atomic():
-        _settle_counters(tenant_id=reservation.tenant_id, reservation=reservation, used=0)
+    _settle_counters(tenant_id=reservation.tenant_id, reservation=reservation, used=0)
 
 
 def quota_release_stale(*, older_than: timedelta = timedelta(hours=1)) -> int:
@@ -324,8 +461,7 @@ def quota_release_stale(*, older_than: timedelta = timedelta(hours=1)) -> int:
         reservation = Reservation(
             id=rid, tenant_id=tenant_id, tenant_slug="", tokens=tokens, day_start=day, month_start=month
         )
-        with transaction.atomic():
-            _settle_counters(tenant_id=tenant_id, reservation=reservation, used=0)
+        _settle_counters(tenant_id=tenant_id, reservation=reservation, used=0)
         released += 1
     # Minute counters are only needed for their minute.
     QuotaCounter.unscoped.filter(period=Period.MINUTE, window_start__lt=cutoff).delete()

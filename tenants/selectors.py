@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+import hmac
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -10,8 +12,16 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from core.errors import InvalidInput, NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
+from core.localcache import LocalCache
 from tenants import apikeys
+from tenants.lockout import api_key_failure_record, api_key_failures_check
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant, UsageRecord, role_at_least
+
+# Keys by the SHA-256 of the full key (never the key itself), with their department and creator loaded. Strict: a
+# revoked key, a changed role or scopes, a suspended department is refused by the very next request in every process
+# (``tenants.signals`` invalidates on every change of a key, a department or a membership).
+API_KEY_CACHE: LocalCache[ApiKey | None] = LocalCache("tenants.api_keys", ttl=60.0, strict=True)
+MEMBERSHIP_CACHE: LocalCache[Membership | None] = LocalCache("tenants.memberships", ttl=60.0, strict=True)
 
 
 def membership_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Membership]:
@@ -25,9 +35,18 @@ def membership_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Membersh
 
 
 def membership_get(*, user: User | AnonymousUser, tenant: Tenant | int) -> Membership | None:
-    if not user.is_authenticated:
+    """The user's membership of the department (with the department), or None. Cached in-process; every change of
+    a membership or a department invalidates it at once (strict), so a removed member is refused at once."""
+    if not user.is_authenticated or tenant is None:
         return None
-    return Membership.objects.for_tenant(tenant).select_related("tenant").filter(user_id=user.pk).first()
+    tenant_id = tenant if isinstance(tenant, int) else tenant.pk
+    user_id = user.pk
+
+    def load() -> Membership | None:
+        return Membership.objects.for_tenant(tenant_id).select_related("tenant").filter(user_id=user_id).first()
+
+    found = MEMBERSHIP_CACHE.get_or_load((user_id, tenant_id), load)
+    return copy.copy(found) if found is not None else None
 
 
 def membership_require(*, user: User | AnonymousUser, tenant: Tenant | None, min_role: str = "viewer") -> Membership:
@@ -46,20 +65,58 @@ def membership_require(*, user: User | AnonymousUser, tenant: Tenant | None, min
     return membership
 
 
-def api_key_authenticate(*, raw_key: str) -> ApiKey:
-    """Resolve a tenant from an API key. Unknown, revoked and expired keys are refused alike (401)."""
+def _api_key_load(prefix: str, hashed: str) -> ApiKey | None:
+    key = ApiKey.unscoped.select_related("tenant", "created_by").filter(prefix=prefix).first()
+    if key is None or not hmac.compare_digest(key.hashed_secret, hashed):
+        return None
+    return key
+
+
+def api_key_authenticate(*, raw_key: str, address: str | None = None) -> ApiKey:
+    """Resolve a tenant from an API key. Unknown, revoked and expired keys are refused alike (401). With the
+    client's ``address``, failures are counted and an address with too many gets 429 (tenants.lockout).
+
+    The key (with its department and creator) comes from an in-process cache that every change of a key, a
+    department or a membership invalidates at once; the caller gets its own copy."""
+    if address is None:
+        return _api_key_authenticate(raw_key)
+    api_key_failures_check(address=address)
+    try:
+        return _api_key_authenticate(raw_key)
+    except NotAuthenticated:
+        api_key_failure_record(address=address)
+        raise
+
+
+def _api_key_authenticate(raw_key: str) -> ApiKey:
     prefix = apikeys.parse_prefix(raw_key)
     if prefix is None:
         raise NotAuthenticated("The API key is malformed.")
-    key = ApiKey.unscoped.select_related("tenant").filter(prefix=prefix).first()
-    if key is None or not apikeys.matches(raw_key, key.hashed_secret):
+    hashed = apikeys.hash_key(raw_key)
+    cached = API_KEY_CACHE.get_or_load(hashed, lambda: _api_key_load(prefix, hashed))
+    if cached is None:
         raise NotAuthenticated("The API key is not valid.")
+    key = copy.copy(cached)
     if key.revoked_at is not None:
         raise NotAuthenticated("The API key was revoked.")
     if key.expires_at is not None and key.expires_at <= timezone.now():
         raise NotAuthenticated("The API key has expired.")
     if not key.tenant.is_active:
         raise TenantSuspended()
+    if key.created_by_id is not None:  # a key never outlives its issuer's access, nor exceeds it
+        issuer_role = (
+            Membership.objects.for_tenant(key.tenant_id)
+            .filter(user_id=key.created_by_id)
+            .values_list("role", flat=True)
+            .first()
+        )
+        if issuer_role is None:
+            from tenants.services import api_key_revoke_orphaned
+
+            api_key_revoke_orphaned(key=key)
+            raise NotAuthenticated("The API key was revoked: the person who issued it left the department.")
+        if not role_at_least(issuer_role, key.role):
+            key.role = issuer_role  # capped for this request (demotions also cap the stored role)
     return key
 
 

@@ -146,7 +146,11 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(
         return output
 
     # the fuzzer reuses ids it has seen (its own key's among them): revoking keys runs last, on its own
-    main = run("--exclude-operation-id", "api_keys_destroy")
+    # platform-staff operations answer every API key 403 by design (tests/test_api_operator.py covers them)
+    staff_only = ("tenants_create", "base_models_list", "base_models_retrieve", "base_models_create")
+    main = run(
+        "--exclude-operation-id", "api_keys_destroy", *[a for op in staff_only for a in ("--exclude-operation-id", op)]
+    )
     assert "Authentication failed" not in main, main[-3000:]
     assert ApiKey.objects.for_tenant(world.tenant).get(pk=987_654_321_012).revoked_at is None
     run("--include-operation-id", "api_keys_destroy")

@@ -20,8 +20,8 @@ from django.utils import timezone
 from adapters.models import Adapter, AdapterAssignment
 from inference_pool.models import Backend, BackendAdapter
 from knowledge.embeddings import get_embedder
-from tenants.models import ApiKey, AuditEvent, Quota, Role, UsageRecord
-from tenants.services import api_key_create
+from tenants.models import AuditEvent, Quota, Role, UsageRecord
+from tenants.services import api_key_create, api_key_revoke
 from tests.api_harness import ApiKeys, make_api_keys, pool_backend  # noqa: F401
 from tests.live_server import LiveServer, live_portal  # noqa: F401  (fixture)
 
@@ -484,6 +484,8 @@ def test_concurrent_streams_are_independent(world, keys, live_portal):  # noqa: 
 def test_keys_are_refused_after_revocation(world, keys, live_portal):  # noqa: F811
     oa = client(live_portal, keys["member"])
     assert oa.models.list()
-    ApiKey.objects.for_tenant(world.tenant).filter(pk=keys.keys["member"].pk).update(revoked_at=timezone.now())
+    # through the service, as the console and the API revoke: the key is cached in the process, and the revocation
+    # invalidates it (in every process, once the revocation commits)
+    api_key_revoke(tenant=world.tenant, key_id=keys.keys["member"].pk, actor=world.admin)
     with pytest.raises(openai.AuthenticationError):
         oa.models.list()

@@ -1,0 +1,99 @@
+"""The query budget of one /v1/chat/completions request (a streamed answer through the whole pipeline: key, rate,
+quota, guards, pool, persistence, settlement), counted statement by statement, not timed.
+
+The pipeline's blocking stages run in worker threads, each on its own database connection, which
+``django_assert_max_num_queries`` (bound to the test thread's connection) cannot see; ``every_query`` counts the
+statements of every connection the process opens while it is active, with the same execute hook Django's own
+query capture uses.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db.backends.signals import connection_created
+
+from inference_pool.models import Backend
+from tests.api_harness import ApiKeys, make_api_keys, pool_backend  # noqa: F401
+from tests.live_server import live_portal  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.engine]
+
+# A warm /v1 request (the key, the policy and the prices already cached in the process): the department and the
+# model facts (4, read by the pipeline itself), the quota's reservation, extension and settlement (1 each), the
+# request's PII vault (2 reads, 1 delete), the audit event.
+V1_QUERY_BUDGET = 11
+
+
+class EveryQuery:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self._lock = threading.Lock()
+        self.active = False
+
+    def hook(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if self.active:
+            with self._lock:
+                self.statements.append(sql)
+        return execute(sql, params, many, context)
+
+
+@pytest.fixture
+def every_query() -> Iterator[EveryQuery]:
+    capture = EveryQuery()
+
+    def attach(sender: Any, connection: Any, **_: Any) -> None:
+        if capture.hook not in connection.execute_wrappers:
+            connection.execute_wrappers.append(capture.hook)
+
+    connection_created.connect(attach, dispatch_uid="test-every-query")
+    try:
+        yield capture
+    finally:
+        connection_created.disconnect(dispatch_uid="test-every-query")
+
+
+def _stream(url: str, key: str) -> str:
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={
+            "model": settings.LLAMA_MODEL_NAME,
+            "messages": [{"role": "user", "content": "Say hello."}],
+            "max_tokens": 4,
+            "temperature": 0,
+            "stream": True,
+        },
+        timeout=120,
+    ) as response:
+        assert response.status_code == 200
+        return response.read().decode()
+
+
+def test_one_v1_request_stays_within_its_query_budget(world, pool_backend: Backend, live_portal, every_query, settings):  # noqa: F811
+    # the router re-reads the registry in the background every POOL_REFRESH_INTERVAL seconds, whatever the traffic:
+    # not a cost of a request (this router is created by this test's server, after this setting)
+    settings.POOL_REFRESH_INTERVAL = 3600
+    keys: ApiKeys = make_api_keys(world)
+    _stream(live_portal.url, keys["member"])  # warm: the caches, the router's snapshot, the key's last-use stamp
+    every_query.active = True
+    body = _stream(live_portal.url, keys["member"])
+    every_query.active = False
+    assert body.endswith("data: [DONE]\n\n")
+    usage = json.loads(body.split("\n\n")[-3].removeprefix("data: "))["usage"]
+    assert usage["completion_tokens"] > 0
+    statements = every_query.statements
+    assert 0 < len(statements) <= V1_QUERY_BUDGET, "\n".join(s[:120] for s in statements)
+    # the hot lookups come from the in-process caches; the quota's limits are read inside its one statement
+    lookups = tuple(
+        f'SELECT "{table}".'
+        for table in ("tenants_apikey", "guardrails_guardrailpolicy", "tenants_modelprice", "tenants_quota")
+    )
+    assert not [s for s in statements if s.startswith(lookups)]
