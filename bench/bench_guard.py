@@ -4,8 +4,11 @@
    medium; a prompt counts as flagged on warn or block; all three are report-only sets, never trained or tuned on),
    per language on deepset test, the ROC points of the three strictness levels, the passage operating point
    (SciFact abstracts and hand-written policy passages must pass, passages with planted instructions must be
-   flagged), and PII detection on presidio-research's synth_dataset_v2 (token level, the
-   default policy's entity types), with stock Presidio's PII figures measured on the same rows as the baseline.
+   flagged), and PII detection on presidio-research's synth_dataset_v2 and generated_small (token level, the
+   default policy's entity types), with stock Presidio's PII figures measured on synth_dataset_v2 as the baseline.
+   The PII keys of the final line are the worse of the two sets; ``pii_recall_min`` is over the structured types
+   (e-mail, card, IBAN, SSN, IP, phone), ``pii_leak_texts`` is the share of texts in which a word of a gold value
+   is left in clear after masking.
 2. Latency on 2 KB prompts (40 different texts built from synth_dataset_v2, so they hold names, numbers, addresses),
    interleaved round by round so every configuration sees the same machine load:
    - stock Presidio 2.2.366 (``AnalyzerEngine`` with the full spaCy pipeline of settings.SPACY_MODEL and the default
@@ -18,7 +21,8 @@
 
 Ends with one line:
 ``injection_recall=<x> injection_fpr=<x> notinject_fpr=<x> pii_recall_min=<x> pii_precision=<x> p95_ms_ner=<x>
-p95_ms_patterns=<x> deepset_de_recall=<x> doc_fpr=<x> p95_ms_injection=<x>``.
+p95_ms_patterns=<x> deepset_de_recall=<x> doc_fpr=<x> p95_ms_injection=<x> pii_person_recall=<x>
+pii_leak_texts=<x>``.
 ``--injection-only`` skips PII and the PII latency (their keys print as nan).
 """
 
@@ -193,6 +197,11 @@ def injection_section() -> dict[str, float | None]:
     }
 
 
+def _worst(values: list[float | None], pick: Callable[[list[float]], float]) -> float | None:
+    known = [v for v in values if v is not None]
+    return pick(known) if known else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=160, help="latency samples per configuration")
@@ -204,14 +213,18 @@ def main() -> None:
 
     from django.db import connection
 
-    from guardrails import evaluation
+    from guardrails import evaldata, evaluation
 
     print(f"machine: {_os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in _os.getloadavg())}")
     inj = injection_section()
     pii = None
+    pii_sets: list[Any] = []
     if not args.injection_only:
         pii = evaluation.evaluate_pii()
         print("\n".join(evaluation.pii_table(pii, "PII, portal analyzer, default policy entity types")))
+        pii_small = evaluation.evaluate_pii(dataset=evaldata.PII_SMALL)
+        print("\n".join(evaluation.pii_table(pii_small, "PII, portal analyzer, generated_small")))
+        pii_sets = [pii, pii_small]  # the final line's PII keys are the worse of the two sets
         if not args.skip_stock_pii:
             stock = stock_pii_report()
             print("\n".join(evaluation.pii_table(stock, "PII, stock Presidio (baseline), same entity types")))
@@ -237,10 +250,12 @@ def main() -> None:
 
     print(
         f"injection_recall={f(inj['injection_recall'])} injection_fpr={f(inj['injection_fpr'])} "
-        f"notinject_fpr={f(inj['notinject_fpr'])} pii_recall_min={f(pii.recall_min if pii else None)} "
-        f"pii_precision={f(pii.precision if pii else None)} p95_ms_ner={ms('portal_ner')} "
+        f"notinject_fpr={f(inj['notinject_fpr'])} pii_recall_min={f(_worst([r.recall_min for r in pii_sets], min))} "
+        f"pii_precision={f(_worst([r.precision for r in pii_sets], min))} p95_ms_ner={ms('portal_ner')} "
         f"p95_ms_patterns={ms('portal_patterns')} deepset_de_recall={f(inj['deepset_de_recall'])} "
         f"doc_fpr={f(inj['doc_fpr'])} p95_ms_injection={ms('injection_detect')}"
+        f" pii_person_recall={f(_worst([r.person_recall for r in pii_sets], min))}"
+        f" pii_leak_texts={f(_worst([r.leak_share for r in pii_sets], max))}"
     )
 
 

@@ -30,9 +30,11 @@ PII_TARGETS: dict[str, float] = {
     "IBAN_CODE": 0.95,
     "US_SSN": 0.95,
     "IP_ADDRESS": 0.95,
-    "PHONE_NUMBER": 0.85,
-    "PERSON": 0.80,
+    "PHONE_NUMBER": 0.95,
+    "PERSON": 0.90,
 }
+PRECISION_TARGET = 0.90
+LEAK_TARGET = 0.05
 GOLD_MAP = {
     "PERSON": "PERSON",
     "EMAIL_ADDRESS": "EMAIL_ADDRESS",
@@ -249,6 +251,10 @@ def evaluate_documents(*, strictness: str = "medium") -> DocumentReport:
     return DocumentReport(scifact, policy, injected, strictness, time.perf_counter() - started)
 
 
+# Entity types with a fixed shape (``pii_recall_min``); PERSON is reported on its own (``pii_person_recall``).
+STRUCTURED_ENTITIES = ("EMAIL_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN", "IP_ADDRESS", "PHONE_NUMBER")
+
+
 @dataclass
 class PiiReport:
     per_entity: dict[str, BinaryScore]
@@ -257,14 +263,39 @@ class PiiReport:
     rows: int
     seconds: float
     entities: list[str]
+    leak_texts: int = 0
+    leak_examples: list[str] = field(default_factory=list)
+
+    @property
+    def leak_share(self) -> float | None:
+        return self.leak_texts / self.rows if self.rows else None
+
+    @property
+    def person_recall(self) -> float | None:
+        s = self.per_entity.get("PERSON")
+        return s.recall if s else None
 
     @property
     def recall_min_entity(self) -> str:
-        candidates = [(s.recall, e) for e, s in self.per_entity.items() if e in PII_TARGETS and s.recall is not None]
+        candidates = [
+            (s.recall, e) for e, s in self.per_entity.items() if e in STRUCTURED_ENTITIES and s.recall is not None
+        ]
         return min(candidates)[1] if candidates else ""
 
 
 _TOKEN_RE = re.compile(r"\S+")
+_VALUE_PART_RE = re.compile(r"[^\W_]{2,}|\d")
+
+
+def leaked_parts(text: str, gold: list[tuple[int, int, str]], masked: list[tuple[int, int, str]]) -> list[str]:
+    """Parts of gold values still in clear after masking: every word of two letters or more and every digit of a
+    gold span that no masked span covers ("Lukas" of "Lukas Berg" when only "Berg" was masked)."""
+    left = []
+    for start, end, _ in gold:
+        for m in _VALUE_PART_RE.finditer(text, start, end):
+            if not any(ms < m.end() and me > m.start() for ms, me, _ in masked):
+                left.append(m.group(0))
+    return left
 
 
 def _label_tokens(text: str, spans: list[tuple[int, int, str]]) -> list[str]:
@@ -302,6 +333,8 @@ def evaluate_pii(
     run = analyze or portal_analyze(entities=wanted)
     scores: dict[str, BinaryScore] = {}
     started = time.perf_counter()
+    leak_texts = 0
+    leak_examples: list[str] = []
     for row in rows:
         text = row["full_text"]
         gold_spans = []
@@ -310,7 +343,13 @@ def evaluate_pii(
             if mapped in wanted:
                 gold_spans.append((int(s["start_position"]), int(s["end_position"]), mapped))
         gold = _label_tokens(text, gold_spans)
-        pred = _label_tokens(text, [p for p in run(text) if p[2] in wanted])
+        predicted = [p for p in run(text) if p[2] in wanted]
+        pred = _label_tokens(text, predicted)
+        left = leaked_parts(text, gold_spans, predicted)
+        if left:
+            leak_texts += 1
+            if len(leak_examples) < 200:
+                leak_examples.append(f"{' '.join(left)!r} in {text[:160]!r}")
         for g, p in zip(gold, pred, strict=True):
             if g == "O" and p == "O":
                 continue
@@ -323,7 +362,7 @@ def evaluate_pii(
                 scores.setdefault(g, BinaryScore(g)).fn += 1
     tp = sum(s.tp for s in scores.values())
     fp = sum(s.fp for s in scores.values())
-    recalls = [scores[e].recall for e in PII_TARGETS if e in scores and scores[e].recall is not None]
+    recalls = [scores[e].recall for e in STRUCTURED_ENTITIES if e in scores and scores[e].recall is not None]
     return PiiReport(
         per_entity=dict(sorted(scores.items())),
         precision=tp / (tp + fp) if tp + fp else None,
@@ -331,6 +370,8 @@ def evaluate_pii(
         rows=len(rows),
         seconds=time.perf_counter() - started,
         entities=list(wanted),
+        leak_texts=leak_texts,
+        leak_examples=leak_examples,
     )
 
 
@@ -363,8 +404,12 @@ def pii_table(report: PiiReport, title: str) -> list[str]:
             f"{entity:<16}{s.positives:>8}{fmt(s.precision):>11}{fmt(s.recall):>9}"
             f"{('≥' + format(target, '.2f')) if target else '':>9}"
         )
-    lines.append(f"{'overall':<16}{'':>8}{fmt(report.precision):>11}{'':>9}{'≥0.85':>9}")
-    lines.append(f"lowest target recall: {fmt(report.recall_min)} ({report.recall_min_entity})")
+    lines.append(f"{'overall':<16}{'':>8}{fmt(report.precision):>11}{'':>9}{'≥' + format(PRECISION_TARGET, '.2f'):>9}")
+    lines.append(f"lowest structured recall: {fmt(report.recall_min)} ({report.recall_min_entity})")
+    lines.append(
+        f"texts with a gold value left in clear after masking: {report.leak_texts} of {report.rows} "
+        f"({fmt(report.leak_share)}, target ≤{LEAK_TARGET:.2f})"
+    )
     return lines
 
 
@@ -376,5 +421,10 @@ def as_dict(report: Any) -> dict[str, Any]:
             "notinject_fpr": report.notinject.fpr,
         }
     if isinstance(report, PiiReport):
-        return {"pii_recall_min": report.recall_min, "pii_precision": report.precision}
+        return {
+            "pii_recall_min": report.recall_min,
+            "pii_precision": report.precision,
+            "pii_person_recall": report.person_recall,
+            "pii_leak_texts": report.leak_share,
+        }
     raise TypeError(type(report).__name__)

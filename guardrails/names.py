@@ -8,7 +8,13 @@ signals fill the common gaps; each is cheap (regular expressions over the raw te
   (a line that starts with a house number) or on top of a document (the first line, followed by a blank line)
   when one of its words is a known given name: letter heads, address blocks, résumés;
 - **known given names**: a given name from the US Census 1990 lists (``data/first_names.txt``, words common in
-  English removed) followed by one or two capitalised words or initials: "Ravil G Yefimov", "Sophie Lang";
+  English removed; ``data/given_names_eu.txt`` for European names) followed by one or two capitalised words or
+  initials: "Ravil G Yefimov", "Sophie Lang";
+- **mentions** (``mention_spans``): chat handles, greetings, sign-offs, signatures, people lists and bullets, in
+  English, the Nordic languages, German, Polish and Spanish; a known given name alone; the other items of an
+  enumeration that holds a found given name (``list_mate_spans``);
+- **widening** (``extend``): a name takes a known given name before it and a capitalised name word after it, so no
+  part of it is left in clear;
 - **repetition**: once a name is found, its other occurrences in the same text are the same person ("My name is
   Antti Poutiainen but everyone calls me Antti"), so masking never leaves a second copy in clear.
 
@@ -47,7 +53,10 @@ _NOT_NAME_WORDS = _words(
     system admin manager director report section chapter page table figure monday tuesday wednesday thursday friday
     saturday sunday january february march april june july august september october november december available
     calling fine glad going good happy hr interested looking new sales sending so sorry trying very writing support
-    service"""
+    service agent bot operator caller customer user guest moderator host speaker everyone everybody all team folks
+    guys there both again world friends colleagues alle zusammen todos wszystkim kollegen allihopa hej hallo hola
+    professor doctor nurse officer captain president chair lead owner status action todo update reminder
+    question answer ticket issue case priority re ok okay sure great perfect done noted"""
 )
 HONORIFICS = ("mr", "mrs", "ms", "mx", "dr", "prof", "sir", "madam", "miss", "herr", "frau")
 
@@ -104,11 +113,18 @@ _ORG_AFTER = re.compile(  # one separator before every word, each word atomic: n
 )
 
 
+GIVEN_NAME_FILES = ("first_names.txt", "given_names_eu.txt")
+
+
 @functools.cache
 def given_names() -> frozenset[str]:
-    path = Path(__file__).resolve().parent / "data" / "first_names.txt"
-    words = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-    return frozenset(w for w in words if w and not w.startswith("#"))
+    """Known given names, lowercase: the US Census list and the European one (data/)."""
+    known: set[str] = set()
+    for name in GIVEN_NAME_FILES:
+        path = Path(__file__).resolve().parent / "data" / name
+        words = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+        known.update(w for w in words if w and not w.startswith("#"))
+    return frozenset(known)
 
 
 def is_name_word(word: str) -> bool:
@@ -155,6 +171,201 @@ def given_name_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+# --- names that chats, mails and lists give away ------------------------------------------------------------
+# One to three name words, with a particle between them ("Ludwig van Dijk", "María del Carmen", "Karl von Berg").
+_PARTICLE = r"(?:van|von|der|den|de|del|della|da|di|af|av|zu|la|le)"
+NAMES = rf"{NAME_WORD}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{NAME_WORD}){{0,2}}"
+_TIMESTAMP = r"(?:\[[0-9:.\-/ T]{4,25}\]|\(\d{1,2}:\d{2}(?::\d{2})?\)|\d{1,2}:\d{2}(?::\d{2})?)"
+# "[09:14] Freja: …", "09:14 <Lukas Berg> …", "Freja: …" (without a time stamp only for a known given name).
+_HANDLE = regex.compile(
+    rf"^[ \t>*\-]*(?:({_TIMESTAMP})[ \t]*(?:[\-|][ \t]*)?)?(?:<|@)?({NAMES})(?:>|[ \t]*:)[ \t]*\S", regex.MULTILINE
+)
+_GREETINGS = (
+    r"hi|hello|hey|dear|hej|hejsan|hei|moi|hallo|moin|servus|hola|buenos d[ií]as|cze[sś][cć]|witam|witaj|"
+    r"dzie[nń] dobry|good morning|good afternoon|morning|thanks|thank you|thx|cheers|tack|takk|tak|danke|"
+    r"gracias|dzi[eę]kuj[eę]|kiitos"
+)
+# "Hi Lukas,", "Hej Freja!", "thanks Agnieszka for …": a name after a greeting, then punctuation, the line's end or
+# a lowercase word.
+_GREETING = regex.compile(
+    rf"(?<![\w])(?i:{_GREETINGS})[ \t]*,?[ \t]+({NAMES})(?=[ \t]*(?:[,!.:;?)]|$)|[ \t]+[{_LOWER}])", regex.MULTILINE
+)
+_SIGN_OFFS = (
+    r"thanks|thank you|many thanks|thanks again|best|best regards|kind regards|regards|warm regards|cheers|br|"
+    r"sincerely|yours sincerely|yours truly|yours|best wishes|all the best|talk soon|mvh|med vänlig hälsning|"
+    r"vänliga hälsningar|hälsningar|hilsen|med venlig hilsen|venlig hilsen|med vennlig hilsen|vennlig hilsen|"
+    r"viele grüße|beste grüße|liebe grüße|mit freundlichen grüßen|freundliche grüße|grüße|gruß|lg|vg|saludos|"
+    r"un saludo|atentamente|pozdrawiam|pozdrowienia|z poważaniem|terveisin|ystävällisin terveisin|tack|takk|tak"
+)
+# "Best regards,\nLukas Berg", "Thanks, Freja", "Pozdrawiam\n\nAgnieszka": the name after a sign-off, on its line
+# or on one of the next two.
+_SIGN_OFF = regex.compile(
+    rf"^[ \t>]*(?i:{_SIGN_OFFS})[ \t]*[,!.]?[ \t]*(?:\n[ \t>]*){{0,2}}({NAMES})[ \t]*[,.]?[ \t]*$", regex.MULTILINE
+)
+# "-- Lukas", "/Freja", "— Agnieszka Nowak" alone on a line; "- Lukas" only for a known given name (else a bullet).
+_SIGNATURE = regex.compile(rf"^[ \t>]*(--|/|—|–|-)[ \t]*({NAMES})[ \t]*$", regex.MULTILINE)
+_PEOPLE_LABELS = (
+    r"cc|bcc|to|from|attendees|participants|present|absent|apologies|invitees|members|assignees?|assigned to|"
+    r"owners?|reviewers?|approvers?|approved by|reported by|requested by|raised by|contacts?|on call|on-call|"
+    r"teilnehmer|anwesend|deltagare|deltagere|deltakere|osallistujat|uczestnicy|obecni|asistentes|participantes"
+)
+# "Attendees: Freja Nilsson, Lukas Berg and Agnieszka": every item of a list after a label that lists people.
+_PEOPLE_LIST = regex.compile(rf"^[ \t>*\-]*(?i:{_PEOPLE_LABELS})[ \t]*:[ \t]*([^\n]+)$", regex.MULTILINE)
+_LIST_SEPARATOR = regex.compile(r"[ \t]*(?:[,;/]|\b(?:and|und|och|og|i|y|e|&)\b)[ \t]*")
+_LIST_ITEM = regex.compile(rf"[ \t]*({NAMES})[ \t]*(?:\([^)\n]{{0,40}}\)|<[^>\n]{{0,80}}>)?[ \t]*")
+# "- Freja Nilsson (HR)", "2. Lukas": a bullet or numbered line that starts with a known given name.
+_BULLET = regex.compile(rf"^[ \t]*(?:[-*•·]|\d{{1,2}}[.)])[ \t]+({NAMES})(?=[ \t]*(?:[,(:\-–—]|$))", regex.MULTILINE)
+
+
+_PARTICLE_RE = regex.compile(_PARTICLE)
+_NON_BLANK = regex.compile(r"\S+")
+
+
+def _all_name_words(span: str) -> bool:
+    words = [w for w in span.split() if not _PARTICLE_RE.fullmatch(w)]
+    return bool(words) and all(is_name_word(w) for w in words)
+
+
+def has_known_given_name(span: str) -> bool:
+    known = given_names()
+    return any(w.lower() in known for w in span.split())
+
+
+def mention_spans(text: str) -> list[tuple[int, int]]:
+    """Names in chat handles, greetings, sign-offs, signatures, people lists and bullets (see the patterns above).
+    A time-stamped handle, a greeting, a sign-off and a people list are enough on their own; a handle without a
+    time stamp and a bullet need a known given name, unless two other speakers of the text have one (a
+    dialogue: "Ubbe: …\nNicole: …\nJohn: …")."""
+    spans: list[tuple[int, int]] = []
+    handles = [m for m in _HANDLE.finditer(text) if _all_name_words(m.group(2))]
+    dialogue = sum(1 for m in handles if has_known_given_name(m.group(2))) >= 2  # then every speaker is a person
+    for m in handles:
+        if m.group(1) or dialogue or has_known_given_name(m.group(2)):
+            spans.append(m.span(2))
+    for pattern in (_GREETING, _SIGN_OFF):
+        for m in pattern.finditer(text):
+            if _all_name_words(m.group(1)):
+                spans.append(m.span(1))
+    for m in _SIGNATURE.finditer(text):
+        if _all_name_words(m.group(2)) and (m.group(1) != "-" or has_known_given_name(m.group(2))):
+            spans.append(m.span(2))
+    for m in _PEOPLE_LIST.finditer(text):
+        position, end = m.start(1), m.end(1)
+        while position < end:
+            item = _LIST_ITEM.match(text, position, end)
+            if item is None:
+                break
+            if _all_name_words(item.group(1)):
+                spans.append(item.span(1))
+            separator = _LIST_SEPARATOR.match(text, item.end(), end)
+            if separator is None or separator.end() == item.end():
+                break
+            position = separator.end()
+    for m in _BULLET.finditer(text):
+        if _all_name_words(m.group(1)) and m.group(1).split()[0].lower() in given_names():
+            spans.append(m.span(1))
+    return spans
+
+
+_LIST_NAME = rf"{NAME_WORD}(?:[ \t]+{NAME_WORD})?"
+# At most 13 items before "and": a bounded repetition keeps a 4 KB run of "Anna, Anna, …" linear.
+_NAME_LIST = regex.compile(
+    rf"(?<![\w\-])({_LIST_NAME}(?:[ \t]*,[ \t]*{_LIST_NAME}){{0,12}})"
+    rf"[ \t]*,?[ \t]+(?:and|&|und|och|og|i|y|or|oder|eller)[ \t]+({_LIST_NAME})(?![\w\-])"
+)
+
+
+_LIST_NAME_RE = regex.compile(_LIST_NAME)
+
+
+def list_mate_spans(text: str, people: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The other items of an enumeration that holds a found name with a known given name: "Eklund, Michael and
+    Hodge", "Freja, Lukas and Jürgen" (each item one or two capitalised words that are not label, street or company
+    words). "Wisdom and Discipline" stays, even when the NER calls one of them a person."""
+    covered = bytearray(len(text))  # one flag a character inside a found name: linear in the text
+    for start, end in people:
+        covered[start:end] = b"\x01" * (end - start)
+    if not any(covered):
+        return []
+    spans = []
+    for m in _NAME_LIST.finditer(text):
+        items = [(i.start(), i.end()) for i in _LIST_NAME_RE.finditer(text, m.start(), m.end())]
+        if len(items) < 2 or not any(any(covered[s:e]) and has_known_given_name(text[s:e]) for s, e in items):
+            continue
+        for s, e in items:
+            words = text[s:e].split()
+            if all(is_name_word(w) and w not in _ORG_WORDS and w not in _STREET_TYPES for w in words):
+                spans.append((s, e))
+    return spans
+
+
+_WORD_BEFORE = regex.compile(rf"(?:({NAME_WORD})|{_PARTICLE})[ \t]+$")
+_WORD_AFTER = regex.compile(rf"^[ \t]+(?:{_PARTICLE}[ \t]+)?({NAME_WORD})(?![\w\-])")
+
+
+def extend(text: str, start: int, end: int) -> tuple[int, int]:
+    """Widen a name to the parts around it, so that no part stays in clear: a known given name before it ("Freja"
+    of "Freja Nilsson" when the NER saw only "Nilsson"), a particle and name after it, a capitalised name word
+    after it that is not a street or company word. At most four words in all."""
+    for _ in range(2):
+        m = _WORD_BEFORE.search(text, max(0, start - 40), start)
+        if m is None or len(text[m.start() : end].split()) > 4:
+            break
+        if m.group(1) is None:  # a particle: only with a name word before it
+            inner = _WORD_BEFORE.search(text, max(0, m.start() - 40), m.start())
+            if inner is None or inner.group(1) is None or inner.group(1).lower() not in given_names():
+                break
+            start = inner.start()
+            break
+        if m.group(1).lower() not in given_names() or not is_name_word(m.group(1)):
+            break
+        start = m.start()
+    for _ in range(2):
+        m = _WORD_AFTER.match(text, end, min(len(text), end + 40))
+        if m is None or len(text[start : m.end()].split()) > 4:
+            break
+        word = m.group(1)
+        if not is_name_word(word) or word in _STREET_TYPES or word in _ORG_WORDS or word in _UNIT_WORDS:
+            break
+        if _STREET_AFTER.match(text, m.end()) or _ORG_AFTER.match(text[m.end() : m.end() + 80]):
+            break
+        end = m.end()
+    return start, end
+
+
+_NATIONALITIES = _words(
+    """german france french english spanish polish swedish danish norwegian finnish dutch italian china india israel
+    jordan georgia america"""
+)
+_STREET_IN_LINE = regex.compile(
+    rf"(?i:\b(?:{_STREET_TYPE_WORDS}|rua|avenida|avda|u|ul|ulica|gatan|vej)\b\.?|\w{_STREET_SUFFIX}\b)"
+)
+_SINGLE_WORD = regex.compile(rf"(?<![\w\-.@/])({NAME_WORD})(?![\w\-@]|\.\w)")
+
+
+def single_given_name_spans(text: str) -> list[tuple[int, int]]:
+    """A known given name standing alone ("ask Lukas", "Irenka is very reliable", "thanks, Freja"): in chats and
+    tickets people go by their given name. The NER's places veto it ("Jordan" the country), as for every weaker
+    signal."""
+    known = given_names()
+    spans = []
+    street_lines: dict[int, bool] = {}  # line start -> the line names a street (each line searched once)
+    for m in _SINGLE_WORD.finditer(text):
+        word = m.group(1)
+        if word.lower() not in known or not is_name_word(word) or word.lower() in _NATIONALITIES:
+            continue
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        if line_start not in street_lines:
+            line_end = text.find("\n", m.end())
+            street_lines[line_start] = bool(
+                _STREET_IN_LINE.search(text, line_start, len(text) if line_end == -1 else line_end)
+            )
+        if street_lines[line_start]:
+            continue  # "Avenida Pedro Ulisses 888", "Cinzia and Hammarvägen 15": a street named after someone
+        spans.append(m.span(1))
+    return spans
+
+
 MAX_NAME_CHARS = 80  # longer PERSON spans are run-on matches, not names
 _MAX_REPEATED_KEYS = 64
 _NAME_WORD_RE = regex.compile(NAME_WORD)
@@ -174,7 +385,7 @@ def repeated_spans(text: str, names: Iterable[tuple[int, int]]) -> list[tuple[in
         span = text[start:end]
         if len(span) <= MAX_NAME_CHARS:
             keys.add(span)
-            keys.update(w for w in _NAME_WORD_RE.findall(span) if len(w) > 2 and is_name_word(w))
+            keys.update(w for w in _NAME_WORD_RE.findall(span) if len(w) > 1 and is_name_word(w))
     found = []
     for key in sorted(keys, key=len, reverse=True)[:_MAX_REPEATED_KEYS]:
         i = text.find(key)
@@ -187,11 +398,29 @@ def repeated_spans(text: str, names: Iterable[tuple[int, int]]) -> list[tuple[in
 
 
 def trim(text: str, start: int, end: int) -> tuple[int, int]:
-    """Drop trailing unit words a name pattern ran into: "Diana Usamov Suite" (913 ...) → "Diana Usamov"."""
-    words = list(regex.finditer(r"\S+", text[start:end]))
+    """Keep a name on one line ("Jürgen\nCC" → "Jürgen") and drop trailing unit words a name pattern ran into:
+    "Diana Usamov Suite" (913 ...) → "Diana Usamov"."""
+    newline = text.find("\n", start, end)
+    if newline != -1:
+        end = newline if text[start:newline].strip() else end
+    words = list(_NON_BLANK.finditer(text[start:end]))
     while len(words) > 1 and words[-1].group().strip(".,") in _UNIT_WORDS:
         words.pop()
     return (start, start + words[-1].end()) if words else (start, end)
+
+
+# After a verb of going, living or working and a preposition comes a place or an employer, not a person: "flew to
+# Coles", "arrived at Ettelgem", "I work for Flightstats" (a known given name there still counts: "went to Anna").
+_PLACE_BEFORE = re.compile(
+    r"\b(?:fl(?:ew|y|ying|own)|travel(?:l?ed|l?ing|s)?|mov(?:ed|e|ing)|return(?:ed|ing|s)?|arriv(?:ed|e|es|ing)|"
+    r"went|go(?:es|ing)?|com(?:e|es|ing)|drove|driv(?:e|ing)|relocat(?:ed|e|ing)|based|located|liv(?:e|es|ed|ing)|"
+    r"work(?:s|ed|ing)?|employed|born|grew up|stay(?:ed|ing|s)?)(?:[ \t]+(?:here|back|there|home))?"
+    r"[ \t]+(?:to|at|in|from|for|near|into)[ \t]+$",
+    re.IGNORECASE,
+)
+
+
+_NEXT_WORD = re.compile(r"^[ \t]+([A-Z][\w'\-]*)")
 
 
 def not_a_name(text: str, start: int, end: int) -> bool:
@@ -205,6 +434,11 @@ def not_a_name(text: str, start: int, end: int) -> bool:
     if not any(is_name_word(w) for w in words):  # "Suite", "Dear Sir", "The"
         return True
     before, after = text[max(0, start - 12) : start], text[end : end + 80]
+    if _PLACE_BEFORE.search(text[max(0, start - 40) : start]) and not has_known_given_name(span):
+        return True
+    next_word = _NEXT_WORD.match(after)
+    if next_word is not None and next_word.group(1) in _ORG_WORDS:  # "Victoria Station", "Lincoln Center"
+        return True
     return bool(
         _DIGIT_BEFORE.search(before)
         or _NUMBER_AFTER.match(after)

@@ -6,8 +6,9 @@
   public-suffix list), phone (a regex pre-filter and python-phonenumbers validation instead of Presidio's slow
   multi-region matcher), credit card (Luhn), IBAN (checksum), US SSN, IP, dates; plus per-tenant custom patterns
   and deny-lists (ad hoc recognizers).
-- PERSON: the NER plus the signals in guardrails.names (name lines, known given names, repetition, context cues),
-  every span passing one not-a-name check.
+- PERSON: the NER plus the signals in guardrails.names (name lines, known given names, chat handles, greetings,
+  sign-offs, people lists, repetition, context cues), every span passing one not-a-name check and widened to the
+  name's other parts (a given name before a surname the NER found alone).
 - When no NER entity type is requested the spaCy pipeline is skipped: a regex tokenizer feeds the context
   enhancer instead (the "patterns only" mode).
 - Overlaps are resolved by score then length, so an email's domain is not also a URL and a card number's digits
@@ -181,14 +182,29 @@ _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRST
 
 
 class CaseInsensitiveIbanRecognizer(IbanRecognizer):
-    """IBANs typed in lower case ("gb42nawi0445…") are IBANs too: Presidio's patterns and country formats are upper
-    case, so they read an ASCII-uppercased copy (same length, so the offsets hold; ``str.upper`` would turn "ß"
-    into "SS")."""
+    """IBANs typed in lower case ("gb42nawi0445…") are IBANs too. Presidio's patterns and country formats are upper
+    case, so the text is read as it is and, when it holds a lower-case country code and check digits, once more as
+    a copy in which only those IBAN candidates are upper-cased (same length, so the offsets hold). A candidate is
+    the country code and check digits, one group (a bank code may be letters: "nwbk"), then groups that hold a
+    digit: upper-casing the whole text ran print-format IBANs on into the next word ("SE45 … 7466 BANK") and lost
+    them to the checksum."""
+
+    _LOWER_CANDIDATE = re.compile(
+        r"(?<![A-Za-z0-9])[a-z]{2}\d{2}(?:[ \-]?[A-Za-z0-9]{4})?(?:[ \-]?(?=[A-Za-z]*\d)[A-Za-z0-9]{1,4}){1,8}"
+    )
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None, regex_flags: int | None = None
     ) -> list[RecognizerResult]:
-        return super().analyze(text.translate(_ASCII_UPPER), entities, nlp_artifacts, regex_flags)  # type: ignore[arg-type]
+        results = super().analyze(text, entities, nlp_artifacts, regex_flags)  # type: ignore[arg-type]
+        if re.search(r"[a-z]{2}\d{2}", text) is None:
+            return results
+        upper = self._LOWER_CANDIDATE.sub(lambda m: m.group(0).translate(_ASCII_UPPER), text)
+        if upper != text:
+            for r in super().analyze(upper, entities, nlp_artifacts, regex_flags):  # type: ignore[arg-type]
+                if all(r.end <= k.start or r.start >= k.end for k in results):
+                    results.append(r)
+        return results
 
 
 def card_recognizer() -> CreditCardRecognizer:
@@ -270,6 +286,39 @@ def _in_address(text: str, start: int, end: int) -> bool:
     )
 
 
+# Document, order, ticket and lot numbers: a number glued to a letter prefix ("INV-2026-12345", "SO-88123",
+# "RMA#55821", "L240311-07") or announced by a document word ("Lot 2024-118-0042", "order no. 5512-8890").
+_DOC_WORDS = (
+    r"invoice|order|ticket|case|lot|batch|ref|reference|item|sku|serial|part|article|document|contract|claim|"
+    r"shipment|tracking|delivery|receipt|quote|quotation|incident|booking|reservation|voucher|rechnung|bestellung|"
+    r"auftrag|charge|faktura|ordernr|zamówienie|zamowienie|pedido|factura|albarán|albaran|lote|partia"
+)
+_DOC_ABBREVIATIONS = r"INV|SO|PO|RMA|REF|INC|CHG|REQ|ART|DOC|LOT|SKU|PRJ|WO|TKT|CS"  # upper case only
+_DOC_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9]{0,9}[\-/#_.:]?$")
+_DOC_CONTEXT = re.compile(
+    rf"(?:\b(?i:{_DOC_WORDS})|\b(?:{_DOC_ABBREVIATIONS}))"
+    r"(?:[ \t]*(?i:no\.?|nr\.?|number|num\.?|id|#|n[º°o]\.?|:))*[ \t:#.\-]*$"
+)
+
+
+def document_number(text: str, start: int) -> bool:
+    """True when the number starting at ``start`` is part of a document, order, ticket or lot number."""
+    before = text[max(0, start - 40) : start]
+    if before and (before[-1].isalnum() or before[-1] in "-/#_") and _DOC_PREFIX.search(before):
+        return True
+    return bool(_DOC_CONTEXT.search(before))
+
+
+class DocumentAwareSsnRecognizer(UsSsnRecognizer):
+    """Presidio's US SSN patterns, minus numbers that belong to a document or lot ("LOT-123-45-6789")."""
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None, regex_flags: int | None = None
+    ) -> list[RecognizerResult]:
+        results = super().analyze(text, entities, nlp_artifacts, regex_flags)  # type: ignore[arg-type]
+        return [r for r in results if not document_number(text, r.start)]
+
+
 class FastPhoneRecognizer(LocalRecognizer):
     """Phone numbers: a regex finds candidates, python-phonenumbers validates them.
 
@@ -284,12 +333,12 @@ class FastPhoneRecognizer(LocalRecognizer):
     STRONG_SCORE = 0.6  # formatted with separators or an international prefix
     _CANDIDATE = re.compile(
         r"(?<![\w+])(?=[+(\d])"
-        r"(?:\+|00)?\d{0,3}[\s.\-]?"
-        r"(?:\(\d{1,5}\)[\s.\-]?)?"
-        r"\d[\d\s.\-/]{5,18}\d"
-        r"(?:\s?(?:x|ext\.?|extension)\s?\d{1,6})?"
+        r"(?:\+|00)?\d{0,3}[ \t.\-]?"
+        r"(?:\(\d{1,5}\)[ \t.\-]?)?"
+        r"\d[\d \t.\-/]{5,18}\d"
+        r"(?:[ \t]?(?:x|ext\.?|extension)[ \t]?\d{1,6})?"
         r"(?![\w])"
-        r"|(?<![\w+])\(\d{2,5}\)\s?\d[\d\s.\-]{4,14}\d(?:\s?(?:x|ext\.?)\s?\d{1,6})?(?!\w)",
+        r"|(?<![\w+])\(\d{2,5}\)[ \t]?\d[\d \t.\-]{4,14}\d(?:[ \t]?(?:x|ext\.?)[ \t]?\d{1,6})?(?!\w)",
         re.IGNORECASE,
     )
 
@@ -339,6 +388,8 @@ class FastPhoneRecognizer(LocalRecognizer):
             if text[match.end() : match.end() + 1] == ":":  # a date-time's hour, not a number
                 continue
             international = candidate.startswith(("+", "00"))
+            if not international and document_number(text, start):
+                continue  # "INV-2026-12345", "Lot 2024-118-0042": a document's number, not a phone
             if not international and _in_address(text, start, start + len(candidate)):
                 continue  # "704 1436 Redbud Drive", "Apt. 675 62314": house and postal numbers
             groups = re.findall(r"\d+", candidate.split("x")[0])
@@ -555,7 +606,7 @@ def _pattern_recognizers() -> list[EntityRecognizer]:
         FastPhoneRecognizer(),
         card_recognizer(),
         CaseInsensitiveIbanRecognizer(),
-        UsSsnRecognizer(),
+        DocumentAwareSsnRecognizer(),
         IpRecognizer(),
         OfflineUrlRecognizer(),
         DateRecognizer(),
@@ -691,19 +742,51 @@ class PiiAnalyzer:
         ]
         if "PERSON" in wanted:
             places = artifacts.places if isinstance(artifacts, NerArtifacts) else ()
-            findings = _with_names(text, findings, vetoes=[*placeholders, *places])
+            findings = _with_names(text, findings, placeholders=placeholders, places=places)
         return resolve_overlaps(findings)
 
 
 # Scores of the name signals in guardrails.names: below the NER's 0.85, so an overlap goes to the model.
 NAME_LINE_SCORE = 0.5
 GIVEN_NAME_SCORE = 0.45
+MENTION_SCORE = 0.5
+LIST_MATE_SCORE = 0.4
+SINGLE_GIVEN_NAME_SCORE = 0.4
+
+
+def _merge_people(findings: list[Finding]) -> list[Finding]:
+    """Overlapping PERSON spans become one, their union ("Sieda Batukayev" from "Name: Sieda Batukayev" and the NER's
+    "Batukayev"), so that no part of a name is left in clear; other types are left to ``resolve_overlaps``."""
+    people = sorted((f for f in findings if f.entity_type == "PERSON"), key=lambda f: f.start)
+    merged: list[Finding] = []
+    for f in people:
+        last = merged[-1] if merged else None
+        if last is not None and f.start < last.end and max(last.end, f.end) - last.start <= names.MAX_NAME_CHARS:
+            merged[-1] = Finding("PERSON", last.start, max(last.end, f.end), max(last.score, f.score))
+        else:
+            merged.append(f)
+    return [*(f for f in findings if f.entity_type != "PERSON"), *merged]
+
+
 REPEATED_NAME_SCORE = 0.4
 
 
-def _with_names(text: str, findings: list[Finding], *, vetoes: Sequence[tuple[int, int]]) -> list[Finding]:
-    """Add the name signals (not over a veto: a place the NER saw, a placeholder), reject PERSON spans that are
-    streets, companies or numbers, then mark the other occurrences of every name found."""
+def overlaps(start: int, end: int, spans: Sequence[tuple[int, int]]) -> bool:
+    return any(start < e and end > s for s, e in spans)
+
+
+def _with_names(
+    text: str,
+    findings: list[Finding],
+    *,
+    placeholders: Sequence[tuple[int, int]],
+    places: Sequence[tuple[int, int]],
+) -> list[Finding]:
+    """Add the name signals (not over a placeholder, nor over a place the NER saw unless a chat handle, greeting,
+    sign-off or list names a known given name: the small NER calls "Agnieszka" a place), reject PERSON spans that
+    are streets, companies or numbers, widen the rest to the name's other parts, then mark the other occurrences
+    of every name found."""
+    vetoes = [*placeholders, *places]
 
     ordered = sorted(vetoes)
     veto_starts = [vs for vs, _ in ordered]
@@ -717,6 +800,16 @@ def _with_names(text: str, findings: list[Finding], *, vetoes: Sequence[tuple[in
         *findings,
         *(Finding("PERSON", s, e, NAME_LINE_SCORE) for s, e in names.name_line_spans(text) if not vetoed(s, e)),
         *(Finding("PERSON", s, e, GIVEN_NAME_SCORE) for s, e in names.given_name_spans(text) if not vetoed(s, e)),
+        *(
+            Finding("PERSON", s, e, SINGLE_GIVEN_NAME_SCORE)
+            for s, e in names.single_given_name_spans(text)
+            if not vetoed(s, e)
+        ),
+        *(
+            Finding("PERSON", s, e, MENTION_SCORE)
+            for s, e in names.mention_spans(text)
+            if not overlaps(s, e, placeholders) and (names.has_known_given_name(text[s:e]) or not vetoed(s, e))
+        ),
     ]
     kept: list[Finding] = []
     for f in candidates:
@@ -724,10 +817,21 @@ def _with_names(text: str, findings: list[Finding], *, vetoes: Sequence[tuple[in
             start, end = names.trim(text, f.start, f.end)
             if names.not_a_name(text, start, end):
                 continue
+            wide = names.extend(text, start, end)
+            if wide != (start, end) and not vetoed(*wide) and not names.not_a_name(text, *wide):
+                start, end = wide
             f = Finding("PERSON", start, end, f.score)
         kept.append(f)
-    kept = resolve_overlaps(kept)
+    kept = resolve_overlaps(_merge_people(kept))
     people = [(f.start, f.end) for f in kept if f.entity_type == "PERSON"]
+    mates = [
+        Finding("PERSON", s, e, LIST_MATE_SCORE)
+        for s, e in names.list_mate_spans(text, people)
+        if not vetoed(s, e) and not names.not_a_name(text, s, e)
+    ]
+    if mates:
+        kept = resolve_overlaps(_merge_people([*kept, *mates]))
+        people = [(f.start, f.end) for f in kept if f.entity_type == "PERSON"]
     repeats = [
         Finding("PERSON", s, e, REPEATED_NAME_SCORE)
         for s, e in names.repeated_spans(text, people)
