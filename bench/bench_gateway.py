@@ -70,7 +70,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+def wait_http(url: str, timeout: float = 300.0, proc: subprocess.Popen | None = None) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.urls import include, path
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
@@ -270,6 +271,7 @@ class TenantViewSet(JsonViewSet):
         if isinstance(user, ApiKeyPrincipal):
             raise PermissionDenied("Departments are created by platform staff signed in, not with an API key.")
         require_staff(user=user)
+        assert isinstance(user, User)  # signed in (require_staff refused anyone else)
         body = TenantCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)

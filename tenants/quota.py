@@ -13,6 +13,7 @@ released by :func:`quota_release_stale` (a periodic task).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -169,7 +170,7 @@ def _refusal(
     )
 
 
-def _undo(cur: Any, *, tenant_id: int, applied: list[tuple[str, datetime]], requests: int, tokens: int) -> None:
+def _undo(cur: Any, *, tenant_id: int, applied: Sequence[tuple[str, datetime]], requests: int, tokens: int) -> None:
     """Give back what a refused one-statement reservation applied to some windows, one window at a time in the
     fixed order minute, day, month (each its own statement: no lock is held while waiting for the next)."""
     table = _table()
@@ -225,7 +226,15 @@ def quota_reserve(*, tenant: Tenant, max_tokens: int, request_id: str = "", now:
         "SELECT %(t)s, %(n)s, %(d)s, %(mo)s, %(rid)s, %(now)s WHERE (SELECT count(*) FROM ins) = 3 RETURNING id) "
         "SELECT (SELECT id FROM res), ARRAY(SELECT period FROM ins)"
     )
-    params = {"t": tenant.pk, "m": minute, "d": day, "mo": month, "n": max_tokens, "rid": request_id[:64], "now": now}
+    params: dict[str, Any] = {
+        "t": tenant.pk,
+        "m": minute,
+        "d": day,
+        "mo": month,
+        "n": max_tokens,
+        "rid": request_id[:64],
+        "now": now,
+    }
     with connection.cursor() as cur:
         cur.execute(sql, params)
         reservation_id, applied = cur.fetchone()
@@ -276,7 +285,7 @@ def quota_extend(*, reservation: Reservation, tokens: int, tenant: Tenant) -> Re
         "AND (SELECT count(*) FROM ins) = 2 RETURNING id) "
         "SELECT EXISTS (SELECT 1 FROM r), (SELECT id FROM u), ARRAY(SELECT period FROM ins)"
     )
-    params = {
+    params: dict[str, Any] = {
         "t": tenant.pk,
         "id": reservation.id,
         "d": reservation.day_start,
@@ -337,7 +346,7 @@ def _settle_sql(*, insert_usage: bool) -> tuple[str, list[str]]:
         fields = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
         columns = [f.attname for f in fields]
         usage = connection.ops.quote_name(UsageRecord._meta.db_table)
-        names = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+        names = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
         values = ", ".join(f"%(f_{c})s" for c in columns)
         sql += f", u AS (INSERT INTO {usage} ({names}) VALUES ({values}) RETURNING id) "  # noqa: S608
         sql += "SELECT (SELECT id FROM u), (SELECT count(*) FROM c)"
@@ -348,7 +357,7 @@ def _settle_sql(*, insert_usage: bool) -> tuple[str, list[str]]:
 
 def _settle_counters(*, tenant_id: int, reservation: Reservation, used: int) -> None:
     sql, _ = _settle_sql(insert_usage=False)
-    params = {
+    params: dict[str, Any] = {
         "t": tenant_id,
         "id": reservation.id,
         "used": used,
