@@ -27,6 +27,7 @@ from agents.models import (
 from agents.runner import scope_key
 from agents.selectors import agent_run_may_cancel, agent_run_may_decide
 from agents.tools import TOOLS, ToolError, normalize_url
+from core.egress import EgressRefused, egress_validate_url
 from core.errors import Conflict, GuardrailBlocked, InvalidInput, NotFound, PermissionDenied
 from tenants.models import ApiKey, Role, Tenant, role_at_least
 from tenants.services import audit_record
@@ -467,6 +468,7 @@ def http_tool_rule_create(
         ) from None
     if urlsplit_query(prefix):
         raise InvalidInput("A URL prefix cannot hold a query string.")
+    _refuse_internal(prefix, field="url_prefix")
     headers = dict(header_secrets or {})
     for header, secret_name in headers.items():
         if not _HEADER_NAME.match(str(header)) or str(header).lower() in _FORBIDDEN_HEADERS:
@@ -504,6 +506,14 @@ def http_tool_rule_create(
     return rule
 
 
+def _refuse_internal(url: str, *, field: str) -> None:
+    """Internal destinations are refused when the URL is stored (and again at every call, see core.egress)."""
+    try:
+        egress_validate_url(url)
+    except EgressRefused as refused:
+        raise InvalidInput(refused.message, details={field: [refused.message]}) from None
+
+
 def urlsplit_query(url: str) -> str:
     from urllib.parse import urlsplit
 
@@ -538,6 +548,7 @@ def webhook_endpoint_create(
         normalized = normalize_url(url)
     except ToolError as exc:
         raise InvalidInput(f"The webhook URL is not valid: {exc.message}", details={"url": [exc.message]}) from None
+    _refuse_internal(normalized, field="url")
     types = sorted({str(t) for t in (event_types or [])})
     unknown = sorted(set(types) - set(EVENT_TYPES))
     if unknown:

@@ -4,7 +4,8 @@ that says whether repeating it is safe (idempotent).
 - ``knowledge_search``: hybrid search over the department's knowledge bases (the definition's, or all readable).
 - ``read_document``: a document's text, page by page (``offset``), from its indexed chunks.
 - ``http_request``: an HTTP call that must match the department's allowlist (method + URL prefix); headers come
-  from stored secrets, the response is capped, redirects are not followed, every call carries an Idempotency-Key.
+  from stored secrets, the response is capped, redirects are not followed, every call carries an Idempotency-Key,
+  and the egress guard (``core.egress``) refuses internal destinations and connects only to the address it checked.
 - ``calculator``: arithmetic by walking the expression's syntax tree (no ``eval``), with bounds on size and powers.
 
 A tool refuses with ``ToolError`` (a message for the model and the person); the run goes on and the model sees the
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.db import connection, transaction
 
+from core.egress import EgressRefused, egress_client
 from core.errors import PermissionDenied
 from tenants.models import Role, Tenant, role_at_least
 
@@ -352,7 +354,7 @@ def _http_run(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     truncated = False
     try:
         with (
-            httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client,
+            egress_client(timeout=timeout) as client,
             client.stream(method, url, headers=headers, content=content) as response,
         ):
             for chunk in response.iter_bytes():
@@ -370,6 +372,10 @@ def _http_run(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
             reason = response.reason_phrase
             content_type = response.headers.get("content-type", "")
             location = response.headers.get("location", "")
+    except EgressRefused as refused:
+        raise ToolError(f"The call to {url} was refused: {refused.message}") from None
+    except httpx.InvalidURL:
+        raise ToolError("The URL is not valid.") from None
     except httpx.TimeoutException:
         raise ToolError(f"The call to {url} timed out after {timeout:g} seconds.") from None
     except httpx.HTTPError as exc:

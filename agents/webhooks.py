@@ -3,7 +3,8 @@
 Headers: ``X-Portal-Event`` (the event type), ``X-Portal-Delivery`` (``<run id>:<seq>``, stable across retries so
 receivers can drop duplicates) and ``X-Portal-Signature: t=<unix seconds>,v1=<hex>`` where ``v1`` is
 HMAC-SHA256(secret, ``"<t>.<body>"``). Receivers recompute it over the raw body and reject stale timestamps.
-Deliveries run on the ``agents`` queue and retry with backoff; redirects are not followed.
+Deliveries run on the ``agents`` queue and retry with backoff; they go through the egress guard (``core.egress``:
+internal destinations are refused, the checked address is the one connected to) and redirects are not followed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from django.utils import timezone
 
 from agents.crypto import decrypt
 from agents.models import AgentEvent, WebhookEndpoint
+from core.egress import EgressRefused, egress_client
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +100,16 @@ def webhook_deliver(*, endpoint_id: int, event_id: int) -> int:
     }
     status_text = ""
     ok = False
+    refused = False
     try:
-        with httpx.Client(timeout=DELIVERY_TIMEOUT_S, follow_redirects=False, trust_env=False) as client:
+        with egress_client(timeout=DELIVERY_TIMEOUT_S) as client:
             response = client.post(endpoint.url, content=body, headers=headers)
         status_text = f"HTTP {response.status_code}"
         ok = 200 <= response.status_code < 300
+    except EgressRefused as exc:
+        status_text, refused = f"refused: {exc.message}", True
+    except httpx.InvalidURL:
+        status_text, refused = "refused: the URL is not valid", True
     except httpx.HTTPError as exc:
         status_text = type(exc).__name__
     with transaction.atomic():
@@ -114,6 +121,9 @@ def webhook_deliver(*, endpoint_id: int, event_id: int) -> int:
             from django.db.models import F
 
             WebhookEndpoint.unscoped.filter(pk=endpoint.pk).update(failures=F("failures") + 1)
+    if refused:
+        logger.warning("webhook %s refused by the egress guard", endpoint.pk)
+        return 0  # retrying cannot help: the destination is internal
     if not ok:
         raise DeliveryFailed(f"webhook {endpoint.pk}: {status_text}")
     return 1

@@ -1,7 +1,10 @@
 """Guardrails: quality on the shared evaluation sets and PII-analysis latency (``make bench-guard``).
 
-1. ``guard_eval``: injection detection on deepset, NotInject and the jackhhao test split (strictness medium; a prompt
-   counts as flagged on warn or block) and PII detection on presidio-research's synth_dataset_v2 (token level, the
+1. ``guard_eval``: injection detection on the deepset test split, NotInject and the jackhhao test split (strictness
+   medium; a prompt counts as flagged on warn or block; all three are report-only sets, never trained or tuned on),
+   per language on deepset test, the ROC points of the three strictness levels, the passage operating point
+   (SciFact abstracts and hand-written policy passages must pass, passages with planted instructions must be
+   flagged), and PII detection on presidio-research's synth_dataset_v2 (token level, the
    default policy's entity types), with stock Presidio's PII figures measured on the same rows as the baseline.
 2. Latency on 2 KB prompts (40 different texts built from synth_dataset_v2, so they hold names, numbers, addresses),
    interleaved round by round so every configuration sees the same machine load:
@@ -11,9 +14,12 @@
    - the services end to end: ``mask`` (analysis + encrypted vault write in PostgreSQL) and ``inspect_input``.
    Ratios are portal ÷ stock of the same percentile.
 
+   - the injection detector alone (``injection.verdicts`` on one 2 KB prompt).
+
 Ends with one line:
 ``injection_recall=<x> injection_fpr=<x> notinject_fpr=<x> pii_recall_min=<x> pii_precision=<x> p95_ms_ner=<x>
-p95_ms_patterns=<x>``.
+p95_ms_patterns=<x> deepset_de_recall=<x> doc_fpr=<x> p95_ms_injection=<x>``.
+``--injection-only`` skips PII and the PII latency (their keys print as nan).
 """
 
 from __future__ import annotations
@@ -78,7 +84,34 @@ def stock_engine() -> Any:
     return AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
 
 
+def _summary(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    return {
+        name: {
+            "p50": statistics.median(v),
+            "p95": percentile(v, 0.95),
+            "p99": percentile(v, 0.99),
+            "n": float(len(v)),
+        }
+        for name, v in samples.items()
+    }
+
+
+def injection_latency(rounds: int) -> dict[str, dict[str, float]]:
+    from guardrails import injection
+
+    texts = prompts_2kb(40)
+    for t in texts[:3]:
+        injection.verdicts([t], strictness="medium")
+    samples: dict[str, list[float]] = {"injection_detect": []}
+    for r in range(rounds):
+        started = time.perf_counter()
+        injection.verdicts([texts[r % len(texts)]], strictness="medium")
+        samples["injection_detect"].append((time.perf_counter() - started) * 1000)
+    return _summary(samples)
+
+
 def latency(rounds: int) -> dict[str, dict[str, float]]:
+    from guardrails import injection
     from guardrails.pii import get_analyzer
     from guardrails.policy import DEFAULT_POLICY, PATTERN_ENTITIES
     from guardrails.services import inspect_input, mask
@@ -98,6 +131,7 @@ def latency(rounds: int) -> dict[str, dict[str, float]]:
         "portal_patterns": lambda t: analyzer.analyze(t, entities=pattern_entities),
         "service_mask": lambda t: mask(tenant=tenant, scope_key=f"bench:{next(counter)}", text=t),
         "service_inspect_input": lambda t: inspect_input(tenant=tenant, text=t),
+        "injection_detect": lambda t: injection.verdicts([t], strictness="medium"),
     }
     for fn in configs.values():  # warm up: load models, compile patterns, fill caches
         for t in texts[:3]:
@@ -111,15 +145,7 @@ def latency(rounds: int) -> dict[str, dict[str, float]]:
             started = time.perf_counter()
             configs[name](text)
             samples[name].append((time.perf_counter() - started) * 1000)
-    return {
-        name: {
-            "p50": statistics.median(v),
-            "p95": percentile(v, 0.95),
-            "p99": percentile(v, 0.99),
-            "n": float(len(v)),
-        }
-        for name, v in samples.items()
-    }
+    return _summary(samples)
 
 
 def stock_pii_report() -> Any:
@@ -134,10 +160,44 @@ def stock_pii_report() -> Any:
     return evaluation.evaluate_pii(analyze=run, entities=wanted)
 
 
+def injection_section() -> dict[str, float | None]:
+    from guardrails import evaluation
+
+    fmt = evaluation.fmt
+    scores = evaluation.score_injection_sets()
+    for level in ("medium", "high"):
+        report = scores.report(level)
+        report.block_only = scores.report(level, block_only=True).sets
+        print("\n".join(evaluation.injection_table(report)))
+    print("\nDeepset test by language (strictness medium, flagged = warn or block)")
+    print(f"{'language':<10}{'rows':>6}{'recall':>9}{'FPR':>8}")
+    for lang, s in scores.by_language("medium").items():
+        print(f"{lang:<10}{s.positives + s.negatives:>6}{fmt(s.recall):>9}{fmt(s.fpr):>8}")
+    print("\nStrictness levels (ROC points): pooled deepset test + jackhhao test, NotInject false positives")
+    print(f"{'level':<8}{'flagged on':<12}{'recall':>9}{'FPR':>8}{'NotInject FPR':>15}")
+    for level, decision, pooled, notinject in evaluation.roc_points(scores):
+        print(f"{level:<8}{decision:<12}{fmt(pooled.recall):>9}{fmt(pooled.fpr):>8}{fmt(notinject.fpr):>15}")
+    docs = evaluation.evaluate_documents(strictness="medium")
+    print(f"\nPassages (document operating point, strictness medium, {docs.seconds:.1f} s)")
+    print(f"  SciFact abstracts flagged: {docs.scifact.fp}/{docs.scifact.negatives} ({fmt(docs.scifact.fpr)})")
+    print(f"  hand-written policy passages flagged: {docs.policy.fp}/{docs.policy.negatives}")
+    print(f"  passages with planted instructions flagged: {docs.injected.tp}/{docs.injected.positives}")
+    medium = scores.report("medium")
+    de = scores.by_language("medium").get("de")
+    return {
+        "injection_recall": medium.pooled.recall,
+        "injection_fpr": medium.pooled.fpr,
+        "notinject_fpr": medium.notinject.fpr,
+        "deepset_de_recall": de.recall if de else None,
+        "doc_fpr": docs.scifact.fpr,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=160, help="latency samples per configuration")
     parser.add_argument("--skip-stock-pii", action="store_true", help="skip stock Presidio on synth_dataset_v2")
+    parser.add_argument("--injection-only", action="store_true", help="skip PII quality and the PII latency")
     args = parser.parse_args()
     setup_django()
     import os as _os
@@ -147,33 +207,40 @@ def main() -> None:
     from guardrails import evaluation
 
     print(f"machine: {_os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in _os.getloadavg())}")
-    inj = evaluation.evaluate_injection(strictness="medium")
-    print("\n".join(evaluation.injection_table(inj)))
-    inj_high = evaluation.evaluate_injection(strictness="high")
-    print("\n".join(evaluation.injection_table(inj_high)))
-    pii = evaluation.evaluate_pii()
-    print("\n".join(evaluation.pii_table(pii, "PII, portal analyzer, default policy entity types")))
-    if not args.skip_stock_pii:
-        stock = stock_pii_report()
-        print("\n".join(evaluation.pii_table(stock, "PII, stock Presidio (baseline), same entity types")))
-    lat = latency(args.rounds)
-    print(f"\nLatency on 2 KB prompts ({int(lat['portal_ner']['n'])} samples each, interleaved), milliseconds")
+    inj = injection_section()
+    pii = None
+    if not args.injection_only:
+        pii = evaluation.evaluate_pii()
+        print("\n".join(evaluation.pii_table(pii, "PII, portal analyzer, default policy entity types")))
+        if not args.skip_stock_pii:
+            stock = stock_pii_report()
+            print("\n".join(evaluation.pii_table(stock, "PII, stock Presidio (baseline), same entity types")))
+        lat = latency(args.rounds)
+    else:
+        lat = injection_latency(args.rounds)
+    print(f"\nLatency on 2 KB prompts ({int(lat['injection_detect']['n'])} samples each, interleaved), milliseconds")
     print(f"{'configuration':<24}{'p50':>9}{'p95':>9}{'p99':>9}")
     for name, v in lat.items():
         print(f"{name:<24}{v['p50']:>9.2f}{v['p95']:>9.2f}{v['p99']:>9.2f}")
-    for ours, base in (("portal_ner", "stock_all"), ("portal_patterns", "stock_patterns")):
-        ratios = " / ".join(f"{lat[ours][q] / lat[base][q]:.2f}" for q in ("p50", "p95", "p99"))
-        print(f"ratio {ours} ÷ {base} (p50 / p95 / p99): {ratios}")
+    if not args.injection_only:
+        for ours, base in (("portal_ner", "stock_all"), ("portal_patterns", "stock_patterns")):
+            ratios = " / ".join(f"{lat[ours][q] / lat[base][q]:.2f}" for q in ("p50", "p95", "p99"))
+            print(f"ratio {ours} ÷ {base} (p50 / p95 / p99): {ratios}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in _os.getloadavg())}")
     connection.close()
 
     def f(x: float | None) -> str:
         return "nan" if x is None else f"{x:.3f}"
 
+    def ms(name: str) -> str:
+        return f"{lat[name]['p95']:.2f}" if name in lat else "nan"
+
     print(
-        f"injection_recall={f(inj.pooled.recall)} injection_fpr={f(inj.pooled.fpr)} "
-        f"notinject_fpr={f(inj.notinject.fpr)} pii_recall_min={f(pii.recall_min)} pii_precision={f(pii.precision)} "
-        f"p95_ms_ner={lat['portal_ner']['p95']:.2f} p95_ms_patterns={lat['portal_patterns']['p95']:.2f}"
+        f"injection_recall={f(inj['injection_recall'])} injection_fpr={f(inj['injection_fpr'])} "
+        f"notinject_fpr={f(inj['notinject_fpr'])} pii_recall_min={f(pii.recall_min if pii else None)} "
+        f"pii_precision={f(pii.precision if pii else None)} p95_ms_ner={ms('portal_ner')} "
+        f"p95_ms_patterns={ms('portal_patterns')} deepset_de_recall={f(inj['deepset_de_recall'])} "
+        f"doc_fpr={f(inj['doc_fpr'])} p95_ms_injection={ms('injection_detect')}"
     )
 
 

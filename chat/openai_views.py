@@ -111,14 +111,14 @@ def _invalid(message: str, param: str | None = None) -> InvalidInput:
 # --- authentication -------------------------------------------------------------------------------------
 
 
-def _authenticate_sync(raw: str) -> ApiKey:
+def _authenticate_sync(raw: str, address: str = "") -> ApiKey:
     from tenants.selectors import api_key_authenticate
     from tenants.services import api_key_touch
     from tenants.throttling import api_key_throttle_check
 
     close_old_connections()
     try:
-        key = api_key_authenticate(raw_key=raw)
+        key = api_key_authenticate(raw_key=raw, address=address)  # failures limited per address
         api_key_touch(key=key)
         api_key_throttle_check(key=key)
         # the creator is the actor of audit events and the user of usage records
@@ -134,7 +134,8 @@ async def authenticate(request: HttpRequest, *, scope: str = ApiKey.Scope.CHAT) 
     scheme, _, raw = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
         raise NotAuthenticated("Send your API key as 'Authorization: Bearer <key>'.")
-    key = await sync_to_async(_authenticate_sync, thread_sensitive=False)(raw.strip())
+    address = request.META.get("REMOTE_ADDR", "")
+    key = await sync_to_async(_authenticate_sync, thread_sensitive=False)(raw.strip(), address)
     if not role_at_least(key.role, Role.VIEWER) or scope not in (key.scopes or []):
         raise PermissionDenied(f"This API key lacks the '{scope}' scope.")
     return key

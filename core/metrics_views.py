@@ -1,8 +1,9 @@
 """``/metrics`` for Prometheus, and the small exporter a Celery worker serves in containers.
 
-Both answer only to ``Authorization: Bearer <METRICS_TOKEN>`` or to a client address inside
-``METRICS_ALLOWED_NETWORKS`` (loopback by default). A presented but wrong token is refused even from an allowed
-network. The client address is the socket's peer (``REMOTE_ADDR``), never a forwarded header, so a proxy in front of
+When ``METRICS_TOKEN`` is set, both answer only to ``Authorization: Bearer <METRICS_TOKEN>``, from every address,
+loopback included (a tenant-steered request from inside the portal comes from loopback too). Without a token they
+answer to client addresses inside ``METRICS_ALLOWED_NETWORKS`` (loopback by default). A presented but wrong token is
+refused. The client address is the socket's peer (``REMOTE_ADDR``), never a forwarded header, so a proxy in front of
 the portal does not widen access; the bundled nginx refuses ``/metrics`` outright.
 """
 
@@ -56,15 +57,14 @@ def _address_allowed(remote_addr: str) -> bool:
 
 
 def metrics_access_allowed(*, remote_addr: str, authorization: str) -> bool:
-    """Whether a scrape may read the metrics: the right bearer token, or no credentials from an allowed network."""
-    if authorization.strip():
+    """Whether a scrape may read the metrics: the right bearer token whenever one is configured; without one, no
+    credentials from an allowed network."""
+    token = settings.METRICS_TOKEN
+    if token:
         scheme, _, presented = authorization.strip().partition(" ")
-        token = settings.METRICS_TOKEN
-        return (
-            bool(token)
-            and scheme.lower() == "bearer"
-            and hmac.compare_digest(presented.strip().encode(), token.encode())
-        )
+        return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+    if authorization.strip():
+        return False  # a token is presented but none is configured
     return _address_allowed(remote_addr)
 
 

@@ -20,4 +20,5 @@ make_secret pii_vault_key 48
 make_secret metrics_token 32
 make_secret postgres_password 32
 make_secret grafana_admin_password 24
+make_secret engine_api_key 32
 echo "Keep docker/secrets/ out of version control and back it up: PII vaults cannot be read without pii_vault_key."

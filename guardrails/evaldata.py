@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import json
 import os
@@ -18,6 +19,8 @@ INJECTION_TEST = "jailbreak_dataset_test_balanced.csv"
 DEEPSET_ATTACKS = "opensource_deepset_attacks.yaml"
 DEEPSET_BENIGN = "opensource_deepset_benign.yaml"
 NOTINJECT = "opensource_notinject_benign.yaml"
+DEEPSET_TEST = "deepset_test.csv"
+SCIFACT_CORPUS = "corpus.jsonl.gz"
 PII_SYNTH = "synth_dataset_v2.json"
 PII_SMALL = "generated_small.json"
 
@@ -60,3 +63,18 @@ def read_parapet_yaml(name: str) -> list[Labeled]:
 def read_pii(name: str = PII_SYNTH) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = json.loads((eval_dir() / "pii" / name).read_text(encoding="utf-8"))
     return rows
+
+
+def read_deepset_test() -> list[Labeled]:
+    """deepset/prompt-injections' test split (116 rows, a third German): evaluation only, never training."""
+    path = eval_dir() / "injection" / DEEPSET_TEST
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [Labeled(row["text"], row["label"].strip() == "1") for row in csv.DictReader(fh)]
+
+
+def read_scifact_abstracts() -> list[str]:
+    """The 5,183 SciFact abstracts (title and text), ordinary documents for the passage false-positive rate."""
+    path = eval_dir() / "scifact" / SCIFACT_CORPUS
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    return [f"{r.get('title', '')}\n{r.get('text', '')}".strip() for r in rows]

@@ -1,8 +1,11 @@
 """Evaluation of the guards on the shared data sets (used by ``manage.py guard_eval`` and bench/bench_guard.py).
 
 Injection: a prompt is *flagged* when the decision at the given strictness is warn or block. Recall is over the
-malicious rows, the false-positive rate over the benign rows; ``injection_recall`` pools deepset attacks and
-jackhhao test jailbreaks, ``injection_fpr`` their benign rows; NotInject is all benign.
+malicious rows, the false-positive rate over the benign rows; ``injection_recall`` pools the deepset **test** split's
+injections and the jackhhao test jailbreaks, ``injection_fpr`` their benign rows; NotInject is all benign. These
+sets are for reporting only: the classifier is trained on other data (guardrails.training) and its thresholds are
+set on out-of-fold training scores. Passages (documents) are scored at their own operating point: SciFact
+abstracts and hand-written policy passages must pass, passages with instructions for the AI must be flagged.
 
 PII: token level, as presidio-research does: the text is split on whitespace, a token carries an entity type when
 it overlaps a span of that type (gold or predicted). Gold types are mapped to the portal's (GPE and
@@ -95,40 +98,155 @@ class InjectionReport:
     block_only: dict[str, BinaryScore] = field(default_factory=dict)
 
 
-def _score_set(name: str, rows: Sequence[evaldata.Labeled], strictness: str) -> tuple[BinaryScore, BinaryScore]:
-    warn_or_block, block = BinaryScore(name), BinaryScore(name)
-    for start in range(0, len(rows), 64):
-        batch = rows[start : start + 64]
-        for row, verdict in zip(batch, injection.verdicts([r.text for r in batch], strictness=strictness), strict=True):
-            warn_or_block.add(truth=row.malicious, flagged=verdict.decision != "allow")
-            block.add(truth=row.malicious, flagged=verdict.decision == "block")
-    return warn_or_block, block
+_LANG_STOP = {
+    "de": "und der die das ist nicht ich du sie wir ein eine zu mit auf für von sich dem den des im wie was auch aber "
+    "wenn oder bitte alle alles vergiss ignoriere über können kannst werden wird sind habe hast welche warum schreibe "
+    "jetzt",
+    "en": "the and is are not you your i we a an to of in on for with what how why which this that be can please all "
+    "it do does",
+    "fr": "le la les et est pas je tu vous nous un une des du de pour avec que qui quoi comment dans sur",
+    "es": "el la los las y es no yo tú usted un una de del para con que qué cómo por en",
+    "sv": "och är inte jag du vi en ett att av för med vad hur det som på",
+    "pl": "i jest nie ja ty my to że na do w z się jak co czy dla",
+}
+_LANG_WORDS = {lang: frozenset(words.split()) for lang, words in _LANG_STOP.items()}
+_LETTERS_RE = re.compile(r"[^\W\d_]+")
+
+
+def guess_language(text: str) -> str:
+    """A rough language guess for per-language figures: the language whose function words occur most (German
+    also counts umlauts); text without any (keyword queries) is English when it is ASCII."""
+    words = [w.lower() for w in _LETTERS_RE.findall(text)]
+    umlauts = len(re.findall(r"[äöüß]", text.lower()))
+
+    def hits(lang: str) -> float:
+        return sum(w in _LANG_WORDS[lang] for w in words) + (0.5 * umlauts if lang == "de" else 0)
+
+    best = max(_LANG_WORDS, key=hits)
+    if hits(best) > 0:
+        return best
+    return "en" if text.isascii() else "other"
+
+
+@dataclass
+class ScoredSet:
+    """Detector scores of one labelled set (the score does not depend on the strictness; the decision does)."""
+
+    name: str
+    scores: list[float]
+    labels: list[bool]
+    langs: list[str]
+
+    def at(self, threshold: float, *, lang: str | None = None) -> BinaryScore:
+        out = BinaryScore(self.name if lang is None else f"{self.name}[{lang}]")
+        for s, y, lg in zip(self.scores, self.labels, self.langs, strict=True):
+            if lang is None or lg == lang:
+                out.add(truth=y, flagged=s >= threshold)
+        return out
+
+
+def score_texts(texts: Sequence[str], *, mode: injection.Mode = "prompt") -> list[float]:
+    out: list[float] = []
+    for start in range(0, len(texts), 64):
+        out += [d.score for d in injection.detect_many(list(texts[start : start + 64]), mode=mode)]
+    return out
+
+
+def _scored(name: str, rows: Sequence[evaldata.Labeled]) -> ScoredSet:
+    texts = [r.text for r in rows]
+    return ScoredSet(name, score_texts(texts), [r.malicious for r in rows], [guess_language(t) for t in texts])
+
+
+def _pool(name: str, parts: list[BinaryScore]) -> BinaryScore:
+    pooled = BinaryScore(name)
+    for s in parts:
+        pooled.tp, pooled.fp, pooled.fn, pooled.tn = (
+            pooled.tp + s.tp,
+            pooled.fp + s.fp,
+            pooled.fn + s.fn,
+            pooled.tn + s.tn,
+        )
+    return pooled
+
+
+@dataclass
+class InjectionScores:
+    """Scores on the report-only sets: deepset test, jackhhao test, NotInject (never used for training)."""
+
+    deepset: ScoredSet
+    jackhhao: ScoredSet
+    notinject: ScoredSet
+    seconds: float
+
+    def report(self, strictness: str, *, block_only: bool = False) -> InjectionReport:
+        warn, block = injection.THRESHOLDS[strictness]
+        t = block if block_only else warn
+        sets = {
+            "deepset_test": self.deepset.at(t),
+            "jackhhao_test": self.jackhhao.at(t),
+            "notinject": self.notinject.at(t),
+        }
+        pooled = _pool("deepset_test+jackhhao_test", [sets["deepset_test"], sets["jackhhao_test"]])
+        return InjectionReport(
+            sets=sets, pooled=pooled, notinject=sets["notinject"], strictness=strictness, seconds=self.seconds
+        )
+
+    def by_language(self, strictness: str) -> dict[str, BinaryScore]:
+        warn = injection.THRESHOLDS[strictness][0]
+        langs = sorted(set(self.deepset.langs))
+        return {lang: self.deepset.at(warn, lang=lang) for lang in langs}
+
+
+def score_injection_sets() -> InjectionScores:
+    started = time.perf_counter()
+    deepset = _scored("deepset_test", evaldata.read_deepset_test())
+    jackhhao = _scored("jackhhao_test", evaldata.read_jackhhao(evaldata.INJECTION_TEST))
+    notinject = _scored("notinject", evaldata.read_parapet_yaml(evaldata.NOTINJECT))
+    return InjectionScores(deepset, jackhhao, notinject, time.perf_counter() - started)
 
 
 def evaluate_injection(*, strictness: str = "medium") -> InjectionReport:
+    """Deepset test + jackhhao test (pooled) and NotInject at one strictness (flagged = warn or block)."""
+    scores = score_injection_sets()
+    report = scores.report(strictness)
+    report.block_only = scores.report(strictness, block_only=True).sets
+    return report
+
+
+def roc_points(scores: InjectionScores) -> list[tuple[str, str, BinaryScore, BinaryScore]]:
+    """Per strictness level and decision (warn-or-block, block): pooled recall/FPR and NotInject FPR."""
+    out = []
+    for level in ("low", "medium", "high"):
+        for decision, block_only in (("warn+block", False), ("block", True)):
+            r = scores.report(level, block_only=block_only)
+            out.append((level, decision, r.pooled, r.notinject))
+    return out
+
+
+@dataclass
+class DocumentReport:
+    scifact: BinaryScore
+    policy: BinaryScore
+    injected: BinaryScore
+    strictness: str
+    seconds: float
+
+
+def evaluate_documents(*, strictness: str = "medium") -> DocumentReport:
+    """The passage operating point: SciFact abstracts and hand-written policy passages must pass (flagged = warn
+    or block), passages with instructions planted for the AI must be flagged."""
+    from guardrails.documents import INJECTED_PASSAGES, POLICY_PASSAGES
+
+    warn = injection.THRESHOLDS[strictness][0]
     started = time.perf_counter()
-    deepset = evaldata.read_parapet_yaml(evaldata.DEEPSET_ATTACKS) + evaldata.read_parapet_yaml(evaldata.DEEPSET_BENIGN)
-    jackhhao = evaldata.read_jackhhao(evaldata.INJECTION_TEST)
-    notinject = evaldata.read_parapet_yaml(evaldata.NOTINJECT)
-    sets: dict[str, BinaryScore] = {}
-    block_only: dict[str, BinaryScore] = {}
-    for name, rows in (("deepset", deepset), ("jackhhao_test", jackhhao), ("notinject", notinject)):
-        sets[name], block_only[name] = _score_set(name, rows, strictness)
-    pooled = BinaryScore("deepset+jackhhao_test")
-    for name in ("deepset", "jackhhao_test"):
-        s = sets[name]
-        pooled.tp += s.tp
-        pooled.fp += s.fp
-        pooled.fn += s.fn
-        pooled.tn += s.tn
-    return InjectionReport(
-        sets=sets,
-        pooled=pooled,
-        notinject=sets["notinject"],
-        strictness=strictness,
-        seconds=time.perf_counter() - started,
-        block_only=block_only,
-    )
+    scifact, policy, injected = BinaryScore("scifact"), BinaryScore("policy"), BinaryScore("injected")
+    for s in score_texts(evaldata.read_scifact_abstracts(), mode="document"):
+        scifact.add(truth=False, flagged=s >= warn)
+    for s in score_texts([t for _, t in POLICY_PASSAGES], mode="document"):
+        policy.add(truth=False, flagged=s >= warn)
+    for s in score_texts([t for _, t in INJECTED_PASSAGES], mode="document"):
+        injected.add(truth=True, flagged=s >= warn)
+    return DocumentReport(scifact, policy, injected, strictness, time.perf_counter() - started)
 
 
 @dataclass

@@ -21,14 +21,18 @@ class Rule:
 
 
 def _r(name: str, category: str, weight: float, pattern: str) -> Rule:
-    return Rule(name, category, weight, re.compile(pattern, re.IGNORECASE | re.DOTALL))
+    # Patterns are matched on normalised views, which are lower case already (IGNORECASE would only cost time).
+    return Rule(name, category, weight, re.compile(pattern, re.DOTALL))
 
 
 # Building blocks ---------------------------------------------------------------------------------------------
+# "previous instructions": a temporal or system qualifier names the earlier instructions; a bare determiner ("the
+# rules of the parking garage", "the cancelled orders") does not, and is accepted only with "your"/"all"/"any".
 _PRIOR = (
     r"(?:previous|prior|preceding|above|earlier|foregoing|former|initial|original|old|given|existing|system|"
-    r"developer|default|all|any|every|your|the|these|those|my|its)"
+    r"developer|default)"
 )
+_OWNER = r"(?:your|all(?: (?:of )?(?:the|your|these|those|my))?|any|every|all of)"
 _DIRECTIVES = (
     r"(?:instructions?|instructed|prompts?|rules?|directions?|directives?|guidelines?|orders?|commands?|"
     r"constraints?|restrictions?|polic(?:y|ies)|programming|guardrails?|context|messages?|tasks?|"
@@ -39,8 +43,8 @@ _OVERRIDE_VERB = (
     r"abandon|neglect|set aside|throw away|stop following|do not follow|don't follow|no longer follow)"
 )
 _DE_PRIOR = (
-    r"(?:alle\w*|die|deine\w*|ihre\w*|sämtlich\w*|vorherig\w*|vorig\w*|bisherig\w*|obig\w*|vorangegangen\w*|"
-    r"vorangehend\w*|vorausgegangen\w*|früher\w*|ursprünglich\w*|gegeben\w*|oben\w*|davor|zuvor|vorher|bis\w*)"
+    r"(?:alle\w*|deine\w*|sämtlich\w*|vorherig\w*|vorig\w*|bisherig\w*|obig\w*|vorangegangen\w*|"
+    r"vorangehend\w*|vorausgegangen\w*|früher\w*|ursprünglich\w*|gegeben\w*|oben\w*|davor|zuvor|vorher)"
 )
 _DE_DIRECTIVES = (
     r"(?:anweisung\w*|instruktion\w*|befehl\w*|regel\w*|vorgabe\w*|aufgabe\w*|richtlinie\w*|anordnung\w*|"
@@ -59,6 +63,37 @@ RULES: tuple[Rule, ...] = (
         "instruction_override",
         0.95,
         rf"\b{_OVERRIDE_VERB}\b(?:\s+\w+){{0,3}}?\s+{_PRIOR}\b(?:\s+\w+){{0,3}}?\s+{_DIRECTIVES}\b",
+    ),
+    _r(
+        "override_your_rules",
+        "instruction_override",
+        0.9,
+        rf"\b{_OVERRIDE_VERB}\s+(?:\w+\s+)?{_OWNER}\s+(?:\w+\s+)?(?:instructions?|prompts?|programming|guardrails|"
+        r"guidelines|directives|rules|restrictions|constraints|commands|orders|polic(?:y|ies)|context|everything)\b",
+    ),
+    _r(
+        "override_the_instructions",
+        "instruction_override",
+        0.9,
+        # "ignore the instructions", "forget those rules", "ignore your command" (but not "the rules of chess",
+        # "the instructions for the desk": a qualifier that names something else).
+        rf"\b{_OVERRIDE_VERB}\s+(?:(?:any|all)\s+(?:and all\s+)?(?:other\s+)?|(?:the|these|those|your|my|any)\s+)"
+        r"(?:\w+\s+)?(?:instructions?|directions?|directives?|commands?|orders?|prompts?|guidelines|rules)\b"
+        r"(?!\s+(?:of|for|in|on|from|about|to|at|when|that apply|regarding)\b)",
+    ),
+    _r(
+        "de_override_the_instructions",
+        "instruction_override",
+        0.9,
+        rf"\b{_DE_OVERRIDE}\s+(?:die|diese|deine|ihre|sämtliche|alle)\s+(?:\w+\s+)?"
+        r"(?:anweisung\w*|instruktion\w*|befehl\w*|vorgabe\w*|regeln)\b(?!\s+(?:der|des|für|zur|zum|im|bei)\b)",
+    ),
+    _r(
+        "override_rules_above",
+        "instruction_override",
+        0.9,
+        rf"\b{_OVERRIDE_VERB}\s+(?:\w+\s+){{0,2}}?{_DIRECTIVES}\s+(?:above|before this|so far|you (?:were|have been) "
+        r"given|given (?:to you|above|earlier|before)|in (?:this|the) (?:prompt|conversation|chat))\b",
     ),
     _r(
         "override_everything",
@@ -92,6 +127,21 @@ RULES: tuple[Rule, ...] = (
         "instruction_override",
         0.85,
         r"\b(?:vergiss|ignoriere|ignorieren sie)\s+(?:\w+\s+){0,2}(?:davor|zuvor|vorher|oben|das gesagte)\b",
+    ),
+    _r(
+        "ml_override",
+        "instruction_override",
+        0.95,
+        # French, Spanish, Italian, Portuguese, Swedish, Polish: "ignore (all) previous instructions".
+        r"\b(?:ignore[zr]?|oublie[zr]?|ne tiens pas compte d?e?s?|ignora(?:r|d)?|olvida(?:r|d)?|ignori|"
+        r"dimentica(?:re)?|esquece(?:r)?|ignorera|glöm|bortse från|zignoruj(?:cie)?|ignoruj(?:cie)?|zapomnij)\b"
+        r"\s+(?:\w+\s+){0,2}?"
+        r"(?:toutes\s+|todas\s+|tutte\s+|alla\s+|wszystkie\s+|las\s+|les\s+|le\s+|as\s+|de\s+)*"
+        r"(?:(?:instructions?|instrucciones|istruzioni|instruções|instruktioner(?:na)?|instrukcje|consignes|"
+        r"indicaciones|regole|règles|reglas|regler(?:na)?|zasady|polecenia)\s+"
+        r"(?:précédentes|antérieures|anteriores|previas|precedenti|anteriori|tidigare|föregående|poprzednie|"
+        r"wcześniejsze)|(?:précédentes|anteriores|tidigare|föregående|poprzednie|wcześniejsze)\s+"
+        r"(?:instructions|instrucciones|instruktioner(?:na)?|instrukcje|polecenia|regler(?:na)?|zasady))\b",
     ),
     _r(
         "new_instructions",
@@ -142,7 +192,9 @@ RULES: tuple[Rule, ...] = (
         "instruction_override",
         0.85,
         r"\b(?:egal,? was (?:man )?dir (?:gesagt|befohlen|vorgegeben)|unabhängig von (?:deinen|den|allen) "
-        r"(?:vorherigen |bisherigen )?(?:anweisungen|regeln|vorgaben)|entgegen (?:deinen|den) (?:anweisungen|regeln))",
+        r"(?:vorherigen |bisherigen )?(?:anweisungen|regeln|vorgaben)|entgegen (?:deinen|den) (?:anweisungen|regeln)|"
+        r"abweichend (?:von|zu) (?:den |deinen )?(?:vorherigen|bisherigen|obigen) "
+        r"(?:anweisungen|instruktionen|regeln))",
     ),
     _r(
         "previous_was_fake",
@@ -288,7 +340,10 @@ RULES: tuple[Rule, ...] = (
         "repeat_above",
         "prompt_extraction",
         0.85,
-        r"\b(?:repeat|print|output|copy|echo|recite|return)\b(?:\s+\w+){0,4}?\s+"
+        # not "print the table above", "repeat the answer above": the user's own material
+        r"\b(?:repeat|print|output|copy|echo|recite|return)\b(?!(?:\s+\w+){0,3}?\s+(?:table|list|chart|graph|code|"
+        r"answer|response|results?|summary|paragraph|email|figures?|numbers|data|example|steps|sentence)\b)"
+        r"(?:\s+\w+){0,4}?\s+"
         r"(?:(?:text|words|everything|content|instructions|lines) )?(?:above|before this|preceding|so far|verbatim)\b",
     ),
     _r(

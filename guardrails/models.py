@@ -26,12 +26,15 @@ class GuardrailPolicy(TenantOwned):
     ``custom_recognizers`` is a list of ``{"entity_type": "EMPLOYEE_ID", "pattern": "EMP-\\d{6}", "score": 0.9}``;
     ``deny_lists`` maps an entity type to exact terms (``{"PROJECT": ["Bluebird"]}``). Both are matched in addition
     to the built-in recognizers and follow ``entity_actions`` (mask when not listed).
+    ``link_hosts`` lists the hosts (and their subdomains) that answers may link to with data in the URL; links and
+    images with a query string or a long path to any other host are removed from answers (guardrails.links).
     """
 
     entity_actions = models.JSONField(default=dict, blank=True)
     injection_strictness = models.CharField(max_length=16, choices=Strictness.choices, default=Strictness.MEDIUM)
     custom_recognizers = models.JSONField(default=list, blank=True)
     deny_lists = models.JSONField(default=dict, blank=True)
+    link_hosts = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta(TenantOwned.Meta):

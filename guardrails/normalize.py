@@ -1,9 +1,12 @@
 """Normalisation for the injection detector: undo cheap obfuscation before matching.
 
-``views(text)`` returns the texts the detector looks at: the canonical form (NFKC, invisible characters removed,
-homoglyphs folded to Latin, whitespace collapsed, lower case) and, when present, decoded variants (base64
-segments, Unicode tag characters, rot13, leetspeak, spaced-out letters). ``signals`` says which obfuscations
-were seen; they are reasons, never proof on their own.
+``normalize(text)`` returns the texts the detector looks at: the canonical form (NFKC, invisible and bidi
+characters removed, homoglyphs folded to Latin, whitespace collapsed, lower case) and, when present, decoded
+variants: base64, hex and URL-encoded segments (decoded, then decoded once more, so a payload wrapped twice is
+found), Unicode tag characters, rot13, leetspeak, and spaced or dashed letters (``I G N O R E  A L L``,
+``i-g-n-o-r-e``) joined with the word gaps kept. ``signals`` says which obfuscations were seen; they are reasons,
+never proof on their own. ``decoded_views`` are the views that carry text the reader could not see as written
+(the classifier scores those as well as the canonical text).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import binascii
 import codecs
 import re
 import unicodedata
+import urllib.parse
 from dataclasses import dataclass, field
 
 # Zero-width and other invisible format characters (Unicode Cf) commonly used to split trigger words.
@@ -72,14 +76,46 @@ _CONFUSABLES = {
     "ω": "w", "ɩ": "i", "ց": "g", "ո": "n", "ս": "u", "օ": "o", "ԍ": "g", "ɾ": "r", "ʋ": "v",
 }  # fmt: skip
 _CONFUSABLE_TABLE = str.maketrans(_CONFUSABLES)
+_CONFUSABLE_RE = re.compile("[" + "".join(sorted(_CONFUSABLES)) + "]")
+_CONFUSABLE_WORD_RE = re.compile(r"\w*[" + "".join(sorted(_CONFUSABLES)) + r"]\w*")
+_LETTER_RE = re.compile(r"[^\W\d_]")
+_LATIN_RE = re.compile(r"[a-z]")
+_COMBINING_RE = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+_TAG_RE = re.compile("[\U000e0020-\U000e007e]")
 _LEET_TABLE = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 _BASE64_RE = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{16,}={0,2}(?![A-Za-z0-9+/=])")
-_SPACED_RE = re.compile(r"\b(?:\w[\s.\-_*]){3,}\w\b")
-_LEET_WORD_RE = re.compile(r"\b(?=\w*[a-z])(?=\w*[013457])[a-z0-9@$!]{3,}\b")
+_HEX_RE = re.compile(r"(?<![0-9A-Za-z])(?:(?:\\x|0x)?[0-9A-Fa-f]{2}[ :]?){8,}(?![0-9A-Za-z])")
+_URLENC_RE = re.compile(r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9+._~\-]){0,40}(?:%[0-9A-Fa-f]{2}[A-Za-z0-9+._~\-]{0,12}){4,}")
+# Runs of single letters separated by one space, a dash, a dot, an underscore or an asterisk; two or more spaces
+# (or a slash) between letters mark a word gap.
+_SPACED_RUN_RE = re.compile(r"(?<!\w)\w(?:(?:[ \t]{1,3}|[.\-_*/]|[ ]/[ ])\w(?!\w)){3,}")
+_LEET_WORD_RE = re.compile(r"\b(?=\w*[a-z])(?=\w*[013457])[a-z0-9@$!]{3,24}\b")
 _WS_RE = re.compile(r"\s+")
 _MAX_DECODE = 20_000
+# Stems of attack words as they read after rot13 (ignore, instruction, prompt, system, previous, disregard, forget,
+# password, jailbreak, reveal, rules, secret).
+_ROT13_HINT_RE = re.compile(
+    "|".join(
+        codecs.encode(w, "rot_13")
+        for w in (
+            "ignor",
+            "instruct",
+            "prompt",
+            "system",
+            "previous",
+            "disregard",
+            "forget",
+            "password",
+            "jailbreak",
+            "reveal",
+            "rules",
+            "secret",
+        )
+    )
+)
+DECODED_VIEWS = frozenset({"base64", "hex", "url_encoding", "tag_characters", "spaced_letters"})
 
 
 @dataclass
@@ -89,13 +125,13 @@ class Normalized:
     signals: set[str] = field(default_factory=set)
 
 
-def _fold_word(word: str) -> str:
+def _fold_word(word: str, mostly_latin: bool = True) -> str:
     folded = word.translate(_CONFUSABLE_TABLE)
     if folded == word:
         return word
     has_latin = any("a" <= ch <= "z" for ch in word.lower())
     all_confusable = all(ch in _CONFUSABLES or not ch.isalpha() for ch in word.lower())
-    return folded if has_latin or all_confusable else word
+    return folded if has_latin or (all_confusable and mostly_latin) else word
 
 
 def _printable_share(s: str) -> float:
@@ -113,19 +149,36 @@ def canonical(text: str) -> tuple[str, set[str]]:
     if nfkc != stripped:
         signals.add("compatibility_characters")
     lowered = nfkc.lower()
-    folded = _WORD_RE.sub(lambda m: _fold_word(m.group(0)), lowered)
+    # Text written mostly in another script (Russian, Greek) keeps its words; only words that mix scripts fold.
+    if lowered.isascii():
+        folded, mostly_latin = lowered, True  # the common case: nothing to fold
+    else:
+        sample = lowered[:2000]
+        letters = len(_LETTER_RE.findall(sample))
+        latin = len(_LATIN_RE.findall(sample))
+        mostly_latin = not letters or latin >= 0.5 * letters
+        if _CONFUSABLE_RE.search(lowered):
+            folded = _CONFUSABLE_WORD_RE.sub(lambda m: _fold_word(m.group(0), mostly_latin), lowered)
+        else:
+            folded = lowered
     if folded != lowered:
         signals.add("homoglyphs")
     # Remove combining marks used to disguise letters (keeps umlauts: NFKC composed them already).
-    decomposed = unicodedata.normalize("NFD", folded)
-    if any(unicodedata.combining(ch) for ch in decomposed) and not re.search(r"[äöüßéèàáçñ]", folded):
+    decomposed = folded if folded.isascii() else unicodedata.normalize("NFD", folded)
+    if mostly_latin and _COMBINING_RE.search(decomposed) and not re.search(r"[äöüßéèàáçñ]", folded):
         folded = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return _WS_RE.sub(" ", folded).strip(), signals
 
 
 def _tag_characters(text: str) -> str:
     """Unicode tag characters (U+E0020 to U+E007E) spell ASCII invisibly ("ASCII smuggling")."""
-    return "".join(chr(ord(ch) - 0xE0000) for ch in text if 0xE0020 <= ord(ch) <= 0xE007E)
+    found = _TAG_RE.findall(text)
+    return "".join(chr(ord(ch) - 0xE0000) for ch in found)
+
+
+def _plausible_text(decoded: str) -> bool:
+    letters = sum(ch.isalpha() or ch == " " for ch in decoded)
+    return len(decoded) >= 8 and _printable_share(decoded) > 0.95 and letters / len(decoded) > 0.7
 
 
 def _base64_segments(text: str) -> list[str]:
@@ -134,14 +187,79 @@ def _base64_segments(text: str) -> list[str]:
         token = m.group(0)
         padded = token + "=" * (-len(token) % 4)
         try:
-            raw = base64.b64decode(padded, validate=True)
-            decoded = raw.decode("utf-8")
+            decoded = base64.b64decode(padded, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError):
             continue
-        letters = sum(ch.isalpha() or ch == " " for ch in decoded)
-        if len(decoded) >= 8 and _printable_share(decoded) > 0.95 and letters / len(decoded) > 0.7:
+        if _plausible_text(decoded):
             out.append(decoded)
     return out
+
+
+def _hex_segments(text: str) -> list[str]:
+    out = []
+    for m in _HEX_RE.finditer(text[:_MAX_DECODE]):
+        digits = re.sub(r"\\x|0x|[ :]", "", m.group(0))
+        if len(digits) % 2:
+            digits = digits[:-1]
+        try:
+            decoded = bytes.fromhex(digits).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if _plausible_text(decoded):
+            out.append(decoded)
+    return out
+
+
+def _url_segments(text: str) -> list[str]:
+    out: list[str] = []
+    if text.count("%") < 4:
+        return out
+    for m in _URLENC_RE.finditer(text[:_MAX_DECODE]):
+        decoded = urllib.parse.unquote_plus(m.group(0), errors="strict") if "%" in m.group(0) else ""
+        if decoded and _plausible_text(decoded):
+            out.append(decoded)
+    return out
+
+
+def _decode_layers(text: str) -> list[tuple[str, str]]:
+    """Encoded segments decoded, and what they decode to decoded once more (base64 of hex, URL of base64 …)."""
+    found: list[tuple[str, str]] = []
+    frontier = [text]
+    for _depth in range(2):
+        nxt: list[str] = []
+        for source in frontier:
+            for kind, fn in (("base64", _base64_segments), ("hex", _hex_segments), ("url_encoding", _url_segments)):
+                for decoded in fn(source):
+                    if decoded not in nxt and all(decoded != d for _, d in found):
+                        found.append((kind, decoded))
+                        nxt.append(decoded)
+        frontier = nxt
+        if not frontier:
+            break
+    return found[:8]
+
+
+def _join_spaced(text: str) -> str:
+    """``I G N O R E  A L L`` → ``ignore all``; ``i-g-n-o-r-e`` → ``ignore`` (the word gaps are kept)."""
+
+    def join(m: re.Match[str]) -> str:
+        run = m.group(0)
+        gaps = re.findall(r"\w([^\w]+)(?=\w)", run)
+        wide = any((len(g) >= 2 and g.strip(" \t") in {"", "/"}) or g.strip() == "/" for g in gaps)
+        # "i-g-n-o-r-e a-l-l": letters joined by dashes (or dots), words separated by spaces
+        spaced = [g for g in gaps if g.strip() == ""]
+        if spaced and len(spaced) < len(gaps):
+            gaps = ["  " if g.strip() == "" else "" for g in gaps]
+            wide = True
+        out = []
+        letters = re.findall(r"\w", run)
+        for letter, gap in zip(letters, [*gaps, ""], strict=True):
+            out.append(letter)
+            if wide and (len(gap) >= 2 or gap.strip() == "/"):
+                out.append(" ")
+        return "".join(out)
+
+    return _SPACED_RUN_RE.sub(join, text)
 
 
 def normalize(text: str) -> Normalized:
@@ -151,16 +269,21 @@ def normalize(text: str) -> Normalized:
     if hidden.strip():
         result.signals.add("tag_characters")
         result.views.append(("tag_characters", canonical(hidden)[0]))
-    for decoded in _base64_segments(text):
-        result.signals.add("base64")
-        result.views.append(("base64", canonical(decoded)[0]))
+    for kind, decoded in _decode_layers(text[:_MAX_DECODE]):
+        result.signals.add(kind)
+        result.views.append((kind, canonical(decoded)[0]))
     sample = canon[:_MAX_DECODE]
-    result.views.append(("rot13", codecs.decode(sample, "rot_13")))
+    if _ROT13_HINT_RE.search(sample):  # only when an attack's word appears rot13-encoded (halves the work)
+        result.views.append(("rot13", codecs.decode(sample, "rot_13")))
     if _LEET_WORD_RE.search(sample):
         leet = _LEET_WORD_RE.sub(lambda m: m.group(0).translate(_LEET_TABLE), sample)
         if leet != sample:
             result.views.append(("leetspeak", leet))
-    if _SPACED_RE.search(sample):
-        joined = _SPACED_RE.sub(lambda m: re.sub(r"[\s.\-_*]", "", m.group(0)), sample)
-        result.views.append(("spaced_letters", joined))
+    # Spaced letters: look at the text before whitespace is collapsed, so that wide gaps still separate words.
+    lowered = unicodedata.normalize("NFKC", text[:_MAX_DECODE].translate(_INVISIBLE)).lower()
+    if _SPACED_RUN_RE.search(lowered):
+        joined = _WS_RE.sub(" ", _join_spaced(lowered)).strip()
+        if joined != sample:
+            result.signals.add("spaced_letters")
+            result.views.append(("spaced_letters", canonical(joined)[0]))
     return result

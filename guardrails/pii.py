@@ -18,10 +18,14 @@ The analyzer is a lazy, thread-safe singleton; the spaCy call itself is serializ
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import logging
 import re
 import threading
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import phonenumbers
@@ -49,8 +53,10 @@ from presidio_analyzer.predefined_recognizers import (
 )
 
 from guardrails import names
-from guardrails.policy import NER_ENTITIES, ResolvedPolicy
+from guardrails.policy import NER_ENTITIES, ResolvedPolicy, compile_custom_pattern
 from guardrails.vault import PLACEHOLDER_RE
+
+logger = logging.getLogger(__name__)
 
 LANGUAGE = "en"
 
@@ -416,6 +422,59 @@ class NerArtifacts(NlpArtifacts):
     places: Sequence[tuple[int, int]] = ()
 
 
+NER_SEGMENT_CHARS = 1_500  # what one spaCy call sees at most
+NER_MAX_TOKEN_CHARS = 40  # longer runs without a space are cut (a name is never that long)
+_LONG_RUN = re.compile(rf"\S{{{NER_MAX_TOKEN_CHARS + 1},}}")
+_NO_LETTER_RUN = re.compile(r"(?<!\S)(?:(?![^\W\d_])\S)+(?!\S)")  # a run between spaces without a letter
+
+
+@dataclass
+class NerEntity:
+    """An entity of a segment, moved to the whole text's offsets (what Presidio's SpacyRecognizer reads)."""
+
+    start_char: int
+    end_char: int
+    label_: str
+    raw_label: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.raw_label = self.label_  # spaCy's own label (Presidio renames ``label_`` to its entity types)
+
+
+def ner_segments(text: str) -> list[tuple[int, str]]:
+    """``(offset, segment)`` pieces of at most NER_SEGMENT_CHARS covering ``text``, cut at a line end, else a
+    sentence end, else a space; inside, runs without spaces that hold no letter (punctuation, numbers) are blanked
+    and every longer run gets a space every NER_MAX_TOKEN_CHARS characters. Lengths are kept, so offsets stay
+    those of ``text``."""
+    chars: list[str] | None = None
+    for match in _NO_LETTER_RUN.finditer(text):  # no letter, no name or place: one space token instead of many
+        chars = chars if chars is not None else list(text)
+        chars[match.start() : match.end()] = " " * (match.end() - match.start())
+    if chars is not None:
+        text = "".join(chars)
+    if _LONG_RUN.search(text):
+        chars = list(text)
+        for match in _LONG_RUN.finditer(text):
+            for cut in range(match.start() + NER_MAX_TOKEN_CHARS, match.end(), NER_MAX_TOKEN_CHARS + 1):
+                chars[cut] = " "
+        text = "".join(chars)
+    segments: list[tuple[int, str]] = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + NER_SEGMENT_CHARS)
+        if end < len(text):
+            window = text[start:end]
+            cut = window.rfind("\n")
+            if cut < NER_SEGMENT_CHARS // 2:
+                cut = max(window.rfind(". "), window.rfind("? "), window.rfind("! "))
+                cut = cut + 1 if cut >= NER_SEGMENT_CHARS // 2 else window.rfind(" ")
+            if cut >= NER_SEGMENT_CHARS // 4:
+                end = start + cut + 1
+        segments.append((start, text[start:end]))
+        start = end
+    return segments
+
+
 class TrimmedSpacyNlpEngine(SpacyNlpEngine):
     """spaCy with only what NER needs; never downloads a model; lowercase tokens stand in for lemmas."""
 
@@ -452,10 +511,15 @@ class TrimmedSpacyNlpEngine(SpacyNlpEngine):
         self._stop_words = frozenset(nlp.Defaults.stop_words)
 
     def process_text(self, text: str, language: str) -> NlpArtifacts:
+        """NER over bounded segments with bounded tokens, so the time is linear in the text whatever it holds
+        (spaCy's tokenizer is quadratic in the length of a run without spaces: 8,000 '(' took 8.9 s)."""
         assert self.nlp is not None
+        segments = ner_segments(text)
+        found: list[NerEntity] = []
         with self._lock:
-            doc = self.nlp[language](text)
-        entities = self._get_updated_entities(list(doc.ents), [0.85] * len(doc.ents))[0]
+            for (offset, _), doc in zip(segments, self.nlp[language].pipe(s for _, s in segments), strict=True):
+                found.extend(NerEntity(offset + e.start_char, offset + e.end_char, e.label_) for e in doc.ents)
+        entities = self._get_updated_entities(found, [0.85] * len(found))[0]  # type: ignore[arg-type]
         artifacts = NerArtifacts(
             entities=entities,
             tokens=[],  # type: ignore[arg-type]
@@ -464,7 +528,7 @@ class TrimmedSpacyNlpEngine(SpacyNlpEngine):
             nlp_engine=self,
             language=language,
         )
-        artifacts.places = [(e.start_char, e.end_char) for e in doc.ents if e.label_ in PLACE_LABELS]
+        artifacts.places = [(e.start_char, e.end_char) for e in found if e.raw_label in PLACE_LABELS]
         return artifacts
 
     def pattern_artifacts(self, text: str) -> NlpArtifacts:
@@ -498,6 +562,48 @@ def _pattern_recognizers() -> list[EntityRecognizer]:
     ]
 
 
+class Re2PatternRecognizer(LocalRecognizer):
+    """A department's own patterns, run with RE2 (linear time, no backtracking) and each within its own time
+    budget per call: a pattern that matches too much stops at its budget (logged), never holds the shared
+    guardrail threads."""
+
+    def __init__(self, *, entity_type: str, patterns: list[tuple[str, Any, float]], budget_s: float) -> None:
+        self.patterns = patterns
+        self.budget_s = budget_s
+        self.label: str = f"custom:{entity_type}"
+        super().__init__(supported_entities=[entity_type], name=self.label, supported_language=LANGUAGE, context=[])
+
+    def load(self) -> None:
+        return None
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[Any]:
+        results: list[RecognizerResult] = []
+        entity_type = self.supported_entities[0]
+        for name, compiled, score in self.patterns:
+            deadline = time.monotonic() + self.budget_s
+            for match in compiled.finditer(text):
+                if match.end() > match.start():
+                    results.append(
+                        RecognizerResult(
+                            entity_type=entity_type,
+                            start=match.start(),
+                            end=match.end(),
+                            score=score,
+                            analysis_explanation=AnalysisExplanation(
+                                recognizer=self.label, original_score=score, pattern_name=name
+                            ),
+                            recognition_metadata={
+                                RecognizerResult.RECOGNIZER_NAME_KEY: self.label,
+                                RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+                            },
+                        )
+                    )
+                if time.monotonic() > deadline:
+                    logger.warning("custom pattern %s (%s) stopped at its time budget", name, entity_type)
+                    break
+        return results
+
+
 class PiiAnalyzer:
     def __init__(self, model_name: str) -> None:
         self.nlp_engine = TrimmedSpacyNlpEngine(model_name)
@@ -527,19 +633,17 @@ class PiiAnalyzer:
             if cached is not None:
                 return cached
         recognizers: list[EntityRecognizer] = []
-        by_type: dict[str, list[Pattern]] = {}
+        by_type: dict[str, list[tuple[str, Any, float]]] = {}
         for i, p in enumerate(policy.custom_patterns):
-            by_type.setdefault(p.entity_type, []).append(Pattern(f"custom-{i}", p.pattern, p.score))
+            try:
+                compiled = compile_custom_pattern("(?m)" + p.pattern)
+            except ValueError as exc:  # stored before patterns had to compile with RE2: skipped, never backtracked
+                logger.warning("custom pattern %s of tenant %s skipped: %s", i, policy.tenant_id, exc)
+                continue
+            by_type.setdefault(p.entity_type, []).append((f"custom-{i}", compiled, p.score))
+        budget = float(getattr(settings, "GUARDRAILS_CUSTOM_PATTERN_BUDGET_MS", 50)) / 1000
         for entity_type, patterns in by_type.items():
-            recognizers.append(
-                PatternRecognizer(
-                    supported_entity=entity_type,
-                    patterns=patterns,
-                    name=f"custom:{entity_type}",
-                    supported_language=LANGUAGE,
-                    global_regex_flags=re.MULTILINE,
-                )
-            )
+            recognizers.append(Re2PatternRecognizer(entity_type=entity_type, patterns=patterns, budget_s=budget))
         for entity_type, terms in policy.deny_lists:
             if terms:
                 recognizers.append(
@@ -601,8 +705,13 @@ def _with_names(text: str, findings: list[Finding], *, vetoes: Sequence[tuple[in
     """Add the name signals (not over a veto: a place the NER saw, a placeholder), reject PERSON spans that are
     streets, companies or numbers, then mark the other occurrences of every name found."""
 
-    def vetoed(start: int, end: int) -> bool:
-        return any(start < ve and end > vs for vs, ve in vetoes)
+    ordered = sorted(vetoes)
+    veto_starts = [vs for vs, _ in ordered]
+    reach = list(itertools.accumulate((ve for _, ve in ordered), max))  # the furthest end among the first n
+
+    def vetoed(start: int, end: int) -> bool:  # O(log n): some veto starts before ``end`` and ends after ``start``
+        n = bisect.bisect_left(veto_starts, end)
+        return n > 0 and reach[n - 1] > start
 
     candidates = [
         *findings,
@@ -628,12 +737,19 @@ def _with_names(text: str, findings: list[Finding], *, vetoes: Sequence[tuple[in
 
 
 def resolve_overlaps(findings: Iterable[Finding]) -> list[Finding]:
-    """Keep the best of overlapping findings (score, then length); return them in text order."""
+    """Keep the best of overlapping findings (score, then length); return them in text order. The kept spans do
+    not overlap, so each candidate is checked against its two neighbours only (O(n log n))."""
     kept: list[Finding] = []
+    starts: list[int] = []
     for f in sorted(findings, key=lambda f: (-f.score, -(f.end - f.start), f.start)):
-        if all(f.end <= k.start or f.start >= k.end for k in kept):
-            kept.append(f)
-    return sorted(kept, key=lambda f: f.start)
+        i = bisect.bisect_right(starts, f.start)
+        if i > 0 and kept[i - 1].end > f.start:
+            continue
+        if i < len(kept) and kept[i].start < f.end:
+            continue
+        kept.insert(i, f)
+        starts.insert(i, f.start)
+    return kept
 
 
 _analyzer: PiiAnalyzer | None = None

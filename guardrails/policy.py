@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
+import re2
 import regex
 
 # Entity types the built-in analyzers can find. NER types need the spaCy pipeline; the rest are patterns.
@@ -59,6 +61,7 @@ class ResolvedPolicy:
     injection_strictness: str = "medium"
     custom_patterns: tuple[CustomPattern, ...] = ()
     deny_lists: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    link_hosts: tuple[str, ...] = ()
 
     def action(self, entity_type: str) -> str:
         return self.entity_actions.get(entity_type, "mask")
@@ -90,6 +93,36 @@ def validate_entity_actions(raw: object) -> dict[str, str]:
     return out
 
 
+CUSTOM_PATTERN_MAX_MEM = 8 << 20  # RE2 program memory per pattern (a huge repetition count is refused)
+_RE2_ONLY = (
+    "it needs a feature that cannot run in guaranteed linear time (back-references like \\1, look-ahead or "
+    "look-behind, possessive or atomic groups); patterns run with RE2 so that no text can make them slow"
+)
+
+
+def compile_custom_pattern(pattern: str) -> Any:
+    """A department's pattern compiled with RE2 (linear time in the text, whatever the pattern); ``ValueError``
+    with the reason when RE2 cannot run it."""
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = CUSTOM_PATTERN_MAX_MEM
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        if "too large" in detail or "repetition size" in detail:
+            return _raise(f"it is too large to run; use smaller repetition counts ({detail}).")
+        try:
+            regex.compile(pattern)
+        except regex.error as syntax:
+            return _raise(f"it is not a valid regular expression: {syntax}.")
+        return _raise(f"{_RE2_ONLY} ({detail}).")
+
+
+def _raise(message: str) -> Any:
+    raise ValueError(message)
+
+
 def validate_custom_recognizers(raw: object) -> list[dict[str, object]]:
     if not isinstance(raw, list):
         raise ValueError("Custom recognizers must be a list.")
@@ -109,15 +142,11 @@ def validate_custom_recognizers(raw: object) -> list[dict[str, object]]:
         if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN_LENGTH:
             raise ValueError(f"The pattern for {entity_type} must be 1 to {MAX_PATTERN_LENGTH} characters.")
         try:
-            compiled = regex.compile(pattern)
-        except regex.error as exc:
-            raise ValueError(f"The pattern for {entity_type} is not a valid regular expression: {exc}.") from None
-        try:
-            if compiled.search("", timeout=0.1) is not None:
-                raise ValueError(f"The pattern for {entity_type} matches empty text.")
-            compiled.search("a" * 2000 + "!", timeout=0.1)
-        except TimeoutError:
-            raise ValueError(f"The pattern for {entity_type} is too slow (catastrophic backtracking).") from None
+            compiled = compile_custom_pattern(pattern)
+        except ValueError as exc:
+            raise ValueError(f"The pattern for {entity_type} cannot be used: {exc}") from None
+        if compiled.search("") is not None:
+            raise ValueError(f"The pattern for {entity_type} matches empty text.")
         if not isinstance(score, int | float) or not 0 < float(score) <= 1:
             raise ValueError(f"The score for {entity_type} must be between 0 and 1.")
         out.append({"entity_type": entity_type, "pattern": pattern, "score": float(score)})
@@ -140,3 +169,26 @@ def validate_deny_lists(raw: object) -> dict[str, list[str]]:
     if total > MAX_DENY_TERMS:
         raise ValueError(f"At most {MAX_DENY_TERMS} deny-list terms are allowed.")
     return out
+
+
+MAX_LINK_HOSTS = 200
+_HOST_RE = re.compile(
+    r"^(?:\*\.)?(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+)
+
+
+def validate_link_hosts(raw: object) -> list[str]:
+    """Host names answers may link to with data in the URL (``intranet.example.com``; subdomains included)."""
+    if not isinstance(raw, list) or not all(isinstance(h, str) for h in raw):
+        raise ValueError("Allowed link hosts must be a list of host names.")
+    out = set()
+    for entry in raw:
+        host = entry.strip().lower().removeprefix("https://").removeprefix("http://").rstrip("/")
+        if not host:
+            continue
+        if not _HOST_RE.match(host):
+            raise ValueError(f"'{entry.strip()}' is not a host name (write it like intranet.example.com).")
+        out.add(host.removeprefix("*."))
+    if len(out) > MAX_LINK_HOSTS:
+        raise ValueError(f"At most {MAX_LINK_HOSTS} allowed link hosts.")
+    return sorted(out)

@@ -37,6 +37,7 @@ def _resolve(tenant: Tenant) -> ResolvedPolicy:
         injection_strictness=row.injection_strictness,
         custom_patterns=patterns,
         deny_lists=deny,
+        link_hosts=tuple(str(h) for h in (row.link_hosts or [])),
     )
 
 

@@ -24,6 +24,7 @@ from django.utils import timezone
 from core.errors import ApplicationError, GuardrailBlocked, GuardrailUnavailable, InvalidInput
 from core.metrics import GUARDRAIL_DECISIONS, PII_ENTITIES
 from guardrails import injection
+from guardrails.links import LinkStreamFilter, strip_exfil_links
 from guardrails.models import GuardrailPolicy, PiiVault
 from guardrails.output import canary_leaked, groundedness, sanitize_markdown
 from guardrails.pii import Finding, get_analyzer, resolve_overlaps
@@ -33,6 +34,7 @@ from guardrails.policy import (
     validate_custom_recognizers,
     validate_deny_lists,
     validate_entity_actions,
+    validate_link_hosts,
 )
 from guardrails.selectors import guardrail_policy_get
 from guardrails.types import Decision, MaskResult, OutputVerdict, Verdict
@@ -167,13 +169,19 @@ def inspect_input(*, tenant: Tenant, text: str) -> Verdict:
 
 
 def inspect_chunks(*, tenant: Tenant, texts: list[str]) -> list[Verdict]:
-    """Indirect-injection check of retrieved chunks: drop ``block`` ones, quote ``warn`` ones (quote_untrusted)."""
+    """Indirect-injection check of retrieved chunks: drop ``block`` ones, quote ``warn`` ones (quote_untrusted).
+
+    Passages are documents: they are flagged only when they address the model (an override of its instructions,
+    text aimed at an AI assistant, hidden instructions), not for talking about passwords, rules or incidents."""
     for t in texts:
         _check_text(t, what="document passage")
     if not texts:
         return []
     policy = guardrail_policy_get(tenant=tenant)
-    verdicts = _guarded("chunks", lambda: injection.verdicts(list(texts), strictness=policy.injection_strictness))
+    verdicts = _guarded(
+        "chunks",
+        lambda: injection.verdicts(list(texts), strictness=policy.injection_strictness, mode="document"),
+    )
     tally = Counter(v.decision for v in verdicts)
     for decision, n in tally.items():
         GUARDRAIL_DECISIONS.labels(stage="chunks", decision=decision).inc(n)
@@ -348,8 +356,9 @@ def inspect_output(
     canary: str,
     sources: list[str],
 ) -> OutputVerdict:
-    """Check a model answer before it is shown: canary leak (block), unsafe markdown (removed), PII the user did
-    not supply (redacted as ``[REDACTED:TYPE]``), groundedness against the numbered sources."""
+    """Check a model answer before it is shown: canary leak (block), unsafe markdown (removed), links and images
+    carrying data to hosts the department has not allowed (removed), PII the user did not supply (redacted as
+    ``[REDACTED:TYPE]``), groundedness against the numbered sources."""
     _check_scope(scope_key)
     _check_text(text, what="answer")
     if canary and canary_leaked(text, canary):
@@ -375,13 +384,17 @@ def inspect_output(
             "unsafe markdown removed: " + ", ".join(f"{k} {v}" for k, v in sorted(sanitized.removed.items()))
         )
     policy = guardrail_policy_get(tenant=tenant)
-    findings = _analyze(stage="output", text=sanitized.text, policy=policy)
+    hosts = link_hosts(policy=policy)
+    delinked = _guarded("output", lambda: strip_exfil_links(sanitized.text, allowed_hosts=hosts))
+    if delinked.removed:
+        reasons.append(f"links carrying data to hosts not allowed removed: {delinked.removed}")
+    findings = _analyze(stage="output", text=delinked.text, policy=policy)
     try:
         mapping = _load_mapping(tenant, scope_key)
     except Exception as exc:
         raise _unavailable("output", exc) from None
-    leaked = [f for f in findings if not _supplied(sanitized.text[f.start : f.end], user_text, mapping)]
-    out_text = sanitized.text
+    leaked = [f for f in findings if not _supplied(delinked.text[f.start : f.end], user_text, mapping)]
+    out_text = delinked.text
     counts: Counter[str] = Counter()
     for f in sorted(leaked, key=lambda f: -f.start):
         out_text = out_text[: f.start] + f"[REDACTED:{f.entity_type}]" + out_text[f.end :]
@@ -403,6 +416,19 @@ def inspect_output(
         counts=dict(counts),
         reasons=tuple(reasons),
     )
+
+
+def link_hosts(*, policy: ResolvedPolicy) -> tuple[str, ...]:
+    """Hosts answers may link to with data in the URL: the portal's own (settings.GUARDRAIL_LINK_HOSTS, default
+    empty) and the department's (policy ``link_hosts``)."""
+    configured = tuple(str(h) for h in getattr(settings, "GUARDRAIL_LINK_HOSTS", ()) or ())
+    return configured + policy.link_hosts
+
+
+def output_link_filter(*, tenant: Tenant) -> LinkStreamFilter:
+    """A streaming link guard for one answer: ``feed(delta)`` returns what may be sent now (an unfinished link
+    tail is held back), ``flush()`` the rest; data-carrying links to hosts not allowed are removed."""
+    return LinkStreamFilter(allowed_hosts=link_hosts(policy=guardrail_policy_get(tenant=tenant)))
 
 
 # --- policy ---------------------------------------------------------------------------------------------------
@@ -434,12 +460,14 @@ def guardrail_policy_update(
     injection_strictness: str | None = None,
     custom_recognizers: list[dict[str, Any]] | None = None,
     deny_lists: dict[str, list[str]] | None = None,
+    link_hosts: list[str] | None = None,
 ) -> GuardrailPolicy:
     """Create or change the tenant's policy; invalid values raise InvalidInput with a sentence a person reads."""
     try:
         actions = validate_entity_actions(entity_actions) if entity_actions is not None else None
         recognizers = validate_custom_recognizers(custom_recognizers) if custom_recognizers is not None else None
         deny = validate_deny_lists(deny_lists) if deny_lists is not None else None
+        hosts = validate_link_hosts(link_hosts) if link_hosts is not None else None
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
     if injection_strictness is not None and injection_strictness not in STRICTNESS:
@@ -454,6 +482,8 @@ def guardrail_policy_update(
         policy.custom_recognizers, changed = recognizers, [*changed, "custom_recognizers"]
     if deny is not None:
         policy.deny_lists, changed = deny, [*changed, "deny_lists"]
+    if hosts is not None:
+        policy.link_hosts, changed = hosts, [*changed, "link_hosts"]
     policy.updated_at = timezone.now()
     policy.save()
     audit_record(
@@ -466,6 +496,7 @@ def guardrail_policy_update(
             "strictness": policy.injection_strictness,
             "custom_recognizers": len(policy.custom_recognizers or []),
             "deny_list_terms": sum(len(v) for v in (policy.deny_lists or {}).values()),
+            "link_hosts": len(policy.link_hosts or []),
         },
     )
     return policy

@@ -14,6 +14,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
+import re2
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -145,16 +146,60 @@ def decode_text(data: bytes) -> str:
     return text
 
 
-_HTML_START = re.compile(
-    r"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*(<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>])", re.I | re.S
-)
-_HTML_TAGS = re.compile(r"<(p|div|h[1-6]|ul|ol|li|table|span|a|br|section|article)[\s>/]", re.I)
-_MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+# Patterns that run on uploaded text are linear-time: RE2 (no backtracking) or plain code. The old
+# ``(<!--.*?-->\s*)*`` prologue and ``(.+?)\s*#*\s*$`` heading patterns backtracked exponentially / cubically.
+_HTML_TAGS = re2.compile(r"(?i)<(p|div|h[1-6]|ul|ol|li|table|span|a|br|section|article)[\s>/]")
+_NUMBER_CELL = re2.compile(r"[-+]?[\d.,%]+")
+
+
+def _looks_like_html(text: str) -> bool:
+    """``text`` starts (after blanks, an XML declaration and comments) with a doctype or an html/head/body tag."""
+    pos = 0
+    n = len(text)
+
+    def skip_blank(at: int) -> int:
+        while at < n and text[at].isspace():
+            at += 1
+        return at
+
+    pos = skip_blank(pos)
+    if text.startswith("<?xml", pos):
+        end = text.find(">", pos)
+        if end < 0:
+            return False
+        pos = skip_blank(end + 1)
+    while text.startswith("<!--", pos):
+        end = text.find("-->", pos + 4)
+        if end < 0:
+            return False
+        pos = skip_blank(end + 3)
+    head = text[pos : pos + 10].lower()
+    if head.startswith("<!doctype"):
+        after = pos + 9
+        rest = skip_blank(after)
+        return rest > after and text[rest : rest + 4].lower() == "html"
+    for tag in ("<html", "<head", "<body"):
+        if head.startswith(tag):
+            return len(head) > len(tag) and (head[len(tag)].isspace() or head[len(tag)] == ">")
+    return False
+
+
+def markdown_heading(line: str) -> tuple[int, str] | None:
+    """``(level, title)`` of an ATX heading line (``## Title ##``), in linear time; None when it is not one."""
+    line = line.strip()
+    level = len(line) - len(line.lstrip("#"))
+    if not 1 <= level <= 6 or len(line) == level or not line[level].isspace():
+        return None
+    title = line[level:].strip()
+    stripped = title.rstrip("#")
+    if stripped != title and stripped and stripped[-1].isspace():
+        title = stripped.strip()
+    return (level, title) if title else None
 
 
 def _text_subtype(text: str, filename: str) -> str:
     ext = _ext(filename)
-    if _HTML_START.match(text[:4096]):
+    if _looks_like_html(text[:4096]):
         return "html"
     if ext in (".html", ".htm", ".xhtml") and _HTML_TAGS.search(text[:8192]):
         return "html"
@@ -163,7 +208,7 @@ def _text_subtype(text: str, filename: str) -> str:
     if ext in (".csv", ".tsv"):
         return "csv"
     lines = text[:8192].splitlines()
-    if any(_MD_HEADING.match(line) for line in lines[:200]):
+    if any(markdown_heading(line) for line in lines[:200]):
         return "markdown"
     if ext not in (".txt", ".text", ".log") and _looks_like_csv(lines):
         return "csv"
@@ -474,11 +519,11 @@ def parse_markdown(data: bytes, filename: str = "") -> ParsedDocument:
             buffer.append(line)
             continue
         if not in_fence:
-            match = _MD_HEADING.match(stripped)
-            if match:
+            found = markdown_heading(stripped)
+            if found:
                 flush()
-                level = len(match.group(1))
-                heading_path[:] = [*heading_path[: level - 1], match.group(2).strip()]
+                level, title = found
+                heading_path[:] = [*heading_path[: level - 1], title]
                 continue
             nxt = lines[index + 1].strip() if index + 1 < len(lines) else ""
             if stripped and nxt and set(nxt) <= {"="} and len(nxt) >= 3 and len(buffer) == 0:
@@ -516,7 +561,7 @@ def parse_csv(data: bytes, filename: str = "") -> ParsedDocument:
         len(rows) > 1
         and all(first)
         and len(set(first)) == len(first)
-        and not any(re.fullmatch(r"[-+]?[\d.,%]+", cell) for cell in first)
+        and not any(_NUMBER_CELL.fullmatch(cell) for cell in first)
     )
     try:
         has_header = looks_like_header or csv.Sniffer().has_header(sample)

@@ -23,6 +23,7 @@ import numpy as np
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from core.errors import ApplicationError, Conflict, InvalidInput
@@ -30,7 +31,8 @@ from core.metrics import INGESTION_CHUNKS, PII_ENTITIES
 from knowledge.chunking import ChunkDraft, chunk_sections, embedding_text
 from knowledge.embeddings import embedding_models, get_embedder
 from knowledge.models import EMBEDDING_DIM, Access, Chunk, Document, DocumentContent, KnowledgeBase
-from knowledge.parsing import DocumentRejected, parse_document
+from knowledge.parsing import DocumentRejected
+from knowledge.sandbox import ParseLimits, parse_document_isolated
 from tenants.models import Quota, Role, Tenant
 from tenants.services import audit_record
 
@@ -498,6 +500,40 @@ def document_is_done(*, document_id: int) -> bool:
     return row["dispatched_at"] is None or row["indexed_at"] >= row["dispatched_at"]
 
 
+def parse_limits() -> ParseLimits:
+    """The limits one document's parsing runs under (``KNOWLEDGE_PARSE_CPU_SECONDS``, ``..._MEMORY_MB``,
+    ``..._WALL_SECONDS``)."""
+    return ParseLimits(
+        cpu_seconds=float(_setting("KNOWLEDGE_PARSE_CPU_SECONDS", 60)),
+        memory_mb=int(_setting("KNOWLEDGE_PARSE_MEMORY_MB", 1024)),
+        wall_seconds=float(_setting("KNOWLEDGE_PARSE_WALL_SECONDS", 120)),
+    )
+
+
+POISON_MESSAGE = (
+    "Indexing this file was started {attempts} times and never finished: reading it stops the indexing worker "
+    "(it may be damaged or built to crash document readers). It was set aside so other files can go ahead. "
+    "Save it again (or as PDF) and upload the new file."
+)
+
+
+def document_is_poison(*, document_id: int) -> bool:
+    """Whether the document already had ``KNOWLEDGE_MAX_ATTEMPTS`` runs that never ended (each killed its worker):
+    if so it is marked failed with a readable reason, so a redelivered message does not crash workers forever."""
+    limit = int(_setting("KNOWLEDGE_MAX_ATTEMPTS", 3))
+    row = Document.unscoped.filter(pk=document_id).values("attempts", "status", "tenant_id").first()
+    if row is None or row["attempts"] < limit or row["status"] not in Document.ACTIVE_STATES:
+        return False
+    logger.warning("document %s set aside after %s unfinished attempts", document_id, row["attempts"])
+    document_mark_failed(document_id=document_id, message=POISON_MESSAGE.format(attempts=row["attempts"]))
+    return True
+
+
+def document_attempt_release(*, document_id: int) -> None:
+    """An attempt that ended in a transient error (to be retried) does not count toward the poison limit."""
+    Document.unscoped.filter(pk=document_id, attempts__gt=0).update(attempts=F("attempts") - 1)
+
+
 def document_ingest(*, document_id: int) -> str:
     """Parse, chunk, embed and index one document. Idempotent: a rerun replaces the document's chunks.
     Readable failures end the document as ``failed``; transient errors propagate (the task retries them)."""
@@ -541,15 +577,8 @@ def _ingest(doc: Document) -> str:
         raise DocumentRejected(
             f"The file is {len(data) / 1048576:.1f} MB; your department's limit is {quota.max_upload_mb} MB per file."
         )
-    try:
-        parsed = parse_document(data=data, filename=doc.filename)
-    except DocumentRejected:
-        raise
-    except (MemoryError, RecursionError):
-        raise DocumentRejected("The file is too complex to read safely.") from None
-    except Exception as exc:  # a parser bug on hostile input must not crash the worker
-        logger.warning("parser error on document %s: %s", doc.pk, type(exc).__name__)
-        raise DocumentRejected("The file is damaged or not in the format it claims to be.") from None
+    # parsed in a child process under CPU and memory limits: a hostile file fails alone, the worker lives on
+    parsed = parse_document_isolated(data=data, filename=doc.filename, limits=parse_limits())
     progress(status=Document.Status.CHUNKING, progress=15, detected_type=parsed.detected_type, pages=parsed.pages)
     drafts = chunk_sections(parsed.sections, chunk_size=kb.chunk_size, overlap=kb.chunk_overlap)
     max_chunks = int(_setting("KNOWLEDGE_MAX_CHUNKS_PER_DOCUMENT", 20000))
@@ -762,7 +791,12 @@ def document_reindex(*, document: Document, actor: User | None) -> Document:
         if not DocumentContent.objects.for_tenant(tenant_id).filter(document_id=doc.pk).exists():
             raise Conflict("The file is not stored (it was refused at upload); upload it again.")
         Document.objects.for_tenant(tenant_id).filter(pk=doc.pk).update(
-            status=Document.Status.QUEUED, progress=0, error="", dispatched_at=None, updated_at=timezone.now()
+            status=Document.Status.QUEUED,
+            progress=0,
+            error="",
+            dispatched_at=None,
+            attempts=0,
+            updated_at=timezone.now(),
         )
         audit_record(action="knowledge.document_reindex", tenant=doc.tenant, actor=actor, target=f"Document:{doc.pk}")
         document_dispatch(tenant_id=tenant_id)
@@ -779,7 +813,14 @@ def knowledge_base_reindex(*, knowledge_base: KnowledgeBase, actor: User | None)
             Document.objects.for_tenant(tenant_id)
             .filter(pk__in=ids)
             .exclude(status__in=Document.ACTIVE_STATES)
-            .update(status=Document.Status.QUEUED, progress=0, error="", dispatched_at=None, updated_at=timezone.now())
+            .update(
+                status=Document.Status.QUEUED,
+                progress=0,
+                error="",
+                dispatched_at=None,
+                attempts=0,
+                updated_at=timezone.now(),
+            )
         )
         audit_record(
             action="knowledge_base.reindex",

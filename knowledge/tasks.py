@@ -43,6 +43,11 @@ except ImportError:  # pragma: no cover
 
 
 class IngestTask(Task):  # type: ignore[misc]
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        document_id = (args or [None])[0] if args else kwargs.get("document_id")
+        if document_id is not None:
+            services.document_attempt_release(document_id=int(document_id))
+
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         document_id = (args or [None])[0] if args else kwargs.get("document_id")
         if document_id is None:
@@ -76,6 +81,8 @@ class IngestTask(Task):  # type: ignore[misc]
 def ingest_document(self: Task, document_id: int) -> str:
     if services.document_is_done(document_id=document_id):
         return "already indexed"  # a stale copy of a message whose work already completed (e.g. a redelivery)
+    if services.document_is_poison(document_id=document_id):
+        return "failed"  # earlier attempts each killed their worker: set aside with a readable reason
     try:
         return services.document_ingest(document_id=document_id)
     except SoftTimeLimitExceeded:

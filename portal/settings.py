@@ -10,6 +10,7 @@ Two topologies (see ARCHITECTURE.md):
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -65,6 +66,18 @@ CSRF_TRUSTED_ORIGINS = _env_or_fail(env.list, "CSRF_TRUSTED_ORIGINS", default=[]
 PII_VAULT_KEY = env.str("PII_VAULT_KEY", default="")
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_NETWORKS = _env_or_fail(env.list, "METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+# Login throttling (django-axes): an account, and separately an address, is locked after AXES_FAILURE_LIMIT wrong
+# passwords for AXES_COOLOFF_TIME; failed API-key attempts are limited per address (tenants.lockout).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]  # the socket's peer, never a forwarded header
+API_KEY_FAILURES_PER_ADDRESS = env.int("API_KEY_FAILURES_PER_ADDRESS", default=20)
+API_KEY_FAILURE_WINDOW_S = env.int("API_KEY_FAILURE_WINDOW_S", default=300)
+# Internal hosts/networks that calls made on a tenant's behalf (agent HTTP tool, webhooks) may reach; platform only.
+EGRESS_ALLOWED_INTERNAL = _env_or_fail(env.list, "EGRESS_ALLOWED_INTERNAL", default=[])
 
 if PRODUCTION:
     _require(
@@ -117,6 +130,7 @@ INSTALLED_APPS = [
     "chat",
     "agents",
     "console",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -133,6 +147,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "tenants.middleware.CurrentTenantMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into its 429 page
 ]
 
 ROOT_URLCONF = "portal.urls"

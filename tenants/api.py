@@ -271,7 +271,7 @@ class TenantViewSet(JsonViewSet):
         if isinstance(user, ApiKeyPrincipal):
             raise PermissionDenied("Departments are created by platform staff signed in, not with an API key.")
         require_staff(user=user)
-        assert isinstance(user, User)  # signed in (require_staff refused anyone else)
+        assert isinstance(user, User)  # require_staff refused anonymous callers
         body = TenantCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = dict(body.validated_data)

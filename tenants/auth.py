@@ -50,7 +50,7 @@ class ApiKeyAuthentication(BaseAuthentication):
             return None
         if len(header) != 2:
             raise NotAuthenticated("Send the API key as 'Authorization: Bearer <key>'.")
-        key = api_key_authenticate(raw_key=header[1].decode("latin-1"))
+        key = api_key_authenticate(raw_key=header[1].decode("latin-1"), address=request.META.get("REMOTE_ADDR", ""))
         api_key_touch(key=key)
         tenant_id_var.set(key.tenant_id)
         return ApiKeyPrincipal(key), key

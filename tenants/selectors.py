@@ -14,6 +14,7 @@ from django.utils import timezone
 from core.errors import InvalidInput, NotAuthenticated, NotFound, PermissionDenied, TenantSuspended
 from core.localcache import LocalCache
 from tenants import apikeys
+from tenants.lockout import api_key_failure_record, api_key_failures_check
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant, UsageRecord, role_at_least
 
 # Keys by the SHA-256 of the full key (never the key itself), with their department and creator loaded. Strict: a
@@ -71,11 +72,23 @@ def _api_key_load(prefix: str, hashed: str) -> ApiKey | None:
     return key
 
 
-def api_key_authenticate(*, raw_key: str) -> ApiKey:
-    """Resolve a tenant from an API key. Unknown, revoked and expired keys are refused alike (401).
+def api_key_authenticate(*, raw_key: str, address: str | None = None) -> ApiKey:
+    """Resolve a tenant from an API key. Unknown, revoked and expired keys are refused alike (401). With the
+    client's ``address``, failures are counted and an address with too many gets 429 (tenants.lockout).
 
     The key (with its department and creator) comes from an in-process cache that every change of a key, a
     department or a membership invalidates at once; the caller gets its own copy."""
+    if address is None:
+        return _api_key_authenticate(raw_key)
+    api_key_failures_check(address=address)
+    try:
+        return _api_key_authenticate(raw_key)
+    except NotAuthenticated:
+        api_key_failure_record(address=address)
+        raise
+
+
+def _api_key_authenticate(raw_key: str) -> ApiKey:
     prefix = apikeys.parse_prefix(raw_key)
     if prefix is None:
         raise NotAuthenticated("The API key is malformed.")
@@ -90,6 +103,20 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey:
         raise NotAuthenticated("The API key has expired.")
     if not key.tenant.is_active:
         raise TenantSuspended()
+    if key.created_by_id is not None:  # a key never outlives its issuer's access, nor exceeds it
+        issuer_role = (
+            Membership.objects.for_tenant(key.tenant_id)
+            .filter(user_id=key.created_by_id)
+            .values_list("role", flat=True)
+            .first()
+        )
+        if issuer_role is None:
+            from tenants.services import api_key_revoke_orphaned
+
+            api_key_revoke_orphaned(key=key)
+            raise NotAuthenticated("The API key was revoked: the person who issued it left the department.")
+        if not role_at_least(issuer_role, key.role):
+            key.role = issuer_role  # capped for this request (demotions also cap the stored role)
     return key
 
 

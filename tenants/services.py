@@ -81,6 +81,8 @@ def membership_set(*, tenant: Tenant, user: User, role: str, actor: User | None 
         target=membership,
         details={"role": role, "user_id": user.pk},
     )
+    if not created:
+        _api_keys_follow_issuer(tenant=tenant, user_id=user.pk, role=role, actor=actor)
     return membership
 
 
@@ -90,6 +92,49 @@ def membership_remove(*, tenant: Tenant, user_id: int, actor: User | None = None
     if not deleted:
         raise NotFound()
     audit_record(action="membership.remove", tenant=tenant, actor=actor, details={"user_id": user_id})
+    _api_keys_follow_issuer(tenant=tenant, user_id=user_id, role=None, actor=actor)
+
+
+def _api_keys_follow_issuer(*, tenant: Tenant, user_id: int, role: str | None, actor: User | None) -> None:
+    """The issuer's keys follow the issuer's access: removal (``role`` None) revokes them, a demotion caps their
+    role at the new one. Each changed key is an audit event."""
+    keys = ApiKey.objects.for_tenant(tenant).select_for_update().filter(created_by_id=user_id, revoked_at__isnull=True)
+    now = timezone.now()
+    for key in keys:
+        if role is None:
+            key.revoked_at = now
+            key.save(update_fields=["revoked_at"])
+            audit_record(
+                action="api_key.revoke",
+                tenant=tenant,
+                actor=actor,
+                target=key,
+                details={"prefix": key.prefix, "reason": "issuer_removed", "user_id": user_id},
+            )
+        elif not role_at_least(role, key.role):
+            previous, key.role = key.role, role
+            key.save(update_fields=["role"])
+            audit_record(
+                action="api_key.role_capped",
+                tenant=tenant,
+                actor=actor,
+                target=key,
+                details={"prefix": key.prefix, "from": previous, "to": role, "user_id": user_id},
+            )
+
+
+@transaction.atomic
+def api_key_revoke_orphaned(*, key: ApiKey) -> None:
+    """Revoke a key whose issuer is no longer a member (found when the key was presented)."""
+    updated = ApiKey.unscoped.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    if updated:
+        audit_record(
+            action="api_key.revoke",
+            tenant=key.tenant,
+            actor=None,
+            target=key,
+            details={"prefix": key.prefix, "reason": "issuer_not_a_member", "user_id": key.created_by_id},
+        )
 
 
 @transaction.atomic

@@ -130,6 +130,27 @@ def test_cpu_engine_serves_the_small_model_with_metrics(configs):
     assert llama["build"]["target"] == "engine-cpu"
 
 
+def test_every_engine_needs_an_api_key_from_a_secret_file(configs):
+    """An engine reachable on the backend network (by the worker, by anything tenant-steered) answers only with
+    the key: llama-server's --api-key-file, vLLM's VLLM_API_KEY and TGI's API_KEY read from the secret file."""
+    services = configs["all"]["services"]
+    for engine in ENGINES:
+        service = services[engine]
+        assert "engine_api_key" in [s["source"] for s in service["secrets"]], engine
+        launch = " ".join([*(service.get("entrypoint") or []), *service["command"]])
+        assert "/run/secrets/engine_api_key" in launch, engine
+        assert "api-key " not in launch.replace("--api-key-file", ""), f"{engine} has a key on its command line"
+    assert "--api-key-file /run/secrets/engine_api_key" in _command(services["llamacpp"])
+    assert 'VLLM_API_KEY="$(cat /run/secrets/engine_api_key)"' in services["vllm"]["entrypoint"][2].replace("$$", "$")
+    assert 'API_KEY="$(cat /run/secrets/engine_api_key)"' in services["tgi"]["entrypoint"][2].replace("$$", "$")
+    config = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    for job in config["scrape_configs"]:
+        if job["job_name"].startswith("engine-"):
+            assert job["authorization"]["credentials_file"] == "/run/secrets/engine_api_key", job["job_name"]
+    assert "engine_api_key" in [s["source"] for s in services["prometheus"]["secrets"]]
+    assert "make_secret engine_api_key" in (DOCKER / "init-secrets.sh").read_text()
+
+
 # --- Dockerfile --------------------------------------------------------------------------------------------
 def test_dockerfile_is_multi_stage_and_has_every_target_compose_builds(configs):
     text = (DOCKER / "Dockerfile").read_text()

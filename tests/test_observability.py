@@ -90,12 +90,23 @@ def test_metrics_accept_the_token_from_anywhere(client, settings, db):
 
 
 @pytest.mark.parametrize("remote_addr", ["127.0.0.1", "::1", "::ffff:127.0.0.1", "10.1.2.3"])
-def test_metrics_accept_allowed_networks_without_a_token(client, settings, db, remote_addr):
-    settings.METRICS_TOKEN = TOKEN
+def test_metrics_accept_allowed_networks_when_no_token_is_configured(client, settings, db, remote_addr):
+    settings.METRICS_TOKEN = ""
     settings.METRICS_ALLOWED_NETWORKS = ["127.0.0.1/32", "::1/128", "10.0.0.0/8"]
     response = client.get("/metrics", REMOTE_ADDR=remote_addr)
     assert response.status_code == 200
     assert b"portal_ttft_seconds" in response.content
+
+
+@pytest.mark.parametrize("remote_addr", ["127.0.0.1", "::1", "::ffff:127.0.0.1", "10.1.2.3"])
+def test_a_configured_token_is_required_from_allowed_networks_too(client, settings, db, remote_addr):
+    """A tenant-steered request from inside the portal (SSRF) arrives from loopback: loopback is no credential."""
+    settings.METRICS_TOKEN = TOKEN
+    settings.METRICS_ALLOWED_NETWORKS = ["127.0.0.1/32", "::1/128", "10.0.0.0/8"]
+    response = client.get("/metrics", REMOTE_ADDR=remote_addr)
+    assert response.status_code == 401
+    assert b"portal_ttft_seconds" not in response.content
+    assert client.get("/metrics", REMOTE_ADDR=remote_addr, HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 200
 
 
 def test_metrics_with_no_allowed_network_need_the_token_even_on_loopback(client, settings, db):

@@ -183,7 +183,9 @@ class LocalServer:
 
 
 @pytest.fixture
-def http_server() -> Iterator[LocalServer]:
+def http_server(settings: Any) -> Iterator[LocalServer]:
+    # the test server listens on loopback: the platform (never a tenant) lists it as a reachable internal host
+    settings.EGRESS_ALLOWED_INTERNAL = ["127.0.0.1"]
     server = LocalServer()
     server.thread.start()
     yield server

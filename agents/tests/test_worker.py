@@ -60,6 +60,7 @@ class Workers:
             "AGENT_LEASE_SECONDS": str(LEASE_S),
             "PORTAL_VAR_DIR": str(tmp / "var"),
             "LOG_LEVEL": "WARNING",
+            "EGRESS_ALLOWED_INTERNAL": "127.0.0.1",  # the test HTTP server on loopback (a platform setting)
         }
         for name in ("PORTAL_EPHEMERAL_DB", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR", "PORTAL_METRICS_PORT"):
             self.env.pop(name, None)

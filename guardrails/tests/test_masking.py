@@ -209,9 +209,19 @@ def test_allowed_types_pass_and_custom_recognizers_mask(world):
             id="bad-regex",
         ),
         pytest.param(
-            {"custom_recognizers": [{"entity_type": "SLOW", "pattern": "(a+)+$"}]},
-            "too slow",
-            id="catastrophic-backtracking",
+            {"custom_recognizers": [{"entity_type": "REPEAT", "pattern": "(\\w)\\1"}]},
+            "cannot run in guaranteed linear time (back-references",
+            id="back-reference",
+        ),
+        pytest.param(
+            {"custom_recognizers": [{"entity_type": "LOOKBEHIND", "pattern": "(?<=EMP-)\\d+"}]},
+            "cannot run in guaranteed linear time",
+            id="look-behind",
+        ),
+        pytest.param(
+            {"custom_recognizers": [{"entity_type": "HUGE", "pattern": "(?:\\w{1000}){1000}"}]},
+            "cannot be used",
+            id="too-large",
         ),
         pytest.param(
             {"custom_recognizers": [{"entity_type": "EMPTY", "pattern": "x*"}]}, "matches empty text", id="empty"
