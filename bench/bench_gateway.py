@@ -70,7 +70,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+def wait_http(url: str, timeout: float = 300.0, proc: subprocess.Popen | None = None) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout
@@ -322,6 +322,7 @@ def db_counters(uri: str) -> tuple[int, int]:
         calls = conn.execute(
             "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
             "WHERE query NOT ILIKE '%pg_stat%' AND query NOT ILIKE 'BEGIN%' AND query NOT ILIKE 'COMMIT%' "
+            "AND query NOT ILIKE '%FOR KEY SHARE OF x' "
             "AND query NOT ILIKE 'ROLLBACK%' AND query NOT ILIKE 'SAVEPOINT%' AND query NOT ILIKE 'RELEASE%'"
         ).fetchone()[0]
         xacts = conn.execute(

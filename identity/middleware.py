@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -19,10 +21,19 @@ SESSION_MFA = "identity_mfa"
 
 
 class SignInPolicyMiddleware:
+    """Sync and async. Under ASGI a request without a session cookie has no session to end: it passes with no thread
+    hop; a browser session is checked in a worker thread."""
+
+    sync_capable = True
+    async_capable = True
+
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def _check(self, request: HttpRequest) -> HttpResponse | None:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and request.session.get(SESSION_METHOD) != "sso":
             reason = self._refusal(request)
@@ -32,7 +43,19 @@ class SignInPolicyMiddleware:
                     return JsonResponse({"code": "not_authenticated", "message": reason, "details": {}}, status=401)
                 messages.info(request, reason)
                 return redirect("login")
-        return self.get_response(request)
+        return None
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if self.is_async:
+            return self.__acall__(request)  # type: ignore[return-value]
+        return self._check(request) or self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        if settings.SESSION_COOKIE_NAME in request.COOKIES:
+            refused = await sync_to_async(self._check)(request)
+            if refused is not None:
+                return refused
+        return await self.get_response(request)  # type: ignore[misc]
 
     def _refusal(self, request: HttpRequest) -> str:
         policy = selectors.policy_snapshot()

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from core.logging import tenant_id_var, user_id_var
@@ -31,21 +32,40 @@ def resolve_membership(request: HttpRequest) -> Membership | None:
 
 class CurrentTenantMiddleware:
     """Sets ``request.tenant``, ``request.membership`` and ``request.memberships`` lazily for browser sessions.
-    API requests resolve their tenant from the API key in the API's authentication class instead."""
+    API requests resolve their tenant from the API key in the API's authentication class instead.
+
+    Sync and async. Under ASGI a request without a session cookie (an API call with a bearer key) has no signed-in
+    user to resolve: it passes with no thread hop and no query; a browser session is resolved in a worker thread."""
 
     sync_capable = True
-    async_capable = False
+    async_capable = True
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
-        if iscoroutinefunction(get_response):
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
             markcoroutinefunction(self)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    @staticmethod
+    def _resolve(request: HttpRequest) -> None:
         membership = resolve_membership(request)
         request.membership = membership  # type: ignore[attr-defined]
         request.tenant = membership.tenant if membership else None  # type: ignore[attr-defined]
         # for the JSON logs (RequestContextMiddleware resets both when the request ends)
         tenant_id_var.set(membership.tenant_id if membership else None)
         user_id_var.set(request.user.pk if request.user.is_authenticated else None)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if self.is_async:
+            return self.__acall__(request)  # type: ignore[return-value]
+        self._resolve(request)
         return self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        if settings.SESSION_COOKIE_NAME in request.COOKIES:
+            # the context variables set in the worker thread come back with it (asgiref copies the context)
+            await sync_to_async(self._resolve)(request)
+        else:
+            request.membership = None  # type: ignore[attr-defined]
+            request.tenant = None  # type: ignore[attr-defined]
+        return await self.get_response(request)  # type: ignore[misc]

@@ -104,12 +104,9 @@ def _api_key_authenticate(raw_key: str) -> ApiKey:
     if not key.tenant.is_active:
         raise TenantSuspended()
     if key.created_by_id is not None:  # a key never outlives its issuer's access, nor exceeds it
-        issuer_role = (
-            Membership.objects.for_tenant(key.tenant_id)
-            .filter(user_id=key.created_by_id)
-            .values_list("role", flat=True)
-            .first()
-        )
+        # the issuer's membership from the same strict cache: a removal or a demotion is seen by the next request
+        issuer = membership_get(user=key.created_by, tenant=key.tenant_id) if key.created_by is not None else None
+        issuer_role = issuer.role if issuer is not None else None
         if issuer_role is None:
             from tenants.services import api_key_revoke_orphaned
 
