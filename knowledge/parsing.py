@@ -432,6 +432,33 @@ _HTML_BLOCKS = {
     "caption",
 }
 _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
+# Tags that never nest (void) or that the HTML parser closes by itself when the next one opens: they do not
+# deepen the tree, so they are not counted by the nesting estimate below.
+_HTML_FLAT = frozenset(
+    "area base br col embed hr img input link meta source track wbr p li dt dd tr td th option thead tbody tfoot"
+    " colgroup rb rt rp optgroup".split()
+)
+_HTML_TAG = re2.compile(r"<(/?)([A-Za-z][A-Za-z0-9]{0,15})")
+HTML_MAX_DEPTH = 1_000  # browsers cap the tree near 512 levels; real pages stay far below
+
+
+def _html_depth_check(text: str) -> None:
+    """Refuse HTML nested deeper than ``HTML_MAX_DEPTH`` (an estimate from open and close tags, linear time):
+    the tree builder's time grows with the square of the depth (100,000 unclosed tags took a minute)."""
+    depth = 0
+    for match in _HTML_TAG.finditer(text):
+        name = match.group(2).lower()
+        if name in _HTML_FLAT:
+            continue
+        if match.group(1):
+            depth = max(0, depth - 1)
+            continue
+        depth += 1
+        if depth > HTML_MAX_DEPTH:
+            raise DocumentRejected(
+                f"The HTML file is nested more than {HTML_MAX_DEPTH:,} levels deep (tags left open), so it cannot be "
+                "read. Save it again from a browser or an editor and upload that copy."
+            )
 
 
 def parse_html(data: bytes, filename: str = "") -> ParsedDocument:
@@ -439,6 +466,7 @@ def parse_html(data: bytes, filename: str = "") -> ParsedDocument:
     from bs4.element import Comment, NavigableString, Tag
 
     text = decode_text(data)
+    _html_depth_check(text)
     try:
         soup = BeautifulSoup(text, "lxml")
     except Exception:
