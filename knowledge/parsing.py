@@ -435,8 +435,37 @@ _HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 # Tags that never nest (void) or that the HTML parser closes by itself when the next one opens: they do not
 # deepen the tree, so they are not counted by the nesting estimate below.
 _HTML_FLAT = frozenset(
-    "area base br col embed hr img input link meta source track wbr p li dt dd tr td th option thead tbody tfoot"
-    " colgroup rb rt rp optgroup".split()
+    [
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "source",
+        "track",
+        "wbr",
+        "p",
+        "li",
+        "dt",
+        "dd",
+        "tr",
+        "td",
+        "th",
+        "option",
+        "thead",
+        "tbody",
+        "tfoot",
+        "colgroup",
+        "rb",
+        "rt",
+        "rp",
+        "optgroup",
+    ]
 )
 _HTML_TAG = re2.compile(r"<(/?)([A-Za-z][A-Za-z0-9]{0,15})")
 HTML_MAX_DEPTH = 1_000  # browsers cap the tree near 512 levels; real pages stay far below
