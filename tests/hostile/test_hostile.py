@@ -147,4 +147,5 @@ def test_the_http_doors_answer_hostile_texts_and_keep_serving(world: Any, live_p
             assert response.headers["content-type"].startswith("application/json"), case.name
         if chat.status_code >= 400:
             assert chat.json()["error"]["message"], case.name
-    assert httpx.get(f"{live_portal.url}/healthz", timeout=10).status_code == 200
+    health = httpx.get(f"{live_portal.url}/healthz", timeout=10)  # the process still answers (no engine runs here)
+    assert health.status_code in (200, 503) and health.json()["checks"]["database"]["ok"], health.text
