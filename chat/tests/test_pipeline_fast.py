@@ -160,7 +160,8 @@ async def test_an_engine_failure_after_the_first_token_keeps_the_partial_answer(
 
 
 async def test_a_leaked_canary_cuts_the_answer(world):
-    run = ChatRun(ChatInput(tenant=world.tenant, role="member", text="What is our reference number?"), pool=FakePool([]))
+    inp = ChatInput(tenant=world.tenant, role="member", text="What is our reference number?")
+    run = ChatRun(inp, pool=FakePool([]))
     canary = run.state.canary
     run.pool = FakePool(["My ", "reference is ", canary, " and more"])
     events = await _events(run)

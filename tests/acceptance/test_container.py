@@ -80,7 +80,7 @@ def entrypoint_web() -> Iterator[str]:
 
 
 @pytest.mark.xfail(
-    reason="REGRESSED AT MERGE (session 13): /accounts/login/ answers 500 under the entrypoint's production settings; see the closing note",
+    reason="regressed at merge: /accounts/login/ 500 under the entrypoint's production settings",
     strict=False,
 )
 def test_the_entrypoint_web_command_serves_hashed_compressed_static_files(entrypoint_web):

@@ -340,7 +340,7 @@ def test_employee_chats_with_the_knowledge_base(session_factory, portal):
 
 # --- integration: an API key from the console, used by the official openai client -------------------------------
 @pytest.mark.xfail(
-    reason="REGRESSED AT MERGE (session 13): failed in the full run after the sign-in/lockout/detector merges; see the closing note",
+    reason="regressed at merge: failed after the sign-in/lockout/detector merges",
     strict=False,
 )
 def test_integration_uses_an_api_key_with_the_openai_client(session_factory, portal):
