@@ -88,7 +88,9 @@ def uncaught_exceptions(logs: dict[str, str]) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="session")
+# Package scope: the launched portal (engine, worker, beat) stops when the acceptance tests end, not at the end of the
+# whole suite, where it would compete for the CPU with every test after it.
+@pytest.fixture(scope="package")
 def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     reuse = os.environ.get("ACCEPTANCE_PORTAL")  # while writing journeys: "URL VAR_DIR ADMIN_PASSWORD ENGINE_PORT"
     if reuse:
@@ -170,7 +172,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API runs an asyncio loop on the main thread while it is open, and
+# every async test collected after this package would fail with "Runner.run() cannot be called from a running event
+# loop" if it stayed open until the end of the session.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
