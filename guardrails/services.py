@@ -29,6 +29,8 @@ from guardrails.models import GuardrailPolicy, PiiVault
 from guardrails.output import canary_leaked, groundedness, sanitize_markdown
 from guardrails.pii import Finding, get_analyzer, resolve_overlaps
 from guardrails.policy import (
+    BUILTIN_ENTITIES,
+    NER_ENTITIES,
     STRICTNESS,
     ResolvedPolicy,
     validate_custom_recognizers,
@@ -37,6 +39,7 @@ from guardrails.policy import (
     validate_link_hosts,
 )
 from guardrails.selectors import guardrail_policy_get
+from guardrails.streaming import OutputStream, pattern_trigger
 from guardrails.types import Decision, MaskResult, OutputVerdict, Verdict
 from guardrails.vault import Mapping, decrypt, encrypt
 from tenants.models import Tenant
@@ -423,6 +426,80 @@ def link_hosts(*, policy: ResolvedPolicy) -> tuple[str, ...]:
     empty) and the department's (policy ``link_hosts``)."""
     configured = tuple(str(h) for h in settings.GUARDRAIL_LINK_HOSTS)
     return configured + policy.link_hosts
+
+
+def output_stream_open(*, tenant: Tenant, scope_key: str, user_text: str) -> OutputStream:
+    """The output guard of one streaming answer (``guardrails.streaming.OutputStream``): the same checks as
+    ``inspect_output`` (unsafe markdown, links carrying data to hosts not allowed, PII the user did not supply),
+    applied while the tokens stream, holding back only the tail that may still grow into an entity or a link. Feed
+    it the engine's (masked) tokens; a piece that needs the analyzer is left for ``resolve()`` (blocking; it fails
+    closed like every guard). The policy, the allowed hosts and the scope's vault are read once, here."""
+    _check_scope(scope_key)
+    policy = guardrail_policy_get(tenant=tenant)
+    try:
+        mapping = _load_mapping(tenant, scope_key)
+    except Exception as exc:
+        raise _unavailable("output", exc) from None
+    active = policy.active_entities()
+    patterns_only = [e for e in active if e not in NER_ENTITIES]
+    ner = any(e in NER_ENTITIES for e in active)
+    analyzer = _load_analyzer("output") if active else None
+
+    def analyze(text: str, with_ner: bool) -> list[tuple[int, int, str]]:
+        wanted = active if with_ner else patterns_only
+        if analyzer is None or not wanted:
+            return []
+        findings = _guarded("output", lambda: analyzer.analyze(text, entities=wanted, policy=policy))
+        return [(f.start, f.end, f.entity_type) for f in findings]
+
+    custom = any(e not in BUILTIN_ENTITIES for e in active)
+    return OutputStream(
+        analyze=analyze,
+        supplied=lambda value: _supplied(value, user_text, mapping),
+        allowed_hosts=link_hosts(policy=policy),
+        patterns=pattern_trigger([e for e in patterns_only if e in BUILTIN_ENTITIES], custom=custom),
+        ner=ner,
+    )
+
+
+def output_stream_verdict(
+    *, tenant: Tenant, scope_key: str, stream: OutputStream, sources: list[str], canary_leaked: bool = False
+) -> OutputVerdict:
+    """The verdict on an answer that streamed through ``output_stream_open``: its text is what was sent (never
+    changed afterwards), with what was removed on the way, groundedness against the numbered sources, and a block
+    when the canary check cut the answer. PII redactions and canary cuts are audited, as ``inspect_output`` does."""
+    _check_scope(scope_key)
+    text = stream.text
+    reasons: list[str] = []
+    if canary_leaked:
+        reasons.append("the answer repeated the confidential system prompt (canary) and was cut there")
+        audit_record(
+            action="guardrail.output_block",
+            tenant=tenant,
+            actor_label=ACTOR_LABEL,
+            details={"reason": "canary_leak", "scope": scope_key},
+        )
+    if stream.markup:
+        reasons.append("unsafe markdown removed: " + ", ".join(f"{k} {v}" for k, v in sorted(stream.markup.items())))
+    if stream.links_removed:
+        reasons.append(f"links carrying data to hosts not allowed removed: {stream.links_removed}")
+    counts = dict(stream.redacted)
+    if counts:
+        reasons.append("personal data the user did not supply was redacted")
+        _record_pii(tenant=tenant, action="redact", stage="output", counts=counts, scope_key=scope_key)
+    score = _guarded("output", lambda: groundedness(text, list(sources)))
+    if score is not None and score < settings.GUARDRAIL_GROUNDEDNESS_WARN:
+        reasons.append(f"only {score:.0%} of the answer's sentences are supported by the sources")
+    decision: Decision = "block" if canary_leaked else "warn" if reasons else "allow"
+    GUARDRAIL_DECISIONS.labels(stage="output", decision=decision).inc()
+    return OutputVerdict(
+        text=text,
+        decision=decision,
+        groundedness=score,
+        canary_leaked=canary_leaked,
+        counts=counts,
+        reasons=tuple(reasons),
+    )
 
 
 def output_link_filter(*, tenant: Tenant) -> LinkStreamFilter:

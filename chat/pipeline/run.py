@@ -29,7 +29,7 @@ from chat.pipeline.state import Masked, Plan, Prompt, RunState
 from chat.pipeline.text import PLACEHOLDER_RE, StreamUnmasker
 from core.errors import ApplicationError
 from core.logging import request_id_var, tenant_id_var, user_id_var
-from guardrails.output import canary_new
+from guardrails.output import canary_leaked, canary_new
 from guardrails.services import unmask
 from inference_pool.types import ChatRequest
 
@@ -52,6 +52,23 @@ def _blocking_executor() -> ThreadPoolExecutor:
                 workers = int(getattr(settings, "CHAT_BLOCKING_WORKERS", 2))
                 _executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chat-pipeline")
     return _executor
+
+
+_redaction_executor: ThreadPoolExecutor | None = None
+
+
+def run_redaction(fn: Callable[..., T]) -> Callable[..., Any]:
+    """Run the output guard's PII analysis of a released piece off the event loop, on threads of its own (they
+    wait on the guardrails pool, which does the work under its deadline), so that a token never queues behind
+    another session's blocking stages."""
+    global _redaction_executor
+    if _redaction_executor is None:
+        with _executor_lock:
+            if _redaction_executor is None:
+                _redaction_executor = ThreadPoolExecutor(
+                    max_workers=settings.GUARDRAIL_WORKERS, thread_name_prefix="chat-redaction"
+                )
+    return sync_to_async(fn, thread_sensitive=False, executor=_redaction_executor)
 
 
 def run_blocking(fn: Callable[..., T]) -> Callable[..., Any]:
@@ -147,6 +164,7 @@ class ChatRun:
             prompt = stages.prompt_build(inp, plan, masked, passages, canary=state.canary)
             stages.prompt_reserve(state, plan, prompt)
             stages.persist_begin(inp, plan, masked, state)
+            stages.output_open(inp, masked, state)
         return plan, masked, prompt
 
     def _request(self, plan: Plan, prompt: Prompt) -> ChatRequest:
@@ -185,45 +203,65 @@ class ChatRun:
         return piece
 
     def _canary_cut(self, token: str) -> bool:
-        """The model is quoting the system prompt: cut the canary out and end the answer here."""
+        """The model is quoting the system prompt (the canary, also spelled out or spaced): end the answer here."""
         reply, canary = self.state.reply, self.state.canary
-        if canary not in reply.text[-(len(canary) + len(token) + 8) :]:
+        if not canary_leaked(reply.text[-(4 * len(canary) + len(token)) :], canary):
             return False
-        reply.text = reply.text.replace(canary, "")
         self.state.guard["canary_leaked"] = True
         self.state.finish_reason = "content_filter"
         return True
 
+    async def _redacted(self, released: str | None) -> str:
+        """What the output guard released; a piece that may hold personal data is analysed off the event loop."""
+        if released is not None:
+            return released
+        output = self.state.output
+        assert output is not None
+        return str(await run_redaction(output.resolve)())
+
     async def _relay(self, tokens: AsyncIterator[str]) -> AsyncGenerator[PipelineEvent, None]:
-        """Stage 7: the engine's tokens, unmasked for display (a placeholder split across tokens is held back)."""
+        """Stage 7: the engine's tokens through the output guard (only the tail that may still grow into an entity
+        or a link is held back), then unmasked for display (a placeholder split across tokens is held back too).
+        What is sent is final: the stored and the final text are the same."""
         state, unmasker = self.state, StreamUnmasker()
+        output = state.output
+        assert output is not None
         state.status = Message.Status.STREAMING
         t_pool, t_first = time.perf_counter(), None
         opened = False
-        async for token in tokens:
-            if t_first is None:
-                t_first = time.perf_counter()
-                stages.timed(state, "ttft", t_pool)
-            if self._canary_cut(token):
-                break
-            piece = await self._display(unmasker.feed(token))
-            if not opened:
-                opened = True
-                for ev in self._opening():
+        sent: list[str] = []  # the masked text released, as it was sent
+        try:
+            async for token in tokens:
+                if t_first is None:
+                    t_first = time.perf_counter()
+                    stages.timed(state, "ttft", t_pool)
+                if self._canary_cut(token):
+                    output.discard()  # the held tail may hold the canary's beginning: never sent
+                    break
+                released = await self._redacted(output.feed(token))
+                sent.append(released)
+                piece = await self._display(unmasker.feed(released))
+                if not opened:
+                    opened = True
+                    for ev in self._opening():
+                        yield ev
+                if piece:
+                    state.text += piece
+                    yield Token(text=piece)
+            if t_first is not None:
+                stages.timed(state, "generate", t_first)
+            rest = "" if state.guard.get("canary_leaked") else await self._redacted(output.finish())
+            sent.append(rest)
+            tail = await self._display(unmasker.feed(rest) + unmasker.flush())
+            if tail:
+                state.text += tail
+                if opened:
+                    yield Token(text=tail)
+            if not opened and state.reply.error_code == "":
+                for ev in self._opening():  # the engine answered without a single token
                     yield ev
-            if piece:
-                state.text += piece
-                yield Token(text=piece)
-        if t_first is not None:
-            stages.timed(state, "generate", t_first)
-        tail = await self._display(unmasker.flush())
-        if tail and not state.guard.get("canary_leaked"):
-            state.text += tail
-            if opened:
-                yield Token(text=tail)
-        if not opened and state.reply.error_code == "":
-            for ev in self._opening():  # the engine answered without a single token
-                yield ev
+        finally:
+            state.reply.text = "".join(sent)  # the masked text that was sent (stored with the answer)
 
     def _done(self) -> Done:
         s = self.state

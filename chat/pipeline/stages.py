@@ -1,7 +1,7 @@
 """The pipeline's blocking stages, one function each (run in a worker thread by ``chat.pipeline.run``).
 
 authorize → quota_reserve → inspect_input → mask → retrieve → prompt_build → persist_begin
-(the engine streams) → inspect_output → finish (persist + settle + audit)
+output_open → (the engine streams through the output guard) → output_inspect → finish (persist + settle + audit)
 """
 
 from __future__ import annotations
@@ -42,12 +42,13 @@ from core.tracing import stage_span
 from guardrails.services import (
     inspect_chunks,
     inspect_input,
-    inspect_output,
     mask,
+    output_stream_open,
+    output_stream_verdict,
     pii_vault_delete,
     quote_untrusted,
-    unmask,
 )
+from guardrails.streaming import OutputStream
 from knowledge.selectors import SEARCH_QUERY_MAX_CHARS, chunk_search
 from tenants.models import Role, Tenant, role_at_least
 from tenants.services import audit_record
@@ -425,28 +426,44 @@ def persist_begin(inp: ChatInput, plan: Plan, masked: Masked, state: RunState) -
 # 8 output guard ---------------------------------------------------------------------------------------
 
 
+def output_open(inp: ChatInput, masked: Masked, state: RunState) -> None:
+    """The output guard the answer streams through (``guardrails.services.output_stream_open``): unsafe markdown,
+    links carrying data to hosts not allowed and PII the user did not supply are removed before a token leaves."""
+    state.output = output_stream_open(tenant=inp.tenant, scope_key=state.scope_key, user_text=masked.user)
+
+
 def output_inspect(inp: ChatInput, masked: Masked, prompt: Prompt, state: RunState) -> None:
-    """PII leakage, canary, unsafe markdown, groundedness; a changed answer is unmasked again for display."""
+    """The verdict on the answer as it was sent (redacted while it streamed, never changed afterwards): what was
+    removed, the canary, groundedness."""
+    output = state.output
+    if output is None:
+        raise RuntimeError("the output guard was not opened")
+    canary_cut = bool(state.guard.pop("canary_leaked", False))
     with stage(state, "output_guard"):
-        verdict = inspect_output(
+        verdict = output_stream_verdict(
             tenant=inp.tenant,
             scope_key=state.scope_key,
-            text=state.reply.text,
-            user_text=masked.user,
-            canary=state.canary,
+            stream=output,
             sources=prompt.sources[: len(state.citations)],
+            canary_leaked=canary_cut,
         )
     state.guard["output"] = {
         "decision": verdict.decision,
         "groundedness": None if verdict.groundedness is None else round(float(verdict.groundedness), 3),
-        "canary_leaked": bool(verdict.canary_leaked or state.guard.pop("canary_leaked", False)),
+        "canary_leaked": verdict.canary_leaked,
         "redacted": dict(verdict.counts),
         "reasons": list(verdict.reasons)[:5],
+        "stream": stream_stats(output),
     }
-    if verdict.text != state.reply.text:
-        state.reply.text = verdict.text
-        with stage(state, "unmask"):
-            state.text = str(unmask(tenant=inp.tenant, scope_key=state.scope_key, text=verdict.text))
+
+
+def stream_stats(output: OutputStream) -> dict[str, Any]:
+    """How the output guard held the stream back: ``lag_tokens[n]`` tokens were sent n tokens after they arrived
+    (the last entry counts 64 and more); the longest tail held (characters); pieces that needed the analyzer."""
+    lag = list(output.lag)
+    while lag and lag[-1] == 0:
+        lag.pop()
+    return {"lag_tokens": lag, "held_max_chars": output.held_max, "analyses": output.analyses}
 
 
 # 9, 10 persist and settle -----------------------------------------------------------------------------

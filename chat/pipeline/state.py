@@ -12,6 +12,7 @@ from typing import Any
 
 from adapters.model_turn import QuotaHold, TurnReply, TurnTarget
 from chat.models import Conversation
+from guardrails.streaming import OutputStream
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +49,10 @@ class Prompt:
 
 @dataclass
 class RunState:
-    """The outcome so far. ``text`` is the display text (unmasked); ``reply`` holds the engine's masked text,
-    usage, backend and timings; ``status`` is pending → streaming → complete | stopped | error | cancelled."""
+    """The outcome so far. ``text`` is the display text (unmasked) of what was sent; ``reply`` holds the engine's
+    masked text (once the stream ends: the masked text that was sent), usage, backend and timings; ``output`` is
+    the output guard the tokens stream through; ``status`` is pending → streaming → complete | stopped | error |
+    cancelled."""
 
     request_id: str
     scope_key: str  # the PII vault's scope: the conversation's, or a server-made one per request
@@ -72,4 +75,5 @@ class RunState:
     mask_counts: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     prompt_chars: int = 0
+    output: OutputStream | None = None
     finished: bool = False
