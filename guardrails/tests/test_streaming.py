@@ -169,7 +169,8 @@ def test_output_stream_redacts_pii_before_any_part_leaves_and_sends_the_final_te
 
 def test_plain_prose_never_waits_for_the_analyzer():
     guard = Guard()
-    for token in "the answer is that you book trips in the travel tool and keep the receipts .".split():
+    prose = "the answer is that you book trips in the travel tool and keep the receipts ."
+    for token in prose.split(" "):
         assert guard.stream.feed(token + " ") is not None
     assert guard.calls == [] and guard.stream.analyses == 0
     # each word is sent as soon as the next one starts: nothing waits more than one token
