@@ -12,7 +12,14 @@ check, the consumer's JSON frame and the WebSocket write.
 2. memory: the server's RSS before and after opening ``--sessions`` idle, authenticated sockets;
 3. load: every session asks at once (``--sessions`` concurrent conversations, ``--tokens`` tokens each).
 
-Ends with one line: ``ws_sessions=<n> errors=<n> relay_p99_ms=<x> kib_per_idle_connection=<x>``.
+The answers stream through the output guard (PII, markdown and link redaction with its hold-back). By default
+(``--text mixed``) the fake engine writes a business answer that holds a name, an e-mail address, a phone number
+and links, with a time stamp after every sentence (only those are timed); ``--text stamps`` writes time stamps
+only. The output guard's hold is read from the stored answers: how many later tokens arrived before each token was
+sent.
+
+Ends with one line: ``ws_sessions=<n> errors=<n> relay_p99_ms=<x> redaction_lag_tokens_p99=<n>
+kib_per_idle_connection=<x>``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -60,9 +68,49 @@ def unstamp(word: str) -> int | None:
     return value
 
 
+# What a business answer holds, for ``--text mixed``: headings, lists, capitalised words, numbers, a name, an e-mail
+# address, a phone number, a link to the intranet and an image whose URL carries data (the last four are removed or
+# redacted by the output guard on the way).
+ANSWER = [
+    "## Travel policy",
+    "Questions go to Freja Nilsson in the travel office (freja.nilsson@example.com, +46 70 123 45 67).",
+    "Book flights through the travel portal at least 14 days before you leave.",
+    "The full policy is on [the intranet](https://intranet.example.com/policies/travel).",
+    "![summary](https://collector.example/p.png?d=Q3-travel-numbers)",
+    "- Economy class for flights under six hours.",
+    "- Receipts go into the expense tool within 30 days of the trip.",
+    "For trips longer than 3 days, ask your manager first and attach the approval to the booking.",
+    "Per diem rates for Germany and Sweden are listed in the appendix.",
+]
+_SAFE_GAP = re.compile(r"[a-z]+,?")  # a stamp may follow a lowercase word, before another one
+
+
+def answer_tokens(n: int) -> list[str | None]:
+    """The first ``n`` tokens of the mixed answer (about five characters each); None marks a time stamp: one after
+    every sentence, and one between two lowercase words after every three tokens (never inside a name, a number or
+    an address)."""
+    out: list[str | None] = []
+    while len(out) < n:
+        for sentence in ANSWER:
+            since, word = 0, ""
+            for i, token in enumerate(re.findall(r"\s*\S{1,5}", sentence)):
+                if since >= 3 and token[:1] == " " and token[1:2].islower() and _SAFE_GAP.fullmatch(word):
+                    out.append(None)
+                    since = 0
+                out.append(("\n" if i == 0 and out else "") + token)
+                word = token.strip() if token[:1].isspace() or not word else word + token
+                since += 1
+            out.append(None)
+    return out[:n]
+
+
 class FakeZeroDelayEngine:
-    """OpenAI-compatible ``/v1/chat/completions`` streaming ``max_tokens`` tokens with no delay; each token's text
-    is the wall-clock time at which it is written (``time.time_ns()``, as a word: see ``stamp``)."""
+    """OpenAI-compatible ``/v1/chat/completions`` streaming ``max_tokens`` tokens with no delay. With ``--text
+    stamps`` each token's text is the wall-clock time at which it is written (``time.time_ns()``, as a word: see
+    ``stamp``); with ``--text mixed`` a business answer is streamed, a time stamp after every sentence."""
+
+    def __init__(self, text: str = "stamps") -> None:
+        self.text = text
 
     base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1764325201, "model": "bench"}
 
@@ -84,8 +132,9 @@ class FakeZeroDelayEngine:
                     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
                 )
                 writer.write(_chunk({**self.base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}))
-                for _ in range(n):
-                    delta = {"content": " " + stamp(time.time_ns())}
+                plan = answer_tokens(n) if self.text == "mixed" else [None] * n
+                for token in plan:
+                    delta = {"content": token if token is not None else " " + stamp(time.time_ns())}
                     writer.write(
                         _chunk({**self.base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
                     )
@@ -101,9 +150,9 @@ class FakeZeroDelayEngine:
             writer.close()
 
 
-def serve_fake_engine(port: int) -> None:
+def serve_fake_engine(port: int, text: str) -> None:
     async def main() -> None:
-        server = await asyncio.start_server(FakeZeroDelayEngine().handle, "127.0.0.1", port, backlog=1024)
+        server = await asyncio.start_server(FakeZeroDelayEngine(text).handle, "127.0.0.1", port, backlog=1024)
         async with server:
             await server.serve_forever()
 
@@ -201,8 +250,9 @@ class Session:
             ping_interval=None,
         )
 
-    async def ask(self, text: str, tokens: int) -> tuple[list[float], str | None]:
-        """Send one question; return the relay delays (ms) of its tokens and an error (None when done)."""
+    async def ask(self, text: str, tokens: int, stamps: int) -> tuple[list[float], str | None]:
+        """Send one question; return the relay delays (ms) of its ``stamps`` time-stamped tokens and an error (None
+        when done)."""
         await self.ws.send(json.dumps({"type": "send", "text": text, "max_tokens": tokens}))
         delays: list[float] = []
         while True:
@@ -216,7 +266,7 @@ class Session:
                     if sent is not None:
                         delays.append((now - sent) / 1e6)
             elif kind == "done":
-                return delays, None if len(delays) == tokens else f"{len(delays)} of {tokens} tokens"
+                return delays, None if len(delays) == stamps else f"{len(delays)} of {stamps} stamped tokens"
             elif kind == "error":
                 return delays, f"{frame.get('code')}: {frame.get('message')}"
 
@@ -240,6 +290,29 @@ async def stage_medians() -> str:
     return await sync_to_async(read)()
 
 
+async def redaction_lag() -> tuple[float, float, float]:
+    """The output guard's hold, from the answers stored: p50 and p99 of how many later tokens arrived before a token
+    was sent, over every token; and the pieces per answer that needed the PII analyzer."""
+    from asgiref.sync import sync_to_async
+
+    from chat.models import Message
+
+    def read() -> tuple[float, float, float]:
+        histogram: list[int] = []
+        analyses: list[int] = []
+        for guard in Message.unscoped.filter(role="assistant").values_list("guardrails", flat=True):
+            stream = ((guard or {}).get("output") or {}).get("stream") or {}
+            for lag, count in enumerate(stream.get("lag_tokens") or []):
+                histogram += [0] * (lag + 1 - len(histogram))
+                histogram[lag] += count
+            if stream:
+                analyses.append(int(stream.get("analyses", 0)))
+        lags = [float(lag) for lag, count in enumerate(histogram) for _ in range(count)]
+        return pct(lags, 50), pct(lags, 99), statistics.mean(analyses) if analyses else float("nan")
+
+    return await sync_to_async(read)()
+
+
 def summary(label: str, delays: list[float], base: list[float] | None = None) -> str:
     p50, p95, p99 = pct(delays, 50), pct(delays, 95), pct(delays, 99)
     line = f"  {label:<34} tokens={len(delays):>6}  p50={p50:7.2f} ms  p95={p95:7.2f} ms  p99={p99:7.2f} ms"
@@ -251,16 +324,17 @@ def summary(label: str, delays: list[float], base: list[float] | None = None) ->
 
 async def run(
     args: argparse.Namespace, server_pid: int, port: int, cookie: str, ids: list[int]
-) -> tuple[int, float, float]:
+) -> tuple[int, float, float, float]:
     origin = f"http://127.0.0.1:{port}"
     url = f"ws://127.0.0.1:{port}/ws/chat/{{}}/"
     question = "Summarise our travel policy for a new colleague, please."
+    stamps = sum(t is None for t in answer_tokens(args.tokens)) if args.text == "mixed" else args.tokens
 
     # warm-up: the server loads the guard models, opens its router, fills its caches
     warm = Session(url.format(ids[-1]), cookie, origin)
     await warm.open()
     for _ in range(3):
-        _, err = await warm.ask(question, args.tokens)
+        _, err = await warm.ask(question, args.tokens, stamps)
         if err:
             raise SystemExit(f"warm-up failed: {err}")
     await warm.close()
@@ -270,7 +344,7 @@ async def run(
     single = Session(url.format(ids[-2]), cookie, origin)
     await single.open()
     for _ in range(args.baseline_turns):
-        d, err = await single.ask(question, args.tokens)
+        d, err = await single.ask(question, args.tokens, stamps)
         if err:
             raise SystemExit(f"baseline failed: {err}")
         base_delays += d
@@ -296,7 +370,7 @@ async def run(
 
     # 3. every session asks at once
     started = time.perf_counter()
-    results = await asyncio.gather(*(s.ask(question, args.tokens) for s in live), return_exceptions=True)
+    results = await asyncio.gather(*(s.ask(question, args.tokens, stamps) for s in live), return_exceptions=True)
     elapsed = time.perf_counter() - started
     load_delays: list[float] = []
     reasons: dict[str, int] = {}
@@ -317,7 +391,12 @@ async def run(
     print(f"  {len(live)} answers of {args.tokens} tokens in {elapsed:.1f} s ({rate:.0f} tokens/s relayed)")
     if reasons:
         print("  errors: " + "; ".join(f"{k} ×{v}" for k, v in reasons.items()))
-    return errors, pct(load_delays, 99), kib_per_idle
+    lag50, lag99, analyses = await redaction_lag()
+    print(
+        f"  output guard hold: p50 {lag50:.0f} / p99 {lag99:.0f} tokens before a token is sent;"
+        f" {analyses:.1f} pieces per answer needed the PII analyzer"
+    )
+    return errors, pct(load_delays, 99), kib_per_idle, lag99
 
 
 def main() -> None:
@@ -325,14 +404,21 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--tokens", type=int, default=64, help="tokens per answer")
     parser.add_argument("--baseline-turns", type=int, default=10)
+    parser.add_argument(
+        "--text",
+        choices=("mixed", "stamps"),
+        default="mixed",
+        help="what the fake engine writes: a business answer with PII and links (time stamps between its sentences) "
+        "or time stamps only",
+    )
     parser.add_argument("--serve-fake-engine", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake_engine:
-        serve_fake_engine(args.serve_fake_engine)
+        serve_fake_engine(args.serve_fake_engine, args.text)
         return
     os.environ.setdefault("PORTAL_EPHEMERAL_DB", "1")
     engine_port, web_port = free_port(), free_port()
-    engine = subprocess.Popen([sys.executable, __file__, "--serve-fake-engine", str(engine_port)])
+    engine = subprocess.Popen([sys.executable, __file__, "--serve-fake-engine", str(engine_port), "--text", args.text])
     server = None
     try:
         wait_port(engine_port)
@@ -365,8 +451,9 @@ def main() -> None:
         wait_port(web_port)
         print(
             f"chat socket benchmark: {args.sessions} sessions, {args.tokens} tokens per answer, zero-delay fake engine"
+            f" writing {'a business answer' if args.text == 'mixed' else 'time stamps'}"
         )
-        errors, p99, kib = asyncio.run(run(args, server.pid, web_port, cookie, ids))
+        errors, p99, kib, lag99 = asyncio.run(run(args, server.pid, web_port, cookie, ids))
     finally:
         for proc in (server, engine):
             if proc is not None:
@@ -375,7 +462,10 @@ def main() -> None:
                     proc.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    print(f"ws_sessions={args.sessions} errors={errors} relay_p99_ms={p99:.1f} kib_per_idle_connection={kib:.1f}")
+    print(
+        f"ws_sessions={args.sessions} errors={errors} relay_p99_ms={p99:.1f} redaction_lag_tokens_p99={lag99:.0f}"
+        f" kib_per_idle_connection={kib:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -119,12 +119,36 @@ def canary_new() -> str:
     return f"cnry-{secrets.token_hex(8)}"
 
 
+_SEPARATORS = re.compile(r"[\W_]+")
+
+
+def _squash(text: str) -> str:
+    return _SEPARATORS.sub("", text if text.isascii() else unicodedata.normalize("NFKC", text)).lower()
+
+
 def canary_leaked(text: str, canary: str) -> bool:
     if not canary:
         return False
-    squashed = re.sub(r"[\W_]+", "", unicodedata.normalize("NFKC", text)).lower()
-    needle = re.sub(r"[\W_]+", "", canary).lower()
-    return canary in text or (len(needle) >= 8 and needle in squashed)
+    needle = _squash(canary)
+    return canary in text or (len(needle) >= 8 and needle in _squash(text))
+
+
+class CanaryWatch:
+    """``canary_leaked`` for a text that arrives in pieces: ``feed(piece)`` is True once the canary appeared, as is
+    or spelled out with separators ("c n r y - 1 f …"). Each piece is looked at once (a stream's token relay)."""
+
+    def __init__(self, canary: str) -> None:
+        self.canary = canary
+        self.needle = _squash(canary)
+        self._raw = ""  # the last characters received
+        self._squashed = ""  # the last characters received, without separators
+
+    def feed(self, piece: str) -> bool:
+        if not self.canary:
+            return False
+        self._raw = (self._raw + piece)[-(len(self.canary) + len(piece)) :]
+        self._squashed = (self._squashed + _squash(piece))[-(2 * len(self.needle) + len(piece)) :]
+        return self.canary in self._raw or (len(self.needle) >= 8 and self.needle in self._squashed)
 
 
 # --- groundedness ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -51,6 +51,8 @@ _GROWING_TAIL = re.compile(  # it starts a word: after a blank or an opening bra
 # placeholder ("<img src=", "<PERSON_").
 _OPEN_MD_LINK = re.compile(r"!?\[[^\[\]\n]*(?:\]\([^()\s]*)?$|!?\[[^\[\]\n]*\]$")
 _OPEN_TAG = re.compile(r"<[A-Za-z!/?][^<>\n]*$")
+_MAY_GROW = re.compile(r"[0-9" + _CAPITAL + r"]")  # a growing tail holds a digit or a capital
+_PLAIN = re.compile(r"[a-z \t,.;:!?'\-]*")  # nothing any check acts on: no capital, digit, link, markup or newline
 _URL_START = re.compile(r"(?i)https?:|//")
 
 
@@ -63,13 +65,13 @@ def safe_cut(pending: str, *, max_hold: int, max_link_hold: int | None = None) -
     link_hold = max(max_hold, max_link_hold or max_hold)
     floor = max(0, end - max_hold)
     link_floor = max(0, end - link_hold)
-    word = 0 if not pending else max(pending.rfind(c) for c in " \t\n") + 1  # start of the word being written
+    word = max(pending.rfind(" "), pending.rfind("\n"), pending.rfind("\t")) + 1  # the word being written
     cut = end if pending[-1].isspace() else word
-    if cut > floor:
+    if cut > floor and _MAY_GROW.search(pending, floor, cut) is not None:
         tail = _GROWING_TAIL.search(pending, floor, cut)
         if tail is not None:
             cut = tail.start()
-    link = _OPEN_MD_LINK.search(pending, link_floor)
+    link = _OPEN_MD_LINK.search(pending, link_floor) if "[" in pending else None
     if link is not None:
         cut = min(cut, link.start())
     elif "]" in pending[word:]:  # "](https://…)" ends a link whose text began before: keep the link whole
@@ -77,10 +79,10 @@ def safe_cut(pending: str, *, max_hold: int, max_link_hold: int | None = None) -
         if opener != -1 and "]" not in pending[opener:word]:
             link_start = opener - 1 if opener > 0 and pending[opener - 1] == "!" else opener
             cut = min(cut, link_start)
-    tag = _OPEN_TAG.search(pending, floor)
+    tag = _OPEN_TAG.search(pending, floor) if "<" in pending else None
     if tag is not None:
         cut = min(cut, tag.start())
-    in_url = word < end and _URL_START.search(pending, word) is not None
+    in_url = word < end and "/" in pending[word:] and _URL_START.search(pending, word) is not None
     bound = link_floor if link is not None or in_url else floor
     if cut >= bound:
         return cut, False
@@ -324,7 +326,7 @@ class OutputStream:
         self._sent: list[str] = []
         self._known: set[str] = set()  # parts of names redacted so far: their other mentions go too
         self._known_re: re.Pattern[str] | None = None
-        self._tokens: list[tuple[int, int]] = []  # (token index, raw end offset) of tokens not wholly sent
+        self._tokens: deque[tuple[int, int]] = deque()  # (token index, raw end offset) of tokens not wholly sent
         self._token_count = 0
         self.lag = [0] * (LAG_BUCKETS + 1)
         self.held_max = 0
@@ -360,7 +362,8 @@ class OutputStream:
 
     def discard(self) -> None:
         """Drop what is held back (it is never sent)."""
-        self._pending, self._waiting, self._tokens = "", None, []
+        self._pending, self._waiting = "", None
+        self._tokens.clear()
 
     def resolve(self) -> str:
         """Run the PII analysis of the piece ``feed``/``finish`` left waiting; return its redacted text."""
@@ -400,6 +403,10 @@ class OutputStream:
             return ""
         context = self._context
         self._context = (context + segment)[-self._context_chars :]
+        if _PLAIN.fullmatch(segment) is not None:  # lowercase prose: nothing to sanitize, redact or analyse
+            if segment.strip(" \t"):
+                self._code.line_start = False
+            return self._emit(segment)
         text = self._markup(segment, open_url)
         text = self._known_names(text)
         plain = PLACEHOLDER_RE.sub(" ", text) if "<" in text else text  # the user's own values, masked
@@ -415,14 +422,10 @@ class OutputStream:
         return text
 
     def _count_lag(self, final: bool) -> None:
-        last = self._token_count - 1
-        kept = []
-        for index, end in self._tokens:
-            if end <= self._released or final:
-                self.lag[min(last - index, LAG_BUCKETS)] += 1
-            else:
-                kept.append((index, end))
-        self._tokens = kept
+        last, tokens = self._token_count - 1, self._tokens
+        while tokens and (final or tokens[0][1] <= self._released):
+            index, _ = tokens.popleft()
+            self.lag[min(last - index, LAG_BUCKETS)] += 1
 
     def _markup(self, segment: str, open_url: bool) -> str:
         """Unsafe markdown outside code, then links carrying data (code included, as the whole-text guard does)."""

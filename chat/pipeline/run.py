@@ -29,7 +29,7 @@ from chat.pipeline.state import Masked, Plan, Prompt, RunState
 from chat.pipeline.text import PLACEHOLDER_RE, StreamUnmasker
 from core.errors import ApplicationError
 from core.logging import request_id_var, tenant_id_var, user_id_var
-from guardrails.output import canary_leaked, canary_new
+from guardrails.output import CanaryWatch, canary_new
 from guardrails.services import unmask
 from inference_pool.types import ChatRequest
 
@@ -103,6 +103,7 @@ class ChatRun:
             quota=QuotaHold(tenant=inp.tenant, request_id=request_id),
             conversation_id=inp.conversation.pk if inp.conversation is not None else None,
         )
+        self._canary = CanaryWatch(self.state.canary)
 
     # what the doors read ------------------------------------------------------------------------------------
     @property
@@ -204,8 +205,7 @@ class ChatRun:
 
     def _canary_cut(self, token: str) -> bool:
         """The model is quoting the system prompt (the canary, also spelled out or spaced): end the answer here."""
-        reply, canary = self.state.reply, self.state.canary
-        if not canary_leaked(reply.text[-(4 * len(canary) + len(token)) :], canary):
+        if not self._canary.feed(token):
             return False
         self.state.guard["canary_leaked"] = True
         self.state.finish_reason = "content_filter"

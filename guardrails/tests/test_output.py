@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY, generate_latest
 
 from core.errors import GuardrailUnavailable
 from guardrails.models import PiiVault
-from guardrails.output import canary_new, groundedness, sanitize_markdown
+from guardrails.output import CanaryWatch, canary_new, groundedness, sanitize_markdown
 from guardrails.services import inspect_input, inspect_output, mask, unmask
 from tenants.models import AuditEvent, UsageRecord
 
@@ -155,3 +155,20 @@ def test_guard_eval_reports_every_data_set(capsys):
     out = capsys.readouterr().out
     for name in ("deepset", "jackhhao_test", "notinject", "pooled"):
         assert name in out
+
+
+def _squashed(text):
+    return "".join(ch for ch in text if ch.isalnum()).lower()
+
+
+def test_canary_watch_sees_the_canary_as_it_streams():
+    canary = canary_new()
+    for text in (f"The reference is {canary} indeed.", "The reference is " + " ".join(canary) + " indeed."):
+        watch = CanaryWatch(canary)
+        pieces = [text[i : i + 3] for i in range(0, len(text), 3)]
+        seen = [watch.feed(p) for p in pieces]
+        first = seen.index(True)
+        assert not any(seen[:first]) and canary[-1] in pieces[first]  # at the piece that completes it
+        assert _squashed(canary) not in _squashed("".join(pieces[:first]))
+    quiet = CanaryWatch(canary)
+    assert not any(quiet.feed(w) for w in ("cnry ", "is ", "not ", "the ", canary[:-1], " reference"))
