@@ -433,7 +433,8 @@ def output_stream_open(*, tenant: Tenant, scope_key: str, user_text: str) -> Out
     ``inspect_output`` (unsafe markdown, links carrying data to hosts not allowed, PII the user did not supply),
     applied while the tokens stream, holding back only the tail that may still grow into an entity or a link. Feed
     it the engine's (masked) tokens; a piece that needs the analyzer is left for ``resolve()`` (blocking; it fails
-    closed like every guard). The policy, the allowed hosts and the scope's vault are read once, here."""
+    closed like every guard; ``stream.heavy`` says whether it runs the NER, else it takes well under a millisecond
+    and may run on an event loop). The policy, the allowed hosts and the scope's vault are read once, here."""
     _check_scope(scope_key)
     policy = guardrail_policy_get(tenant=tenant)
     try:
@@ -449,7 +450,15 @@ def output_stream_open(*, tenant: Tenant, scope_key: str, user_text: str) -> Out
         wanted = active if with_ner else patterns_only
         if analyzer is None or not wanted:
             return []
-        findings = _guarded("output", lambda: analyzer.analyze(text, entities=wanted, policy=policy))
+        if with_ner:  # the NER: on the guardrails pool, under its deadline
+            findings = _guarded("output", lambda: analyzer.analyze(text, entities=wanted, policy=policy))
+        else:  # patterns only (a few hundred characters, well under a millisecond): in the caller's thread
+            try:
+                findings = analyzer.analyze(text, entities=wanted, policy=policy)
+            except ApplicationError:
+                raise
+            except Exception as exc:
+                raise _unavailable("output", exc) from None
         return [(f.start, f.end, f.entity_type) for f in findings]
 
     custom = any(e not in BUILTIN_ENTITIES for e in active)

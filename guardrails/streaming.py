@@ -344,6 +344,11 @@ class OutputStream:
     def held(self) -> str:
         return self._pending
 
+    @property
+    def heavy(self) -> bool:
+        """Whether the waiting piece needs the NER (run ``resolve()`` off an event loop); else patterns only."""
+        return self._waiting is not None and self._waiting.ner
+
     def feed(self, delta: str) -> str | None:
         """Take the next token; return what may be sent now ("" when nothing), or None: call ``resolve()``."""
         self._check_idle()
