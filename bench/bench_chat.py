@@ -12,14 +12,15 @@ check, the consumer's JSON frame and the WebSocket write.
 2. memory: the server's RSS before and after opening ``--sessions`` idle, authenticated sockets;
 3. load: every session asks at once (``--sessions`` concurrent conversations, ``--tokens`` tokens each).
 
-The answers stream through the output guard (PII, markdown and link redaction with its hold-back). By default
-(``--text mixed``) the fake engine writes a business answer that holds a name, an e-mail address, a phone number
-and links, with a time stamp after every sentence (only those are timed); ``--text stamps`` writes time stamps
-only. The output guard's hold is read from the stored answers: how many later tokens arrived before each token was
-sent.
+The answers stream through the output guard (PII, markdown and link redaction, holding back only what may still
+grow into an entity or a link). The load is run twice: answers of time stamps only (as before the output guard
+streamed; the guard's regular expressions run, the analyzer never), then a business answer that holds a heading,
+a name, an e-mail address, a phone number, numbers and links, with a time stamp between its sentences and phrases
+(only those are timed: ``relay_p99_ms_business``). The output guard's hold is read from the stored business answers:
+how many later tokens arrived before each token was sent.
 
-Ends with one line: ``ws_sessions=<n> errors=<n> relay_p99_ms=<x> redaction_lag_tokens_p99=<n>
-kib_per_idle_connection=<x>``.
+Ends with one line: ``ws_sessions=<n> errors=<n> relay_p99_ms=<x> relay_p99_ms_business=<x>
+redaction_lag_tokens_p99=<n> kib_per_idle_connection=<x>``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +70,7 @@ def unstamp(word: str) -> int | None:
     return value
 
 
-# What a business answer holds, for ``--text mixed``: headings, lists, capitalised words, numbers, a name, an e-mail
+# What a business answer holds: headings, lists, capitalised words, numbers, a name, an e-mail
 # address, a phone number, a link to the intranet and an image whose URL carries data (the last four are removed or
 # redacted by the output guard on the way).
 ANSWER = [
@@ -105,12 +107,9 @@ def answer_tokens(n: int) -> list[str | None]:
 
 
 class FakeZeroDelayEngine:
-    """OpenAI-compatible ``/v1/chat/completions`` streaming ``max_tokens`` tokens with no delay. With ``--text
-    stamps`` each token's text is the wall-clock time at which it is written (``time.time_ns()``, as a word: see
-    ``stamp``); with ``--text mixed`` a business answer is streamed, a time stamp after every sentence."""
-
-    def __init__(self, text: str = "stamps") -> None:
-        self.text = text
+    """OpenAI-compatible ``/v1/chat/completions`` streaming ``max_tokens`` tokens with no delay. Each token's text
+    is the wall-clock time at which it is written (``time.time_ns()``, as a word: see ``stamp``); asked "Who do I
+    ask ...", it streams the business answer (``answer_tokens``), a time stamp between its sentences and phrases."""
 
     base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1764325201, "model": "bench"}
 
@@ -132,7 +131,8 @@ class FakeZeroDelayEngine:
                     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
                 )
                 writer.write(_chunk({**self.base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}))
-                plan = answer_tokens(n) if self.text == "mixed" else [None] * n
+                asked = json.dumps(body.get("messages", [])[-1:])
+                plan = answer_tokens(n) if "Who do I ask" in asked else [None] * n
                 for token in plan:
                     delta = {"content": token if token is not None else " " + stamp(time.time_ns())}
                     writer.write(
@@ -150,9 +150,9 @@ class FakeZeroDelayEngine:
             writer.close()
 
 
-def serve_fake_engine(port: int, text: str) -> None:
+def serve_fake_engine(port: int) -> None:
     async def main() -> None:
-        server = await asyncio.start_server(FakeZeroDelayEngine(text).handle, "127.0.0.1", port, backlog=1024)
+        server = await asyncio.start_server(FakeZeroDelayEngine().handle, "127.0.0.1", port, backlog=1024)
         async with server:
             await server.serve_forever()
 
@@ -290,7 +290,7 @@ async def stage_medians() -> str:
     return await sync_to_async(read)()
 
 
-async def redaction_lag() -> tuple[float, float, float]:
+async def redaction_lag(*, since: float) -> tuple[float, float, float]:
     """The output guard's hold, from the answers stored: p50 and p99 of how many later tokens arrived before a token
     was sent, over every token; and the pieces per answer that needed the PII analyzer."""
     from asgiref.sync import sync_to_async
@@ -300,7 +300,8 @@ async def redaction_lag() -> tuple[float, float, float]:
     def read() -> tuple[float, float, float]:
         histogram: list[int] = []
         analyses: list[int] = []
-        for guard in Message.unscoped.filter(role="assistant").values_list("guardrails", flat=True):
+        answers = Message.unscoped.filter(role="assistant", created_at__gte=datetime.fromtimestamp(since, UTC))
+        for guard in answers.values_list("guardrails", flat=True):
             stream = ((guard or {}).get("output") or {}).get("stream") or {}
             for lag, count in enumerate(stream.get("lag_tokens") or []):
                 histogram += [0] * (lag + 1 - len(histogram))
@@ -322,18 +323,41 @@ def summary(label: str, delays: list[float], base: list[float] | None = None) ->
     return line
 
 
-async def run(
-    args: argparse.Namespace, server_pid: int, port: int, cookie: str, ids: list[int]
-) -> tuple[int, float, float, float]:
+STAMPS_QUESTION = "Summarise our travel policy for a new colleague, please."
+BUSINESS_QUESTION = "Who do I ask about the travel policy, and where is it?"  # the fake engine: a business answer
+
+
+async def gather_answers(
+    sessions: list[Session], question: str, tokens: int, stamps: int
+) -> tuple[list[float], int, dict[str, int], float]:
+    """Every session asks at once: the relay delays, the errors (and why) and the seconds it took."""
+    started = time.perf_counter()
+    results = await asyncio.gather(*(s.ask(question, tokens, stamps) for s in sessions), return_exceptions=True)
+    elapsed = time.perf_counter() - started
+    delays: list[float] = []
+    errors, reasons = 0, dict[str, int]()
+    for r in results:
+        if isinstance(r, BaseException):
+            errors += 1
+            reasons[type(r).__name__] = reasons.get(type(r).__name__, 0) + 1
+            continue
+        d, err = r
+        delays += d
+        if err:
+            errors += 1
+            reasons[err[:80]] = reasons.get(err[:80], 0) + 1
+    return delays, errors, reasons, elapsed
+
+
+async def run(args: argparse.Namespace, server_pid: int, port: int, cookie: str, ids: list[int]) -> dict[str, Any]:
     origin = f"http://127.0.0.1:{port}"
     url = f"ws://127.0.0.1:{port}/ws/chat/{{}}/"
-    question = "Summarise our travel policy for a new colleague, please."
-    stamps = sum(t is None for t in answer_tokens(args.tokens)) if args.text == "mixed" else args.tokens
+    business_stamps = sum(t is None for t in answer_tokens(args.tokens))
 
     # warm-up: the server loads the guard models, opens its router, fills its caches
     warm = Session(url.format(ids[-1]), cookie, origin)
     await warm.open()
-    for _ in range(3):
+    for question, stamps in ((STAMPS_QUESTION, args.tokens), (BUSINESS_QUESTION, business_stamps)) * 2:
         _, err = await warm.ask(question, args.tokens, stamps)
         if err:
             raise SystemExit(f"warm-up failed: {err}")
@@ -341,15 +365,21 @@ async def run(
 
     # 1. baseline: one conversation at a time
     base_delays: list[float] = []
+    business_base: list[float] = []
     single = Session(url.format(ids[-2]), cookie, origin)
     await single.open()
-    for _ in range(args.baseline_turns):
-        d, err = await single.ask(question, args.tokens, stamps)
-        if err:
-            raise SystemExit(f"baseline failed: {err}")
-        base_delays += d
+    for question, stamps, delays in (
+        (STAMPS_QUESTION, args.tokens, base_delays),
+        (BUSINESS_QUESTION, business_stamps, business_base),
+    ):
+        for _ in range(args.baseline_turns):
+            d, err = await single.ask(question, args.tokens, stamps)
+            if err:
+                raise SystemExit(f"baseline failed: {err}")
+            delays += d
     await single.close()
     print(summary("baseline (1 session, sequential)", base_delays))
+    print(summary("  business answers", business_base))
 
     # 2. memory per idle connection
     await asyncio.sleep(1.0)
@@ -368,35 +398,35 @@ async def run(
         f" = {kib_per_idle:.1f} KiB per idle connection"
     )
 
-    # 3. every session asks at once
-    started = time.perf_counter()
-    results = await asyncio.gather(*(s.ask(question, args.tokens, stamps) for s in live), return_exceptions=True)
-    elapsed = time.perf_counter() - started
-    load_delays: list[float] = []
-    reasons: dict[str, int] = {}
-    for r in results:
-        if isinstance(r, BaseException):
-            errors += 1
-            reasons[type(r).__name__] = reasons.get(type(r).__name__, 0) + 1
-            continue
-        d, err = r
-        load_delays += d
-        if err:
-            errors += 1
-            reasons[err[:80]] = reasons.get(err[:80], 0) + 1
-    await asyncio.gather(*(s.close() for s in live), return_exceptions=True)
+    # 3. every session asks at once: time stamps, then business answers
+    load_delays, failed, reasons, elapsed = await gather_answers(live, STAMPS_QUESTION, args.tokens, args.tokens)
+    errors += failed
     print("  pipeline stages under load (median ms): " + await stage_medians())
     print(summary(f"{len(live)} concurrent conversations", load_delays, base_delays))
     rate = len(load_delays) / elapsed
     print(f"  {len(live)} answers of {args.tokens} tokens in {elapsed:.1f} s ({rate:.0f} tokens/s relayed)")
+    await asyncio.sleep(1.0)
+    since = time.time()
+    business, failed, more, elapsed = await gather_answers(live, BUSINESS_QUESTION, args.tokens, business_stamps)
+    errors += failed
+    reasons.update(more)
+    print(summary(f"{len(live)} concurrent business answers", business, business_base))
+    print(f"  {len(live)} business answers of {args.tokens} tokens in {elapsed:.1f} s")
+    await asyncio.gather(*(s.close() for s in live), return_exceptions=True)
     if reasons:
         print("  errors: " + "; ".join(f"{k} ×{v}" for k, v in reasons.items()))
-    lag50, lag99, analyses = await redaction_lag()
+    lag50, lag99, analyses = await redaction_lag(since=since)
     print(
-        f"  output guard hold: p50 {lag50:.0f} / p99 {lag99:.0f} tokens before a token is sent;"
-        f" {analyses:.1f} pieces per answer needed the PII analyzer"
+        f"  output guard hold (business answers under load): p50 {lag50:.0f} / p99 {lag99:.0f} tokens before a"
+        f" token is sent; {analyses:.1f} pieces per answer needed the PII analyzer"
     )
-    return errors, pct(load_delays, 99), kib_per_idle, lag99
+    return {
+        "errors": errors,
+        "relay_p99_ms": pct(load_delays, 99),
+        "relay_p99_ms_business": pct(business, 99),
+        "lag99": lag99,
+        "kib": kib_per_idle,
+    }
 
 
 def main() -> None:
@@ -404,21 +434,14 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--tokens", type=int, default=64, help="tokens per answer")
     parser.add_argument("--baseline-turns", type=int, default=10)
-    parser.add_argument(
-        "--text",
-        choices=("mixed", "stamps"),
-        default="mixed",
-        help="what the fake engine writes: a business answer with PII and links (time stamps between its sentences) "
-        "or time stamps only",
-    )
     parser.add_argument("--serve-fake-engine", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake_engine:
-        serve_fake_engine(args.serve_fake_engine, args.text)
+        serve_fake_engine(args.serve_fake_engine)
         return
     os.environ.setdefault("PORTAL_EPHEMERAL_DB", "1")
     engine_port, web_port = free_port(), free_port()
-    engine = subprocess.Popen([sys.executable, __file__, "--serve-fake-engine", str(engine_port), "--text", args.text])
+    engine = subprocess.Popen([sys.executable, __file__, "--serve-fake-engine", str(engine_port)])
     server = None
     try:
         wait_port(engine_port)
@@ -451,9 +474,8 @@ def main() -> None:
         wait_port(web_port)
         print(
             f"chat socket benchmark: {args.sessions} sessions, {args.tokens} tokens per answer, zero-delay fake engine"
-            f" writing {'a business answer' if args.text == 'mixed' else 'time stamps'}"
         )
-        errors, p99, kib, lag99 = asyncio.run(run(args, server.pid, web_port, cookie, ids))
+        figures = asyncio.run(run(args, server.pid, web_port, cookie, ids))
     finally:
         for proc in (server, engine):
             if proc is not None:
@@ -463,8 +485,9 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
     print(
-        f"ws_sessions={args.sessions} errors={errors} relay_p99_ms={p99:.1f} redaction_lag_tokens_p99={lag99:.0f}"
-        f" kib_per_idle_connection={kib:.1f}"
+        f"ws_sessions={args.sessions} errors={figures['errors']} relay_p99_ms={figures['relay_p99_ms']:.1f}"
+        f" relay_p99_ms_business={figures['relay_p99_ms_business']:.1f}"
+        f" redaction_lag_tokens_p99={figures['lag99']:.0f} kib_per_idle_connection={figures['kib']:.1f}"
     )
 
 

@@ -88,10 +88,27 @@ def _pool() -> ThreadPoolExecutor:
     return _executor
 
 
-def _guarded(stage: str, fn: Callable[[], T]) -> T:
+STREAM_WORKERS = 2  # the NER runs one call at a time (a lock in guardrails.pii): two threads keep it busy
+_stream_executor: ThreadPoolExecutor | None = None
+
+
+def _stream_pool() -> ThreadPoolExecutor:
+    """Threads for the analysis of answers while they stream: a token in flight does not queue behind the guards
+    of new questions (the NER itself still runs one call at a time)."""
+    global _stream_executor
+    if _stream_executor is None:
+        with _executor_lock:
+            if _stream_executor is None:
+                _stream_executor = ThreadPoolExecutor(
+                    max_workers=STREAM_WORKERS, thread_name_prefix="guardrails-stream"
+                )
+    return _stream_executor
+
+
+def _guarded(stage: str, fn: Callable[[], T], *, pool: ThreadPoolExecutor | None = None) -> T:
     """Run a guard with a deadline; any failure fails closed (and the reason is logged without text)."""
     try:
-        future = _pool().submit(fn)
+        future = (pool or _pool()).submit(fn)
     except Exception as exc:
         raise _unavailable(stage, exc) from None
     try:
@@ -450,8 +467,10 @@ def output_stream_open(*, tenant: Tenant, scope_key: str, user_text: str) -> Out
         wanted = active if with_ner else patterns_only
         if analyzer is None or not wanted:
             return []
-        if with_ner:  # the NER: on the guardrails pool, under its deadline
-            findings = _guarded("output", lambda: analyzer.analyze(text, entities=wanted, policy=policy))
+        if with_ner:  # the NER: on the guardrails' threads for streams, under the guards' deadline
+            findings = _guarded(
+                "output", lambda: analyzer.analyze(text, entities=wanted, policy=policy), pool=_stream_pool()
+            )
         else:  # patterns only (a few hundred characters, well under a millisecond): in the caller's thread
             try:
                 findings = analyzer.analyze(text, entities=wanted, policy=policy)
