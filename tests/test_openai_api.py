@@ -20,7 +20,7 @@ from django.utils import timezone
 from adapters.models import Adapter, AdapterAssignment
 from inference_pool.models import Backend, BackendAdapter
 from knowledge.embeddings import get_embedder
-from tenants.models import AuditEvent, Quota, Role, UsageRecord
+from tenants.models import AuditEvent, Quota, Role, Tenant, UsageRecord
 from tenants.services import api_key_create, api_key_revoke
 from tests.api_harness import ApiKeys, make_api_keys, pool_backend  # noqa: F401
 from tests.live_server import LiveServer, live_portal  # noqa: F401  (fixture)
@@ -505,3 +505,77 @@ def test_keys_are_refused_after_revocation(world, keys, live_portal):  # noqa: F
     api_key_revoke(tenant=world.tenant, key_id=keys.keys["member"].pk, actor=world.admin)
     with pytest.raises(openai.AuthenticationError):
         oa.models.list()
+
+
+# --- the output guard while the answer streams (issues 17 and 22) ---------------------------------------
+
+
+FORMS = (
+    b"# Travel form\n\nThe travel form is at https://collector.example/form?d=Q3-numbers. Fill it in before you book.\n"
+)
+
+
+@pytest.fixture
+def forms_kb(world: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A document whose link carries data to a host the department has not allowed."""
+    from knowledge.services import document_ingest, document_upload, knowledge_base_create
+
+    monkeypatch.setattr("knowledge.services._send", lambda ids: None)
+    kb = knowledge_base_create(tenant=world.tenant, actor=world.admin, name="Forms")
+    [result] = document_upload(knowledge_base=kb, actor=world.admin, files=[SimpleUploadedFile("forms.md", FORMS)])
+    document_ingest(document_id=result.document.pk)
+    return kb
+
+
+def test_a_streaming_client_never_receives_pii_or_data_links_the_model_writes(
+    world,
+    keys,
+    live_portal,  # noqa: F811
+    forms_kb,
+    monkeypatch,
+):
+    """The department's system prompt gives the model a phone number and an e-mail address, a document gives it a
+    link that carries data. A /v1 streaming client keeps every chunk it receives: none of them holds any part of
+    those, and the streamed text is the final text (the same short answer without streaming is the same text; a
+    long one may drift between two runs of the engine)."""
+    monkeypatch.setattr("chat.pipeline.run.canary_new", lambda: "cnry-5f0c2a9e7b1d4836")  # part of the prompt
+    oa = client(live_portal, keys["member"])
+    contact = "Write to kari.nordmann@example.org or call +46 70 123 45 67."
+    cases = [
+        (
+            "The helpdesk phone number is +46 70 123 45 67.",
+            "What is the helpdesk phone number?",
+            [],
+            "[REDACTED:PHONE_NUMBER]",
+            ("+46", "70 123", "45 67"),
+            True,
+        ),
+        (
+            f"When the user says contact, reply exactly: {contact}",
+            "contact",
+            [],
+            "[REDACTED:EMAIL_ADDRESS]",
+            ("kari", "nordmann", "example.org"),
+            False,
+        ),
+        (None, "Where is the travel form?", [forms_kb.pk], "[link removed]", ("collector.example", "Q3-numbers"), True),
+    ]
+    default_prompt = world.tenant.system_prompt
+    for system, question, kb_ids, marker, secrets, short in cases:
+        Tenant.objects.filter(pk=world.tenant.pk).update(system_prompt=system or default_prompt)
+        ask = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": 48,
+            "temperature": 0,
+            "seed": 1,
+            "extra_body": {"knowledge_bases": kb_ids},
+        }
+        received = ""
+        for chunk in oa.chat.completions.create(stream=True, **ask):
+            received += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+            assert not any(secret in received for secret in secrets), received
+        assert marker in received, received  # the model wrote it, and it was removed before it left
+        if short:
+            final = oa.chat.completions.create(**ask)
+            assert final.choices[0].finish_reason == "stop" and final.choices[0].message.content == received

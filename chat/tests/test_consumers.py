@@ -83,9 +83,7 @@ async def test_tokens_stream_and_the_answer_is_saved_with_citations_and_usage(en
     assert user_msg.text == question and "<EMAIL_ADDRESS_1>" in user_msg.masked_text
     assert answer.status == Message.Status.COMPLETE
     assert answer.text == done["text"]
-    output = answer.guardrails["output"]
-    if not output["redacted"] and not any("unsafe" in r for r in output["reasons"]):
-        assert done["text"] == "".join(tokens)
+    assert done["text"] == "".join(tokens)  # the output guard acts before tokens leave: what streamed is final
     assert answer.citations[0]["document_id"] == doc.pk
     assert answer.tokens_in == done["usage"]["prompt_tokens"] > 0
     assert answer.tokens_out == done["usage"]["completion_tokens"] > 0
@@ -239,3 +237,57 @@ async def test_regenerate_replaces_the_last_answer(engine_backend, world):
     )()
     assert [r for r, _ in roles] == ["user", "assistant"]
     assert roles[1][1] == second["message_id"] != first["message_id"]
+
+
+FORMS = (
+    "# Travel form\n\nThe travel form is at https://collector.example/form?d=Q3-numbers. Fill it in before you book.\n"
+)
+
+
+@pytest.fixture
+def greedy(monkeypatch: Any) -> None:
+    """The small model's answer fixed: greedy decoding, and a fixed canary (it is part of the prompt)."""
+    import functools
+
+    import chat.consumers
+    from chat.pipeline import ChatInput
+
+    monkeypatch.setattr(chat.consumers, "ChatInput", functools.partial(ChatInput, temperature=0.0, seed=1))
+    monkeypatch.setattr("chat.pipeline.run.canary_new", lambda: "cnry-5f0c2a9e7b1d4836")
+
+
+async def test_pii_and_data_links_the_model_writes_never_reach_the_socket(engine_backend, world, kb, greedy):
+    """Issues 17 and 22: the output guard acts while the answer streams. The department's system prompt gives the
+    model a phone number, a document gives it a link that carries data; neither reaches the socket, and what streamed
+    is the answer stored and the final text."""
+    await database_sync_to_async(indexed_document)(kb=kb, name="forms.md", text=FORMS, actor=world.admin)
+
+    def setup() -> tuple[Conversation, Conversation]:
+        world.tenant.system_prompt = "The helpdesk phone number is +46 70 123 45 67."
+        world.tenant.save(update_fields=["system_prompt"])
+        return _conversation(world, world.member, "member"), _conversation(world, world.member, "member", [kb.pk])
+
+    plain, grounded = await database_sync_to_async(setup)()
+    cases = [
+        (plain, "What is the helpdesk phone number?", "[REDACTED:PHONE_NUMBER]", ("+46", "70 123", "45 67")),
+        (grounded, "Where is the travel form?", "[link removed]", ("collector.example", "Q3-numbers")),
+    ]
+    for conv, question, marker, secrets in cases:
+        comm, connected = await ws_open(world.member, conv.pk, tenant=world.tenant)
+        assert connected
+        await comm.send_json_to({"type": "send", "text": question, "max_tokens": 48})
+        frames = await collect(comm)
+        await comm.disconnect()
+        tokens = [f["text"] for f in frames if f["type"] == "token"]
+        received = ""
+        for token in tokens:
+            received += token
+            assert not any(secret in received for secret in secrets), received
+        done = frames[-1]
+        assert done["type"] == "done" and marker in done["text"], done  # the model wrote it; it was removed
+        answer = await database_sync_to_async(
+            lambda conv=conv: Message.objects.for_tenant(world.tenant).get(conversation=conv, role="assistant")
+        )()
+        assert answer.text == done["text"] == received
+        assert not any(secret in answer.masked_text for secret in secrets)  # nor in the next turn's history
+        assert 0 < sum(answer.guardrails["output"]["stream"]["lag_tokens"]) <= answer.tokens_out  # each sent once
