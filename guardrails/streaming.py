@@ -437,16 +437,16 @@ class OutputStream:
         parts = []
         for code, part in self._code.split(segment):
             if not code and _MARKUP_HINT.search(part):
-                result = sanitize_markdown(part)
-                self.markup.update(result.removed)
-                part = result.text
+                sanitized = sanitize_markdown(part)
+                self.markup.update(sanitized.removed)
+                part = sanitized.text
             parts.append(part)
         text = "".join(parts)
         if _URL_HINT.search(text) is None:
             return text
-        result = strip_exfil_links(text, allowed_hosts=self._hosts)
-        self.links_removed += result.removed
-        return self._sweep_urls(result.text, open_url)
+        delinked = strip_exfil_links(text, allowed_hosts=self._hosts)
+        self.links_removed += delinked.removed
+        return self._sweep_urls(delinked.text, open_url)
 
     def _sweep_urls(self, text: str, open_url: bool) -> str:
         """URLs whose link began in a piece sent before ("](https://…", a definition's target): removed when they
