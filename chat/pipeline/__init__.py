@@ -7,8 +7,11 @@
     4 mask        guardrails.mask: PII → placeholders, kept in the conversation's (or a server-made per-request) vault
     5 retrieve    knowledge.chunk_search; chunks inspected (indirect injection) and masked too
     6 prompt      tenant system prompt + canary, numbered context [1]..[n] quoted as untrusted data, fitted history
-    7 stream      the model turn (``adapters.model_turn``) on the pool passed in; tokens unmasked for display
-    8 output_guard guardrails.inspect_output: PII leakage, canary, unsafe markdown, groundedness
+    7 stream      the model turn (``adapters.model_turn``) on the pool passed in; the tokens go through the output
+                  guard (``guardrails.services.output_stream_open``: canary, unsafe markdown, data-carrying links, PII
+                  the user did not supply, holding back only what may still grow into an entity or a link), then
+                  are unmasked for display; what is sent is final (streamed = stored = final text)
+    8 output_guard the verdict on what was sent (``output_stream_verdict``): what was removed, canary, groundedness
     9 persist     the answer with citations, TTFT/TPOT, backend, adapter, verdicts and stage timings
    10 settle      the real token counts (UsageRecord with cost), metrics and an audit event
 
