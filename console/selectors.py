@@ -22,6 +22,7 @@ from adapters.selectors import adapter_names
 from chat.selectors import LatencyStats, backend_latency_stats
 from core.errors import InvalidInput
 from inference_pool.selectors import backend_inflight_counts, backend_list, base_model_list
+from tenants.budget import BudgetStatus, budget_status_list
 from tenants.models import ApiKey, Membership, ModelPrice, Quota, Tenant, UsageRecord
 from tenants.selectors import model_price_list
 
@@ -287,6 +288,12 @@ def budget_list(*, tenants: list[Tenant], now: datetime | None = None) -> list[B
         )
         for t in tenants
     ]
+
+
+def budget_banners(*, tenants: list[Tenant]) -> list[BudgetStatus]:
+    """Departments whose cost this month passed their alert share, the most spent first."""
+    alerting = [s for s in budget_status_list(tenants=tenants) if s.alerting]
+    return sorted(alerting, key=lambda s: (-s.used_ratio, s.tenant.name))
 
 
 def member_list(*, tenant: Tenant) -> QuerySet[Membership]:

@@ -146,7 +146,7 @@ def tenant_quota(request: HttpRequest, scope: ConsoleScope, tenant_id: int) -> H
     tenant = scope.tenant_get(tenant_id)
     quota = quota_get(tenant=tenant)
     data = cleaned(QuotaForm(request.POST))  # validated on a blank instance: ``quota`` keeps its old values
-    changed = {k: v for k, v in data.items() if getattr(quota, k) != v}
+    changed = {k: v for k, v in data.items() if v not in (None, "") and getattr(quota, k) != v}
     if changed:
         tenant_services.quota_update(tenant=tenant, actor=scope.user, **changed)
     return _section(request, scope, tenant, "quota", saved=True)
