@@ -19,9 +19,10 @@ from django.db.models.functions import Coalesce, TruncDay
 from django.utils import timezone
 
 from adapters.selectors import adapter_names
-from chat.selectors import LatencyStats, backend_latency_stats
+from chat.selectors import FeedbackFilters, LatencyStats, backend_latency_stats
 from core.errors import InvalidInput
 from inference_pool.selectors import backend_inflight_counts, backend_list, base_model_list
+from knowledge.selectors import knowledge_base_list_readable
 from tenants.budget import BudgetStatus, budget_status_list
 from tenants.models import ApiKey, Membership, ModelPrice, Quota, Tenant, UsageRecord
 from tenants.selectors import model_price_list
@@ -353,3 +354,30 @@ def pool_overview() -> list[BackendRow]:
             )
         )
     return rows
+
+
+# ------------------------------------------------------------------------------------------------- feedback review
+def feedback_filters_parse(*, params: dict[str, str]) -> tuple[FeedbackFilters, int | None]:
+    """The review's filters from a form (dates as on the usage page, model, knowledge base, commented only) and the
+    department a staff member narrowed to."""
+    window = usage_filters_parse(params=params, default_days=30)
+    raw_kb = (params.get("knowledge_base") or "").strip()
+    try:
+        kb_id = int(raw_kb) if raw_kb else None
+    except ValueError:
+        raise InvalidInput("Choose a knowledge base from the list.") from None
+    filters = FeedbackFilters(
+        since=window.since,
+        until=window.until,
+        model=(params.get("model") or "").strip()[:200],
+        knowledge_base_id=kb_id,
+        commented=(params.get("commented") or "") in ("1", "on", "true"),
+    )
+    return filters, window.tenant_id
+
+
+def feedback_knowledge_bases(*, tenant: Tenant | None) -> list[Any]:
+    """A department's knowledge bases for the filter (none for staff across departments)."""
+    if tenant is None:
+        return []
+    return list(knowledge_base_list_readable(tenant=tenant, role="admin"))

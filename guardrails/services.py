@@ -48,6 +48,7 @@ T = TypeVar("T")
 
 SCOPE_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}:[A-Za-z0-9_.:\-]{1,150}$")
 ACTOR_LABEL = "guardrails"
+CHUNK_BREAK = "\n\n\u2042\u2042\u2042\n\n"  # between texts analysed in one pass (no entity spans it)
 CANARY_NOTICE = "The answer was withheld because it repeated confidential instructions."
 _ENTITY_LABELS = {
     "PERSON": "a person's name",
@@ -225,6 +226,30 @@ def pii_counts(*, tenant: Tenant, texts: list[str]) -> list[dict[str, int]]:
         ]
 
     return _guarded("scan", scan)
+
+
+def pii_redact(*, tenant: Tenant, texts: list[str]) -> list[str]:
+    """Copies of ``texts`` with every personal datum the department's policy does not allow replaced by its type
+    (``[PERSON]``, ``[EMAIL_ADDRESS]``), for review pages and exports. One analyzer pass over all the texts; nothing
+    is stored, audited or counted, and no placeholder vault is involved (the copies cannot be unmasked)."""
+    if not any(t.strip() for t in texts):
+        return list(texts)
+    joined, starts = "", []
+    for text in texts:
+        starts.append(len(joined))
+        joined += text + CHUNK_BREAK
+    _check_text(joined, what="text")
+    policy = guardrail_policy_get(tenant=tenant)
+    findings = _analyze(stage="redact", text=joined, policy=policy)
+    out: list[str] = []
+    for i, text in enumerate(texts):
+        start, end = starts[i], starts[i] + len(text)
+        mine = [f for f in findings if start <= f.start < end]
+        for f in sorted(mine, key=lambda f: -f.start):
+            a, b = f.start - start, min(f.end, end) - start
+            text = text[:a] + f"[{f.entity_type}]" + text[b:]
+        out.append(text)
+    return out
 
 
 def _known_value_findings(text: str, mapping: Mapping, taken: list[Finding]) -> list[Finding]:

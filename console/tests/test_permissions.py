@@ -64,6 +64,11 @@ CASES = [
     Case("usage_csv", ADMIN, u("usage_csv")),
     Case("prices", ADMIN, u("prices")),
     Case("audit", ADMIN, u("audit")),
+    Case("feedback", ADMIN, u("feedback")),
+    Case(
+        "feedback_of_alpha", ADMIN, lambda cw: reverse("console:feedback") + f"?tenant={alpha(cw)}", tenant_scoped=True
+    ),
+    Case("feedback_csv", ADMIN, u("feedback_csv")),
     # department actions
     Case("tenant_create", STAFF, u("tenant_create"), "post", lambda cw: {"name": "Gamma"}),
     Case(
