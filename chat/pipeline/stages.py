@@ -28,6 +28,7 @@ from chat.pipeline.text import (
     conversation_title,
     verdict_dict,
 )
+from chat.quality import answer_quality_record
 from chat.services import conversation_claim_generation, conversation_release_generation, knowledge_base_ids_validate
 from core.errors import (
     GuardrailBlocked,
@@ -532,6 +533,16 @@ def finish(inp: ChatInput, state: RunState) -> None:
             _audit(inp, state, tokens_in, tokens_out)
     if inp.conversation is None:
         _forget_request_vault(inp, state)
+    if state.status != "pending":
+        answer_quality_record(
+            tenant=inp.tenant.slug,
+            model=state.model,
+            adapter=state.adapter,
+            status=state.status,
+            error_code=state.error_code,
+            text=state.reply.text,
+            guard=state.guard,
+        )
 
 
 def _forget_request_vault(inp: ChatInput, state: RunState) -> None:
