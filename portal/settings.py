@@ -66,6 +66,11 @@ CSRF_TRUSTED_ORIGINS = _env_or_fail(env.list, "CSRF_TRUSTED_ORIGINS", default=[]
 PII_VAULT_KEY = env.str("PII_VAULT_KEY", default="")
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_NETWORKS = _env_or_fail(env.list, "METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+# Traces (core/tracing.py; on when OTEL_EXPORTER_OTLP_ENDPOINT is set): model-call spans carry the prompt and the
+# answer only when this is on, and then only the masked text the engine saw and wrote.
+OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT = _strict_bool(
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", default=False
+)
 # Login throttling (django-axes): an account, and separately an address, is locked after AXES_FAILURE_LIMIT wrong
 # passwords for AXES_COOLOFF_TIME; failed API-key attempts are limited per address (tenants.lockout).
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]

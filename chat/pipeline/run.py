@@ -29,6 +29,7 @@ from chat.pipeline.state import Masked, Plan, Prompt, RunState
 from chat.pipeline.text import PLACEHOLDER_RE, StreamUnmasker
 from core.errors import ApplicationError
 from core.logging import request_id_var, tenant_id_var, user_id_var
+from core.tracing import RequestSpan, request_span
 from guardrails.output import canary_new
 from guardrails.services import unmask
 from inference_pool.types import ChatRequest
@@ -281,9 +282,11 @@ class ChatRun:
         user_id_var.set(inp.user.pk if inp.user is not None else None)
         tokens: Any = None
         relay: Any = None
+        root = self._trace_start()
         try:
             plan, masked, prompt = await run_blocking(self._prepare)()
-            tokens = model_turn_events(pool=self.pool, request=self._request(plan, prompt), reply=state.reply)
+            request = self._request(plan, prompt)
+            tokens = model_turn_events(pool=self.pool, request=request, reply=state.reply, trace_parent=state.trace)
             relay = self._relay(tokens)
             async for event in relay:
                 yield event
@@ -304,6 +307,34 @@ class ChatRun:
             raise
         finally:
             await _close(relay, tokens)
+            self._trace_end(root)
+
+    def _trace_start(self) -> RequestSpan:
+        """The request's root span: one trace per request, whichever door it came through."""
+        inp, state = self.inp, self.state
+        root = request_span(
+            "chat.request",
+            door=inp.source,
+            tenant=inp.tenant.slug,
+            request_id=state.request_id,
+            conversation_id=str(state.conversation_id) if state.conversation_id is not None else None,
+        )
+        state.trace = root.context
+        return root
+
+    def _trace_end(self, root: RequestSpan) -> None:
+        state = self.state
+        tokens_in, tokens_out = self.usage.prompt_tokens, self.usage.completion_tokens
+        root.set(
+            model=state.model or None,
+            adapter=state.adapter or None,
+            status=state.status,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            backend=state.reply.backend or None,
+            finish_reasons=[state.finish_reason] if state.status == Message.Status.COMPLETE else None,
+        )
+        root.end(error=state.error_code if state.status == Message.Status.ERROR else "")
 
 
 async def _close(*generators: Any) -> None:

@@ -66,7 +66,7 @@ def _setting(name: str, default: Any) -> Any:
 def stage(state: RunState, name: str, **attrs: Any) -> Iterator[Any]:
     """A sync stage: an OpenTelemetry span (which also observes ``portal_pipeline_stage_seconds``) and the run's
     timings."""
-    with stage_span(f"chat.{name}", **attrs) as span:
+    with stage_span(f"chat.{name}", parent=state.trace, **attrs) as span:
         try:
             yield span
         finally:

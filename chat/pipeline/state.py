@@ -73,3 +73,4 @@ class RunState:
     timings: dict[str, float] = field(default_factory=dict)
     prompt_chars: int = 0
     finished: bool = False
+    trace: Any = None  # the request's root span context (core.tracing.request_span): every stage's span is its child

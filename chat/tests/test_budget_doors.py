@@ -67,7 +67,7 @@ async def _ask_v1(key: str, n: int) -> list[Any]:
                     "/v1/chat/completions",
                     data=body,
                     content_type="application/json",
-                    HTTP_AUTHORIZATION=f"Bearer {key}",
+                    headers={"Authorization": f"Bearer {key}"},
                 )
                 for _ in range(n)
             )
