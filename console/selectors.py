@@ -22,7 +22,7 @@ from adapters.selectors import adapter_names
 from chat.selectors import FeedbackFilters, LatencyStats, backend_latency_stats
 from core.errors import InvalidInput
 from inference_pool.selectors import backend_inflight_counts, backend_list, base_model_list
-from knowledge.selectors import knowledge_base_list_readable
+from knowledge.selectors import drift_report_list, knowledge_base_list_readable
 from tenants.budget import BudgetStatus, budget_status_list
 from tenants.models import ApiKey, Membership, ModelPrice, Quota, Tenant, UsageRecord
 from tenants.selectors import model_price_list
@@ -381,3 +381,34 @@ def feedback_knowledge_bases(*, tenant: Tenant | None) -> list[Any]:
     if tenant is None:
         return []
     return list(knowledge_base_list_readable(tenant=tenant, role="admin"))
+
+
+# ----------------------------------------------------------------------------------------------- embedding drift
+@dataclass
+class DriftPanel:
+    tenant: Tenant
+    knowledge_base_id: int
+    knowledge_base_name: str
+    latest: Any  # knowledge's DriftReport
+    history: list[Any]  # oldest first
+
+
+def drift_overview(*, tenants: list[Tenant]) -> list[DriftPanel]:
+    """Per knowledge base of the departments in reach: its latest drift check and the ones before (for the charts),
+    drifted ones first."""
+    panels: list[DriftPanel] = []
+    for tenant in tenants:
+        by_kb: dict[int, list[Any]] = {}
+        for report in drift_report_list(tenant=tenant):
+            by_kb.setdefault(report.knowledge_base_id, []).append(report)
+        for kb_id, reports in by_kb.items():
+            panels.append(
+                DriftPanel(
+                    tenant=tenant,
+                    knowledge_base_id=kb_id,
+                    knowledge_base_name=reports[0].knowledge_base.name,
+                    latest=reports[0],
+                    history=list(reversed(reports)),
+                )
+            )
+    return sorted(panels, key=lambda p: (not p.latest.drifted, -p.latest.psi, p.knowledge_base_name))

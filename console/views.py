@@ -9,6 +9,7 @@ import csv
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -422,3 +423,45 @@ def feedback_csv(request: HttpRequest, scope: ConsoleScope) -> StreamingHttpResp
     start = timezone.localtime(filters.since).date().isoformat()
     response["Content-Disposition"] = f'attachment; filename="feedback-{start}.csv"'
     return response
+
+
+# ------------------------------------------------------------------------------------------------ embedding drift
+@console_view()
+def drift(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
+    """Per knowledge base: are recent questions still about what it holds (``knowledge.drift``)."""
+    raw = (request.GET.get("tenant") or "").strip()
+    tenants = [scope.tenant_get(raw)] if raw else scope.tenants()  # another department (admin): 404
+    panels = selectors.drift_overview(tenants=tenants)
+    charts = []
+    for panel in panels:
+        every = max(1, len(panel.history) // 8)
+        labels = [timezone.localtime(r.created_at).strftime("%m-%d %H:%M") for r in panel.history]
+        charts.append(
+            (
+                panel,
+                bar_chart_svg(
+                    bars=[Bar(label, [r.psi]) for label, r in zip(labels, panel.history, strict=True)],
+                    series=["PSI"],
+                    title=f"Population stability index of {panel.knowledge_base_name}'s queries",
+                    height=160,
+                    label_every=every,
+                ),
+                bar_chart_svg(
+                    bars=[Bar(label, [r.weak_share]) for label, r in zip(labels, panel.history, strict=True)],
+                    series=["weak-support share"],
+                    title=f"Share of {panel.knowledge_base_name}'s searches with weak support",
+                    height=160,
+                    label_every=every,
+                ),
+            )
+        )
+    context = {
+        "scope": scope,
+        "charts": charts,
+        "tenants": scope.tenants(),
+        "chosen": raw,
+        "psi_alert": settings.KNOWLEDGE_DRIFT_PSI_ALERT,
+        "weak_alert": settings.KNOWLEDGE_DRIFT_WEAK_ALERT,
+        "section": "drift",
+    }
+    return render(request, "console/drift.html", context)

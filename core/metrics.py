@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from django.apps import apps
@@ -239,6 +239,7 @@ def metrics_refresh_state() -> None:
         INGESTION_QUEUE_DEPTH.set(counts.get(document.Status.QUEUED, 0))
 
     _refresh_budgets()
+    _refresh_drift()
     try:
         backend = apps.get_model("inference_pool", "Backend")
     except LookupError:  # pragma: no cover
@@ -280,3 +281,23 @@ def _refresh_budgets() -> None:
     )
     for tenant_id, slug, cost in rows:
         BUDGET_USED.labels(tenant=label_value(slug)).set(float(cost / budgets[tenant_id]))
+
+
+def _refresh_drift() -> None:
+    """``portal_embedding_drift_*``: each knowledge base's latest drift check of the last two days."""
+    try:
+        report = apps.get_model("knowledge", "DriftReport")
+    except LookupError:  # pragma: no cover
+        return
+    since = datetime.now(UTC) - timedelta(days=2)
+    rows = (
+        report.unscoped.filter(created_at__gte=since)
+        .order_by("knowledge_base_id", "-created_at", "-id")
+        .distinct("knowledge_base_id")
+        .values_list("knowledge_base_id", "tenant__slug", "centroid_distance", "psi", "weak_share")
+    )
+    for kb_id, slug, centroid, psi, weak in rows:
+        labels = {"tenant": label_value(slug), "knowledge_base": str(kb_id)}
+        DRIFT_CENTROID.labels(**labels).set(centroid)
+        DRIFT_PSI.labels(**labels).set(psi)
+        DRIFT_WEAK_SUPPORT.labels(**labels).set(weak)

@@ -16,6 +16,7 @@ from chat.models import Message
 from chat.quality import answer_abstained, turn_outcome
 from chat.services import conversation_create
 from chat.tests.conftest import collect, indexed_document, ws_open
+from knowledge.models import QuerySample
 
 MODEL = settings.LLAMA_MODEL_NAME
 
@@ -142,6 +143,8 @@ async def test_quality_metrics_and_feedback_through_the_real_pipeline(engine_bac
         metric("portal_answer_verdicts_total", stage="chunks", decision=d, **labels) for d in ("allow", "warn", "block")
     )
     assert chunks >= before["chunks"] + len(citations) >= before["chunks"] + 1
+    # the retrieval stage left its drift sample (a projection, no text)
+    assert await QuerySample.objects.for_tenant(world.tenant).filter(knowledge_base_ids__len=1).acount() == 1
 
     # thumbs down, the same again (counted once), then up
     def rate(value: str) -> int:
