@@ -21,7 +21,7 @@ from django.db.backends.signals import connection_created
 
 from inference_pool.models import Backend
 from tests.api_harness import ApiKeys, make_api_keys, pool_backend  # noqa: F401
-from tests.live_server import live_portal  # noqa: F401  (fixture)
+from tests.live_server import finishes_settled, live_portal  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.engine]
 
@@ -83,8 +83,10 @@ def test_one_v1_request_stays_within_its_query_budget(world, pool_backend: Backe
     settings.POOL_REFRESH_INTERVAL = 3600
     keys: ApiKeys = make_api_keys(world)
     _stream(live_portal.url, keys["member"])  # warm: the caches, the router's snapshot, the key's last-use stamp
+    finishes_settled()
     every_query.active = True
     body = _stream(live_portal.url, keys["member"])
+    finishes_settled()  # persistence and settlement follow the [DONE]: they count too
     every_query.active = False
     assert body.endswith("data: [DONE]\n\n")
     usage = json.loads(body.split("\n\n")[-3].removeprefix("data: "))["usage"]

@@ -51,6 +51,8 @@ from guardrails.services import (
 from knowledge.selectors import SEARCH_QUERY_MAX_CHARS, chunk_search
 from tenants.models import Role, Tenant, role_at_least
 from tenants.services import audit_record
+from tenants.settlements import PendingSettlement, settlement_kept
+from tenants.settlements import settlement_promise as settlement_promise_record
 
 logger = logging.getLogger(__name__)
 
@@ -515,21 +517,56 @@ def settle(inp: ChatInput, state: RunState, tokens_in: int, tokens_out: int) -> 
     )
 
 
+def settlement_promise(inp: ChatInput, state: RunState) -> str:
+    """Before the client's stream ends without its settlement: journal the usage to settle (``finish`` removes the
+    entry once it commits; the quota sweep settles what a dead process left). Returns the entry's key ("" when
+    there is nothing to settle)."""
+    reservation = state.quota.reservation
+    tokens_in, tokens_out = state.reply.counts(prompt_estimate=-(-state.prompt_chars // 4))
+    if reservation is None or not (tokens_in or tokens_out):
+        return ""
+    entry = PendingSettlement.of(
+        reservation=reservation,
+        request_id=state.request_id,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        source=inp.source,
+        user_id=inp.user.pk if inp.user is not None else None,
+        api_key_id=inp.api_key.pk if inp.api_key is not None else None,
+        model=state.model,
+        adapter=state.adapter,
+        backend=state.reply.backend,
+        outcome=state.status,
+    )
+    settlement_promise_record(entry=entry)
+    state.promise = entry.key
+    return entry.key
+
+
 def finish(inp: ChatInput, state: RunState) -> None:
     """Stages 9 and 10 in one transaction: persist the answer, release the lease, settle usage, record an audit
-    event (idempotent); then a request's own PII vault is deleted."""
+    event (idempotent: done once, and a failed transaction may be retried); then a request's own PII vault is
+    deleted."""
     if state.finished:
         return
-    state.finished = True
     tokens_in, tokens_out = state.reply.counts(prompt_estimate=-(-state.prompt_chars // 4))
-    with stage(state, "persist"), transaction.atomic():
-        _persist_answer(inp, state, tokens_in, tokens_out)
-        if state.lease and state.conversation_id is not None:
-            conversation_release_generation(tenant_id=inp.tenant.pk, conversation_id=state.conversation_id)
-            state.lease = False
-        settle(inp, state, tokens_in, tokens_out)
-        if state.status != "pending":
-            _audit(inp, state, tokens_in, tokens_out)
+    lease, reservation = state.lease, state.quota.reservation
+    try:
+        with stage(state, "persist"), transaction.atomic():
+            _persist_answer(inp, state, tokens_in, tokens_out)
+            if state.lease and state.conversation_id is not None:
+                conversation_release_generation(tenant_id=inp.tenant.pk, conversation_id=state.conversation_id)
+                state.lease = False
+            settle(inp, state, tokens_in, tokens_out)
+            if state.status != "pending":
+                _audit(inp, state, tokens_in, tokens_out)
+            if state.promise:
+                promise = state.promise
+                transaction.on_commit(lambda: settlement_kept(key=promise))
+    except Exception:
+        state.lease, state.quota.reservation = lease, reservation  # rolled back: a retry does it all again
+        raise
+    state.finished = True
     if inp.conversation is None:
         _forget_request_vault(inp, state)
 

@@ -73,3 +73,4 @@ class RunState:
     timings: dict[str, float] = field(default_factory=dict)
     prompt_chars: int = 0
     finished: bool = False
+    promise: str = ""  # the settlement journal entry of a run finished after its ``Done``
