@@ -180,7 +180,7 @@ class ChatRun:
         return events
 
     async def _display(self, piece: str) -> str:
-        if piece and PLACEHOLDER_RE.search(piece):
+        if piece and PLACEHOLDER_RE.search(piece) and not stages.vault_empty(self.inp, self.state):
             return str(await run_blocking(unmask)(tenant=self.inp.tenant, scope_key=self.state.scope_key, text=piece))
         return piece
 

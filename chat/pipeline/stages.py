@@ -50,6 +50,7 @@ from guardrails.services import (
 )
 from knowledge.selectors import SEARCH_QUERY_MAX_CHARS, chunk_search
 from tenants.models import Role, Tenant, role_at_least
+from tenants.selectors import tenant_get_current
 from tenants.services import audit_record
 from tenants.settlements import PendingSettlement, settlement_kept
 from tenants.settlements import settlement_promise as settlement_promise_record
@@ -121,7 +122,7 @@ def _last_question(tenant: Tenant, conversation: Conversation) -> Message:
 def authorize(inp: ChatInput, state: RunState) -> Plan:
     """The department is active, the role may chat, the conversation, knowledge bases and model are the caller's;
     the conversation's one-generation lease is taken. ``inp.tenant`` is refreshed (suspension is seen at once)."""
-    tenant = Tenant.objects.filter(pk=inp.tenant.pk).first()
+    tenant = tenant_get_current(tenant_id=inp.tenant.pk)
     if tenant is None:
         raise NotFound()
     if not tenant.is_active:
@@ -223,9 +224,11 @@ def input_inspect(inp: ChatInput, plan: Plan, state: RunState) -> None:
 # 4 mask -------------------------------------------------------------------------------------------------
 
 
-def _mask_many(tenant: Tenant, scope: str, texts: list[str]) -> tuple[list[str], dict[str, int]]:
+def _mask_many(
+    tenant: Tenant, scope: str, texts: list[str], *, vault_empty: bool = False
+) -> tuple[list[str], dict[str, int]]:
     """Mask several texts with one analyzer pass (split back afterwards; one by one if the separator was lost)."""
-    joined = mask(tenant=tenant, scope_key=scope, text=CHUNK_SEPARATOR.join(texts))
+    joined = mask(tenant=tenant, scope_key=scope, text=CHUNK_SEPARATOR.join(texts), vault_empty=vault_empty)
     parts = [t.strip() for t in joined.text.split(CHUNK_SEPARATOR.strip())]
     if len(parts) == len(texts):
         return parts, dict(joined.counts)
@@ -245,11 +248,19 @@ def mask_input(inp: ChatInput, plan: Plan, state: RunState) -> Masked:
         counts: dict[str, int] = {}
         user = plan.stored_user_masked
         if not user:
-            result = mask(tenant=inp.tenant, scope_key=state.scope_key, text=plan.user_text)
+            # a request's own scope is made fresh for it: nothing to read yet
+            result = mask(
+                tenant=inp.tenant, scope_key=state.scope_key, text=plan.user_text, vault_empty=inp.conversation is None
+            )
             user, counts = result.text, dict(result.counts)
         history: tuple[dict[str, str], ...] = ()
         if plan.history:
-            texts, found = _mask_many(inp.tenant, state.scope_key, [t["content"] for t in plan.history])
+            texts, found = _mask_many(
+                inp.tenant,
+                state.scope_key,
+                [t["content"] for t in plan.history],
+                vault_empty=inp.conversation is None and not counts,
+            )
             for k, v in found.items():
                 counts[k] = counts.get(k, 0) + v
             history = tuple({"role": t["role"], "content": m} for t, m in zip(plan.history, texts, strict=True))
@@ -437,6 +448,7 @@ def output_inspect(inp: ChatInput, masked: Masked, prompt: Prompt, state: RunSta
             user_text=masked.user,
             canary=state.canary,
             sources=prompt.sources[: len(state.citations)],
+            vault_empty=vault_empty(inp, state),
         )
     state.guard["output"] = {
         "decision": verdict.decision,
@@ -447,8 +459,11 @@ def output_inspect(inp: ChatInput, masked: Masked, prompt: Prompt, state: RunSta
     }
     if verdict.text != state.reply.text:
         state.reply.text = verdict.text
-        with stage(state, "unmask"):
-            state.text = str(unmask(tenant=inp.tenant, scope_key=state.scope_key, text=verdict.text))
+        if vault_empty(inp, state):
+            state.text = verdict.text
+        else:
+            with stage(state, "unmask"):
+                state.text = str(unmask(tenant=inp.tenant, scope_key=state.scope_key, text=verdict.text))
 
 
 # 9, 10 persist and settle -----------------------------------------------------------------------------
@@ -567,8 +582,13 @@ def finish(inp: ChatInput, state: RunState) -> None:
         state.lease, state.quota.reservation = lease, reservation  # rolled back: a retry does it all again
         raise
     state.finished = True
-    if inp.conversation is None:
+    if inp.conversation is None and not vault_empty(inp, state):
         _forget_request_vault(inp, state)
+
+
+def vault_empty(inp: ChatInput, state: RunState) -> bool:
+    """A request's own PII vault that nothing was masked into (no read, no delete needed)."""
+    return inp.conversation is None and not any(state.mask_counts.values())
 
 
 def _forget_request_vault(inp: ChatInput, state: RunState) -> None:
