@@ -184,8 +184,12 @@ def authorize(inp: ChatInput, state: RunState) -> Plan:
 
 
 def quota_early_bound(inp: ChatInput, plan: Plan) -> int:
-    """A first, early reservation (the question, the system prompt and the answer): refuses fast when exhausted."""
-    return len(plan.user_text.encode()) + len((inp.tenant.system_prompt or "").encode()) + 96 + plan.max_tokens
+    """A first, early reservation, before the guards run, so that an exhausted quota is refused fast: the question,
+    the client's history (twice their size: placeholders may be longer than what they mask), the system prompt with
+    its canary line, and the answer. For an answer without passages it covers the built prompt's bound, so the
+    reservation needs no second statement (``prompt_reserve`` extends only when the prompt is larger)."""
+    turns = [{"role": "user", "content": plan.user_text}, *plan.history]
+    return 2 * bytes_upper_bound(turns) + len((inp.tenant.system_prompt or "").encode()) + 160 + plan.max_tokens
 
 
 def quota_reserve(state: RunState, tokens: int) -> None:
