@@ -288,10 +288,15 @@ class ChatRun:
             await run_blocking(self._guard_and_promise)(masked, prompt)
             self._finish_in_background()
             return self._done()
-        await run_blocking(stages.output_inspect)(self.inp, masked, prompt, state)
-        state.status = Message.Status.COMPLETE
-        await self._finish()
+        # one thread hop after the last token: the output guard, then persistence and settlement (shielded: a
+        # closing socket must not interrupt the bookkeeping)
+        await asyncio.shield(run_blocking(self._guard_and_finish)(masked, prompt))
         return self._done()
+
+    def _guard_and_finish(self, masked: Masked, prompt: Prompt) -> None:
+        stages.output_inspect(self.inp, masked, prompt, self.state)
+        self.state.status = Message.Status.COMPLETE
+        stages.finish(self.inp, self.state)
 
     def _guard_and_promise(self, masked: Masked, prompt: Prompt) -> None:
         """One thread hop after the last token: the output guard, then the journal entry of the settlement that
