@@ -369,13 +369,15 @@ def quota_extend(*, reservation: Reservation, tokens: int, tenant: Tenant) -> Re
     )
 
 
-def _settle_sql(*, insert_usage: bool) -> tuple[str, list[str]]:
+def _settle_sql(*, insert_usage: bool, once: bool = False) -> tuple[str, list[str]]:
     """One statement: drop the reservation row and move its hold to ``used`` and its cost to ``cost`` (only once: a
     row already swept holds nothing; the day then the month, in the fixed lock order), and insert the usage record
     when there is one. With the usage record it also returns the month's cost after this settlement and the
     department's budget, so that crossing an alert level is seen by exactly one settlement (the row lock orders
-    them)."""
+    them). ``once``: count and record only if the reservation row still existed (a replayed settlement changes
+    nothing)."""
     table = _table()
+    counted = "EXISTS (SELECT 1 FROM d)" if once else "(%(used)s > 0 OR EXISTS (SELECT 1 FROM d))"
     reservations = connection.ops.quote_name(QuotaReservation._meta.db_table)
     sql = (
         f"WITH d AS (DELETE FROM {reservations} WHERE tenant_id = %(t)s AND id = %(id)s RETURNING tokens), "  # noqa: S608
@@ -386,7 +388,7 @@ def _settle_sql(*, insert_usage: bool) -> tuple[str, list[str]]:
         f"c AS (UPDATE {table} SET used = used + %(used)s, cost = cost + %(cost)s, "
         "reserved = GREATEST(reserved - COALESCE((SELECT tokens FROM d), 0), 0) "
         "WHERE id IN (SELECT id FROM lk) "
-        "AND (%(used)s > 0 OR EXISTS (SELECT 1 FROM d)) RETURNING period, cost)"
+        f"AND {counted} RETURNING period, cost)"
     )
     columns: list[str] = []
     if insert_usage:
@@ -396,7 +398,13 @@ def _settle_sql(*, insert_usage: bool) -> tuple[str, list[str]]:
         names = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
         values = ", ".join(f"%(f_{c})s" for c in columns)
         sql += f", q AS ({_limits_sql()})"
-        sql += f", u AS (INSERT INTO {usage} ({names}) VALUES ({values}) RETURNING id) "  # noqa: S608
+        if once:
+            sql += (
+                f", u AS (INSERT INTO {usage} ({names}) SELECT {values} "  # noqa: S608
+                "WHERE EXISTS (SELECT 1 FROM d) RETURNING id) "
+            )
+        else:
+            sql += f", u AS (INSERT INTO {usage} ({names}) VALUES ({values}) RETURNING id) "  # noqa: S608
         sql += (
             "SELECT (SELECT id FROM u), (SELECT count(*) FROM c), (SELECT cost FROM c WHERE period = 'month'), "
             "q.monthly_budget, q.budget_alert_percent, q.budget_enforcement FROM q"
@@ -454,9 +462,11 @@ def quota_settle(
     backend: str = "",
     request_id: str = "",
     outcome: str = "ok",
+    once: bool = False,
 ) -> UsageRecord:
     """Settle a request with its real token counts: release the unused part, record usage and its cost (one
-    statement, one round trip)."""
+    statement, one round trip). ``once``: only if its reservation is still held (a replay from the settlement
+    journal); when it was settled already, nothing changes and the returned record has no ``pk``."""
     tokens_in, tokens_out = max(int(tokens_in), 0), max(int(tokens_out), 0)
     cost = usage_cost(model=model, adapter=adapter, tokens_in=tokens_in, tokens_out=tokens_out)
     record = UsageRecord(
@@ -473,7 +483,7 @@ def quota_settle(
         request_id=request_id[:64],
         outcome=outcome[:32],
     )
-    sql, columns = _settle_sql(insert_usage=True)
+    sql, columns = _settle_sql(insert_usage=True, once=once)
     params: dict[str, Any] = {
         "t": reservation.tenant_id,
         "id": reservation.id,
@@ -488,6 +498,8 @@ def quota_settle(
     with connection.cursor() as cur:
         cur.execute(sql, params)
         record.pk, _, month_cost, budget, alert_percent, enforcement = cur.fetchone()
+    if record.pk is None:  # ``once``, and it had been settled already
+        return record
     record._state.adding = False
     if month_cost is not None and cost > 0:
         budget_crossings(

@@ -57,9 +57,15 @@ def _roots(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
     return [s for s in exporter.get_finished_spans() if s.parent is None and s.name == "chat.request"]
 
 
+def _persisted(exporter: InMemorySpanExporter) -> int:
+    return sum(1 for s in exporter.get_finished_spans() if s.name == "chat.persist")
+
+
 def _wait_roots(exporter: InMemorySpanExporter, n: int) -> list[ReadableSpan]:
+    """The roots of ``n`` requests, once each request's persistence span ended too (the /v1 door persists and
+    settles after the client's last chunk: that span ends after its root, as a child may)."""
     deadline = time.monotonic() + 30
-    while len(_roots(exporter)) < n and time.monotonic() < deadline:
+    while (len(_roots(exporter)) < n or _persisted(exporter) < n) and time.monotonic() < deadline:
         time.sleep(0.05)
     roots = _roots(exporter)
     assert len(roots) == n, [s.name for s in exporter.get_finished_spans()]
