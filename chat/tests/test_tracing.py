@@ -241,7 +241,8 @@ def test_tracing_over_otlp_http_to_a_receiver(engine_backend, world, client, mon
     [root] = [s for s in received if s.name == "chat.request"]
     trace = [s for s in received if s.trace_id == root.trace_id]
     assert not root.parent_span_id
-    assert STAGES - {"chat.retrieve"} <= {s.name for s in trace}
+    # (the /v1 door persists after the client's last chunk: that stage may end after the exporter was shut down)
+    assert STAGES - {"chat.retrieve", "chat.persist"} <= {s.name for s in trace}
     [model] = [s for s in trace if s.name == f"chat {MODEL}"]
     assert model.parent_span_id == root.span_id
     model_attrs = attrs(model)
