@@ -8,6 +8,7 @@ chunks share about ``overlap`` tokens.
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from dataclasses import dataclass
@@ -61,8 +62,8 @@ def count_tokens(text: str) -> int:
 
 
 def _count_many(texts: list[str]) -> list[int]:
-    if not texts:
-        return []
+    if len(texts) < 64:  # a batch starts the tokenizer's thread pool: for a few short texts that costs more
+        return [count_tokens(t) for t in texts]
     return [len(e.ids) for e in _tokenizer().encode_batch(texts, add_special_tokens=False)]
 
 
@@ -74,40 +75,64 @@ def _split_keep(text: str, sep: str) -> list[str]:
     return [p for p in out if p]
 
 
-def _split_chars(text: str, limit: int) -> list[str]:
-    """Last resort for a run without separators: fixed windows of characters (a word the tokenizer cannot split
-    counts as one unknown token, so tokens alone would not bound the size)."""
+def _split_chars(text: str, limit: int) -> list[tuple[str, int]]:
+    """Last resort for a run without separators: windows of characters (a word the tokenizer cannot split counts as
+    one unknown token, so tokens alone would not bound the size), a window that still holds more than ``limit``
+    tokens ("a,a,a,…", a row of quotes) cut at every ``limit``-th token. Returns (piece, tokens)."""
     width = max(limit * 4, 16)
-    return [text[i : i + width] for i in range(0, len(text), width)] or [text]
+    out: list[tuple[str, int]] = []
+    for i in range(0, len(text), width):
+        window = text[i : i + width]
+        encoding = _tokenizer().encode(window, add_special_tokens=False)
+        if len(encoding.ids) <= limit:
+            out.append((window, len(encoding.ids)))
+            continue
+        starts = [0, *(encoding.offsets[k][0] for k in range(limit, len(encoding.ids), limit))]
+        for (a, b), first in zip(
+            itertools.pairwise([*starts, len(window)]), range(0, len(encoding.ids), limit), strict=True
+        ):
+            if b > a:
+                out.append((window[a:b], min(limit, len(encoding.ids) - first)))
+    return out or [(text, count_tokens(text))]
 
 
 # A chunk may not be longer than this many characters per token of budget, whatever the tokenizer says.
 MAX_CHARS_PER_TOKEN = 10
 
 
-def _fits(text: str, tokens: int, limit: int) -> bool:
-    return tokens <= limit and len(text) <= limit * MAX_CHARS_PER_TOKEN
+def _cost(text: str, tokens: int) -> int:
+    """A piece's size against a token budget: its tokens, or its length in units of MAX_CHARS_PER_TOKEN characters
+    when that is more (a run the tokenizer reads as one unknown token still takes room)."""
+    return max(tokens, -(-len(text) // MAX_CHARS_PER_TOKEN))
 
 
-def _pieces(text: str, limit: int, separators: tuple[str, ...] = SEPARATORS) -> list[tuple[str, int]]:
-    """Split ``text`` into (piece, tokens) with every piece at most ``limit`` tokens, on the coarsest separator."""
-    tokens = count_tokens(text)
-    if _fits(text, tokens, limit):
-        return [(text, tokens)]
+def _pieces(
+    text: str, limit: int, separators: tuple[str, ...] = SEPARATORS, *, cost: int | None = None
+) -> list[tuple[str, int]]:
+    """Split ``text`` into (piece, cost) with every piece's cost (``_cost``) at most ``limit``, on the coarsest
+    separator. Text too long to fit is never tokenized whole, so each level of separators reads the text at most
+    once: linear in the text, whatever it holds (a 1 MB line without spaces included)."""
+    if cost is None and len(text) <= limit * MAX_CHARS_PER_TOKEN:
+        cost = _cost(text, count_tokens(text))
+    if cost is not None and cost <= limit:
+        return [(text, cost)]
     for index, sep in enumerate(separators):
         if sep in text:
             parts = _split_keep(text, sep)
             if len(parts) < 2:
                 continue
-            counts = _count_many(parts)
+            short = [part for part in parts if len(part) <= limit * MAX_CHARS_PER_TOKEN]
+            counts = dict(zip(short, _count_many(short), strict=True))
             out: list[tuple[str, int]] = []
-            for part, count in zip(parts, counts, strict=True):
-                if _fits(part, count, limit):
-                    out.append((part, count))
+            for part in parts:
+                count = counts.get(part)
+                cost = _cost(part, count) if count is not None else None
+                if cost is not None and cost <= limit:
+                    out.append((part, cost))
                 else:
-                    out.extend(_pieces(part, limit, separators[index + 1 :]))
+                    out.extend(_pieces(part, limit, separators[index + 1 :], cost=cost))
             return out
-    return [(p, count_tokens(p)) for p in _split_chars(text, limit)]
+    return [(p, _cost(p, tokens)) for p, tokens in _split_chars(text, limit)]
 
 
 _WS = re.compile(r"[ \t]+")
@@ -152,9 +177,8 @@ def chunk_sections(sections: list[Section], *, chunk_size: int = 400, overlap: i
         window: list[tuple[str, int]] = []
         size = 0
 
-        for piece, tokens in _pieces(section.text, budget):
-            chars = sum(len(p) for p, _ in window)
-            if window and (size + tokens > budget or chars + len(piece) > budget * MAX_CHARS_PER_TOKEN):
+        for piece, tokens in _pieces(section.text, budget):  # ``tokens``: the piece's cost, characters included
+            if window and size + tokens > budget:
                 _emit(drafts, window, section)
                 # carry the tail of the chunk just emitted (about ``overlap`` tokens) into the next one
                 carried: list[tuple[str, int]] = []
@@ -162,7 +186,9 @@ def chunk_sections(sections: list[Section], *, chunk_size: int = 400, overlap: i
                 for prev in reversed(window):
                     if carried_size + prev[1] > overlap:
                         # take the trailing sentences of a piece too large to carry whole
-                        for sub in reversed(_pieces(prev[0], max(overlap - carried_size, 1), SEPARATORS[2:])):
+                        for sub in reversed(
+                            _pieces(prev[0], max(overlap - carried_size, 1), SEPARATORS[2:], cost=prev[1])
+                        ):
                             if carried_size + sub[1] > overlap:
                                 break
                             carried.insert(0, sub)
