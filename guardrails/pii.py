@@ -479,9 +479,9 @@ NER_MAX_TOKEN_CHARS = 40  # longer runs without a space are cut (a name is never
 # ordinary prose holds 0.17 to 0.23 spaCy tokens per character (synth_dataset_v2, SciFact, chat prompts), so 0.3 per
 # character covers it with a margin, and a text of single letters or "a,a,a," (0.5 to 1 per character) is cut to it;
 # NER_MAX_TOKENS caps a 100,000-character text (about 2 s of NER at most).
-NER_TOKENS_PER_CHAR = 0.3
-NER_MIN_TOKENS = 1_000  # a short text is always read whole
-NER_MAX_TOKENS = 16_000
+NER_TOKENS_PER_CHAR = 0.25
+NER_MIN_TOKENS = 2_000  # a text of up to this many tokens is always read whole
+NER_MAX_TOKENS = 10_000
 _LONG_RUN = re.compile(rf"\S{{{NER_MAX_TOKEN_CHARS + 1},}}")
 _NO_LETTER_RUN = re.compile(r"(?<!\S)(?:(?![^\W\d_])\S)+(?!\S)")  # a run between spaces without a letter
 _LETTER_WORD = re.compile(r"[^\W\d_]{2,}")
@@ -832,6 +832,13 @@ def _with_names(
     are streets, companies or numbers, widen the rest to the name's other parts, then mark the other occurrences
     of every name found."""
     vetoes = [*placeholders, *places]
+    verdicts: dict[tuple[int, int], bool] = {}  # the same span comes from several signals and from repetition
+
+    def not_a_name(start: int, end: int) -> bool:
+        verdict = verdicts.get((start, end))
+        if verdict is None:
+            verdict = verdicts[(start, end)] = names.not_a_name(text, start, end)
+        return verdict
 
     ordered = sorted(vetoes)
     veto_starts = [vs for vs, _ in ordered]
@@ -860,10 +867,10 @@ def _with_names(
     for f in candidates:
         if f.entity_type == "PERSON":
             start, end = names.trim(text, f.start, f.end)
-            if names.not_a_name(text, start, end):
+            if not_a_name(start, end):
                 continue
             wide = names.extend(text, start, end)
-            if wide != (start, end) and not vetoed(*wide) and not names.not_a_name(text, *wide):
+            if wide != (start, end) and not vetoed(*wide) and not not_a_name(*wide):
                 start, end = wide
             f = Finding("PERSON", start, end, f.score)
         kept.append(f)
@@ -872,7 +879,7 @@ def _with_names(
     mates = [
         Finding("PERSON", s, e, LIST_MATE_SCORE)
         for s, e in names.list_mate_spans(text, people)
-        if not vetoed(s, e) and not names.not_a_name(text, s, e)
+        if not vetoed(s, e) and not not_a_name(s, e)
     ]
     if mates:
         kept = resolve_overlaps(_merge_people([*kept, *mates]))
@@ -880,7 +887,7 @@ def _with_names(
     repeats = [
         Finding("PERSON", s, e, REPEATED_NAME_SCORE)
         for s, e in names.repeated_spans(text, people)
-        if not names.not_a_name(text, s, e) and not vetoed(s, e)
+        if not not_a_name(s, e) and not vetoed(s, e)
     ]
     return [*kept, *repeats]
 

@@ -134,7 +134,7 @@ def test_long_run_without_spaces_is_still_split():
 
 
 def test_a_dense_run_without_spaces_is_cut_at_the_token_limit():
-    """A row of quotes is one token per character: character windows alone gave chunks of 4× the limit."""
+    """A row of quotes is one token per character: character windows alone gave chunks of four times the limit."""
     text = '"' * 5_000
     chunks = chunk_sections([Section(text=text)], chunk_size=64, overlap=8)
     assert all(c.token_count <= 64 for c in chunks)
