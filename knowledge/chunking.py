@@ -8,9 +8,12 @@ chunks share about ``overlap`` tokens.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import re
+import string
 import threading
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -62,9 +65,8 @@ def count_tokens(text: str) -> int:
 
 
 def _count_many(texts: list[str]) -> list[int]:
-    if len(texts) < 64:  # a batch starts the tokenizer's thread pool: for a few short texts that costs more
-        return [count_tokens(t) for t in texts]
-    return [len(e.ids) for e in _tokenizer().encode_batch(texts, add_special_tokens=False)]
+    # One call per text: the tokenizer's batch call costs more CPU here (its thread pool) than a plain loop.
+    return [count_tokens(t) for t in texts]
 
 
 def _split_keep(text: str, sep: str) -> list[str]:
@@ -87,13 +89,21 @@ def _split_chars(text: str, limit: int) -> list[tuple[str, int]]:
         if len(encoding.ids) <= limit:
             out.append((window, len(encoding.ids)))
             continue
-        starts = [0, *(encoding.offsets[k][0] for k in range(limit, len(encoding.ids), limit))]
-        for (a, b), first in zip(
-            itertools.pairwise([*starts, len(window)]), range(0, len(encoding.ids), limit), strict=True
-        ):
-            if b > a:
-                out.append((window[a:b], min(limit, len(encoding.ids) - first)))
+        cuts = [0, *(encoding.offsets[k][0] for k in range(limit, len(encoding.ids), limit)), len(window)]
+        token_starts = [start for start, _ in encoding.offsets]
+        for a, b in itertools.pairwise(cuts):
+            if b <= a:
+                continue
+            part = window[a:b]
+            if _cut_at_edge(window, a) and _cut_at_edge(window, b):  # the window's tokens in [a, b) are the part's
+                out.append((part, bisect.bisect_left(token_starts, b) - bisect.bisect_left(token_starts, a)))
+            else:  # a cut inside a word: the part tokenizes differently alone
+                out.append((part, count_tokens(part)))
     return out or [(text, count_tokens(text))]
+
+
+def _cut_at_edge(text: str, at: int) -> bool:
+    return at in (0, len(text)) or _word_edge(text[at - 1]) or _word_edge(text[at])
 
 
 # A chunk may not be longer than this many characters per token of budget, whatever the tokenizer says.
@@ -107,15 +117,15 @@ def _cost(text: str, tokens: int) -> int:
 
 
 def _pieces(
-    text: str, limit: int, separators: tuple[str, ...] = SEPARATORS, *, cost: int | None = None
+    text: str, limit: int, separators: tuple[str, ...] = SEPARATORS, *, tokens: int | None = None
 ) -> list[tuple[str, int]]:
-    """Split ``text`` into (piece, cost) with every piece's cost (``_cost``) at most ``limit``, on the coarsest
+    """Split ``text`` into (piece, tokens) with every piece's cost (``_cost``) at most ``limit``, on the coarsest
     separator. Text too long to fit is never tokenized whole, so each level of separators reads the text at most
     once: linear in the text, whatever it holds (a 1 MB line without spaces included)."""
-    if cost is None and len(text) <= limit * MAX_CHARS_PER_TOKEN:
-        cost = _cost(text, count_tokens(text))
-    if cost is not None and cost <= limit:
-        return [(text, cost)]
+    if tokens is None and len(text) <= limit * MAX_CHARS_PER_TOKEN:
+        tokens = count_tokens(text)
+    if tokens is not None and _cost(text, tokens) <= limit:
+        return [(text, tokens)]
     for index, sep in enumerate(separators):
         if sep in text:
             parts = _split_keep(text, sep)
@@ -126,13 +136,12 @@ def _pieces(
             out: list[tuple[str, int]] = []
             for part in parts:
                 count = counts.get(part)
-                cost = _cost(part, count) if count is not None else None
-                if cost is not None and cost <= limit:
-                    out.append((part, cost))
+                if count is not None and _cost(part, count) <= limit:
+                    out.append((part, count))
                 else:
-                    out.extend(_pieces(part, limit, separators[index + 1 :], cost=cost))
+                    out.extend(_pieces(part, limit, separators[index + 1 :], tokens=count))
             return out
-    return [(p, _cost(p, tokens)) for p, tokens in _split_chars(text, limit)]
+    return _split_chars(text, limit)
 
 
 _WS = re.compile(r"[ \t]+")
@@ -142,14 +151,25 @@ def _tidy(text: str) -> str:
     return _WS.sub(" ", text).strip()
 
 
+def _word_edge(ch: str) -> bool:
+    """Whether the tokenizer's pre-tokenizer splits at ``ch``: blanks and every punctuation mark (its own rules)."""
+    return ch in " \t\n\r" or ch in string.punctuation or unicodedata.category(ch) in _EDGE_CATEGORIES
+
+
+_EDGE_CATEGORIES = frozenset({"Zs", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po"})
+
+
 def _emit(drafts: list[ChunkDraft], window: list[tuple[str, int]], section: Section) -> None:
     text = _tidy("".join(p for p, _ in window))
     if text:
+        # Pieces that meet at a word edge tokenize alone as they do together (the tokenizer splits words first, and
+        # collapsing blanks changes no token): their counts add up. A window cut inside a word is counted again.
+        clean = all(_word_edge(a[-1]) or _word_edge(b[0]) for (a, _), (b, _) in itertools.pairwise(window))
         drafts.append(
             ChunkDraft(
                 ordinal=len(drafts),
                 text=text,
-                token_count=count_tokens(text),
+                token_count=sum(t for _, t in window) if clean else count_tokens(text),
                 page=section.page,
                 heading=section.heading,
             )
@@ -158,7 +178,8 @@ def _emit(drafts: list[ChunkDraft], window: list[tuple[str, int]], section: Sect
 
 def chunk_sections(sections: list[Section], *, chunk_size: int = 400, overlap: int = 60) -> list[ChunkDraft]:
     """Chunks of about ``chunk_size`` tokens (heading included) with ``overlap`` tokens shared between neighbours.
-    Consecutive sections with the same heading and page are merged before splitting."""
+    Consecutive sections with the same heading and page are merged before splitting. Sizes are costs (``_cost``):
+    tokens, or characters / MAX_CHARS_PER_TOKEN when that is more."""
     chunk_size = max(int(chunk_size), 16)
     overlap = max(0, min(int(overlap), chunk_size // 2))
     merged: list[Section] = []
@@ -177,30 +198,31 @@ def chunk_sections(sections: list[Section], *, chunk_size: int = 400, overlap: i
         window: list[tuple[str, int]] = []
         size = 0
 
-        for piece, tokens in _pieces(section.text, budget):  # ``tokens``: the piece's cost, characters included
-            if window and size + tokens > budget:
+        for piece, tokens in _pieces(section.text, budget):
+            cost = _cost(piece, tokens)
+            if window and size + cost > budget:
                 _emit(drafts, window, section)
                 # carry the tail of the chunk just emitted (about ``overlap`` tokens) into the next one
                 carried: list[tuple[str, int]] = []
                 carried_size = 0
                 for prev in reversed(window):
-                    if carried_size + prev[1] > overlap:
+                    prev_cost = _cost(*prev)
+                    if carried_size + prev_cost > overlap:
                         # take the trailing sentences of a piece too large to carry whole
-                        for sub in reversed(
-                            _pieces(prev[0], max(overlap - carried_size, 1), SEPARATORS[2:], cost=prev[1])
-                        ):
-                            if carried_size + sub[1] > overlap:
+                        room = max(overlap - carried_size, 1)
+                        for sub in reversed(_pieces(prev[0], room, SEPARATORS[2:], tokens=prev[1])):
+                            if carried_size + _cost(*sub) > overlap:
                                 break
                             carried.insert(0, sub)
-                            carried_size += sub[1]
+                            carried_size += _cost(*sub)
                         break
                     carried.insert(0, prev)
-                    carried_size += prev[1]
-                if carried_size + tokens > budget:
+                    carried_size += prev_cost
+                if carried_size + cost > budget:
                     carried, carried_size = [], 0
                 window, size = carried, carried_size
             window.append((piece, tokens))
-            size += tokens
+            size += cost
         if window:
             _emit(drafts, window, section)
     return drafts
