@@ -57,7 +57,10 @@ def main() -> None:
 
     tenant, _ = Tenant.objects.get_or_create(slug="bench-hostile", defaults={"name": "Bench hostile"})
     kb = knowledge_base_create(tenant=tenant, actor=None, name=f"hostile-{time.time_ns()}")
+    # loading models is once per process, not per input: the NER, the injection classifier and the embedder
     get_analyzer().analyze("warm up, Mary Johnson", entities=["PERSON"])
+    inspect_input(tenant=tenant, text="warm up")
+    chunk_search(tenant=tenant, knowledge_base_ids=[kb.pk], query="warm up", k=1, role=Role.VIEWER)
     limits = parse_limits()
     rows: list[tuple[str, str, float, str]] = []
 

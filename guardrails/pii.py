@@ -380,6 +380,7 @@ class FastPhoneRecognizer(LocalRecognizer):
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
         results: list[RecognizerResult] = []
+        parsed: dict[str, bool] = {}  # a number repeated in the text is parsed once (up to 13 regions each)
         for match in self._CANDIDATE.finditer(text):
             candidate = match.group(0).strip()
             start = match.start() + (len(match.group(0)) - len(match.group(0).lstrip()))
@@ -395,7 +396,10 @@ class FastPhoneRecognizer(LocalRecognizer):
             groups = re.findall(r"\d+", candidate.split("x")[0])
             if not international and len(groups) > 1 and max(len(g) for g in groups[:-1]) > 5:
                 continue  # "20240301-7781": an id or a compact date with a suffix, not a phone grouping
-            if self._parse(candidate) is None:
+            possible = parsed.get(candidate)
+            if possible is None:
+                possible = parsed[candidate] = self._parse(candidate) is not None
+            if not possible:
                 continue
             digits = sum(ch.isdigit() for ch in candidate)
             formatted = bool(re.search(r"[\s.\-()/]", candidate)) or international

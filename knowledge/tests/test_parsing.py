@@ -148,3 +148,19 @@ def test_the_overlap_never_carries_a_long_run_into_every_chunk():
     chunks = chunk_sections([Section(text=text)], chunk_size=400, overlap=60)
     assert all(len(c.text) <= 400 * 10 for c in chunks)
     assert len(text) <= sum(len(c.text) for c in chunks) <= 1.5 * len(text)
+
+
+def test_a_csv_header_cannot_multiply_the_text():
+    """Every value is labelled with its column's name: a 100,000-character header cell over many rows made the text
+    grow with header × rows (1 MB from 200 KB). Names are cut and labels stop when the text outgrows the file."""
+    data = b'"' + b"h" * 100_000 + b'",b\n' + b"a,b\n" * 5_000
+    parsed = parse_document(data=data, filename="wide.csv")
+    text = parsed.sections[0].text
+    assert len(text) <= 4 * len(data)
+    assert text.startswith("h" * 64 + ": a; b: b\n")
+    assert text.endswith("\na; b")  # the last rows without labels, still every value
+
+
+def test_csv_rows_keep_their_labels_in_ordinary_files():
+    parsed = parse_document(data=b"name,city\nAnna,Oslo\nPeter,Lima\n", filename="people.csv")
+    assert parsed.sections[0].text == "name: Anna; city: Oslo\nname: Peter; city: Lima"
