@@ -152,7 +152,7 @@ def test_the_overlap_never_carries_a_long_run_into_every_chunk():
 
 def test_a_csv_header_cannot_multiply_the_text():
     """Every value is labelled with its column's name: a 100,000-character header cell over many rows made the text
-    grow with header × rows (1 MB from 200 KB). Names are cut and labels stop when the text outgrows the file."""
+    grow with the header times the rows (1 MB from 200 KB). Names are cut; labels stop once the text outgrows it."""
     data = b'"' + b"h" * 100_000 + b'",b\n' + b"a,b\n" * 5_000
     parsed = parse_document(data=data, filename="wide.csv")
     text = parsed.sections[0].text
