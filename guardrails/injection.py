@@ -206,15 +206,15 @@ def _hidden_elements(text: str) -> list[str]:
         closings.setdefault(m.group(1).lower(), []).append(m.start())
     found: list[str] = []
     done = 0
-    for m in _HIDDEN_STYLE_RE.finditer(text):
-        if m.start() < done:
+    for opening in _HIDDEN_STYLE_RE.finditer(text):
+        if opening.start() < done:
             continue  # inside the previous hidden element
-        positions = closings.get(m.group(1).lower(), [])
-        k = bisect.bisect_left(positions, m.end())
+        positions = closings.get(opening.group(1).lower(), [])
+        k = bisect.bisect_left(positions, opening.end())
         if k == len(positions):
             continue
-        found.append(_TAG_RE.sub(" ", text[m.end() : positions[k]]))
-        done = positions[k] + len(m.group(1)) + 3
+        found.append(_TAG_RE.sub(" ", text[opening.end() : positions[k]]))
+        done = positions[k] + len(opening.group(1)) + 3
     return found
 
 

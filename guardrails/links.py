@@ -101,7 +101,7 @@ def strip_exfil_links(text: str, *, allowed_hosts: Iterable[str]) -> LinkResult:
     allowed = normalize_hosts(allowed_hosts)
     removed = 0
 
-    def image(m: re.Match[str]) -> str:
+    def image(m: re2._Match[str]) -> str:
         nonlocal removed
         if not is_exfil_url(m.group(2), allowed):
             return m.group(0)
@@ -109,14 +109,14 @@ def strip_exfil_links(text: str, *, allowed_hosts: Iterable[str]) -> LinkResult:
         alt = m.group(1).strip()
         return f"[image: {alt}]" if alt else REMOVED_IMAGE
 
-    def link(m: re.Match[str]) -> str:
+    def link(m: re2._Match[str]) -> str:
         nonlocal removed
         if m.group(1) or not is_exfil_url(m.group(3), allowed):
             return m.group(0)
         removed += 1
         return m.group(2) if m.group(2).strip() else REMOVED_LINK
 
-    def ref_def(m: re.Match[str]) -> str:
+    def ref_def(m: re2._Match[str]) -> str:
         nonlocal removed
         if not is_exfil_url(m.group(2), allowed):
             return m.group(0)

@@ -109,7 +109,7 @@ def sanitize_markdown(text: str) -> SanitizeResult:
     def bump(kind: str) -> None:
         removed[kind] = removed.get(kind, 0) + 1
 
-    def image(m: re.Match[str]) -> str:
+    def image(m: re2._Match[str]) -> str:
         bump("images")
         alt = m.group(1).strip()
         return f"[image: {alt}]" if alt else "[image removed]"
@@ -117,7 +117,7 @@ def sanitize_markdown(text: str) -> SanitizeResult:
     work = _IMAGE_RE.sub(image, work)
     work = _IMAGE_REF_RE.sub(image, work)
 
-    def link(m: re.Match[str]) -> str:
+    def link(m: re2._Match[str]) -> str:
         scheme = _scheme(m.group(3))
         if m.group(1) or scheme is None or scheme in _SAFE_SCHEMES:
             return m.group(0)
@@ -126,7 +126,7 @@ def sanitize_markdown(text: str) -> SanitizeResult:
 
     work = _LINK_RE.sub(link, work)
 
-    def ref_def(m: re.Match[str]) -> str:
+    def ref_def(m: re2._Match[str]) -> str:
         scheme = _scheme(m.group(2))
         if scheme is None or scheme in _SAFE_SCHEMES:
             return m.group(0)
@@ -135,7 +135,7 @@ def sanitize_markdown(text: str) -> SanitizeResult:
 
     work = _REF_DEF_RE.sub(ref_def, work)
 
-    def autolink(m: re.Match[str]) -> str:
+    def autolink(m: re2._Match[str]) -> str:
         scheme = _scheme(m.group(1))
         if scheme in _SAFE_SCHEMES:
             return m.group(0)

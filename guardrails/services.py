@@ -246,9 +246,9 @@ def _known_value_findings(text: str, mapping: Mapping, taken: list[Finding]) -> 
             continue
         for length in lengths:
             end = start + length
-            entity_type = by_length[length].get(folded[start:end]) if end <= len(text) else None
-            if entity_type is not None and (end == len(text) or not _is_word_char(text[end])):
-                extra.append(Finding(entity_type, start, end, 1.01))
+            known = by_length[length].get(folded[start:end]) if end <= len(text) else None
+            if known is not None and (end == len(text) or not _is_word_char(text[end])):
+                extra.append(Finding(known, start, end, 1.01))
     return resolve_overlaps(extra + taken) if extra else taken
 
 
