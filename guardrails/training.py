@@ -34,7 +34,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from guardrails import benign_conversation, benign_templates, evaldata
+from guardrails import attack_templates, benign_conversation, benign_templates, evaldata
 
 EXTRA_TRAIN = "train/injection_train_extra.csv"
 OWN_BENIGN_PATH = Path(__file__).resolve().parent / "data" / "benign_prompts.tsv"
@@ -78,6 +78,10 @@ def own_benign() -> list[Row]:
     return rows
 
 
+def own_attacks() -> list[Row]:
+    return [Row(text, 1, "own_attack", lang) for lang, text in attack_templates.generate()]
+
+
 def training_rows() -> list[Row]:
     rows = [
         Row(r.text, int(r.malicious), "jackhhao_train", "en") for r in evaldata.read_jackhhao(evaldata.INJECTION_TRAIN)
@@ -91,7 +95,7 @@ def training_rows() -> list[Row]:
             for r in csv.DictReader(fh)
             if r["source"] not in EXCLUDED_SOURCES
         ]
-    return rows + own_benign()
+    return rows + own_benign() + own_attacks()
 
 
 def training_files() -> list[dict[str, Any]]:
