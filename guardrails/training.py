@@ -10,7 +10,9 @@ read here):
 - the portal developers' own benign prompts: ``data/benign_prompts.tsv`` (hand-written),
   ``benign_templates.generate()`` (trigger words in ordinary use, six languages) and
   ``benign_conversation.generate()`` (self-introductions, greetings, sign-offs, names and PII placeholders, workplace
-  questions; nine languages).
+  questions; nine languages),
+- the portal developers' own attack prompts: ``attack_templates.generate()`` (override, task switch after praise,
+  role play without rules, prompt extraction, fake authority; nine languages, weighted like a public source).
 
 The extra set is attack-heavy and a few sources are large, so each (source, label) group's total weight is capped
 and the own benign prompts weigh more (they are the hard negatives the public sets lack); the classes are then
