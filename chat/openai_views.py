@@ -5,7 +5,9 @@ does), runs the chat pipeline in its conversation-less mode (``ChatInput(convers
 earlier messages>, text=<the last user message>, ...)``), lists models (``chat.selectors.model_list_for_tenant``)
 and embeds (``chat.services.embedding_create``), and frames the answers. The pipeline trims the client's history,
 passes every client turn through the input guard, keeps the PII vault per request under a server-made id and
-deletes it when the answer is out.
+deletes it when the answer is out. The response ends as soon as the last token is guarded: the answer's
+persistence and the quota settlement follow in the background, promised first in the settlement journal
+(``tenants.settlements``), so a process that dies in between loses no usage.
 
 Authentication: ``Authorization: Bearer <api key>`` only (no cookies, so no CSRF); the key needs the ``chat`` scope.
 Every request counts against the key's rate (``tenants.throttling``), and the pipeline counts it against the
@@ -442,6 +444,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
             stop=req["stop"],
             source=UsageRecord.Source.API,
             request_id=request_id_var.get() or "",
+            finish_after_done=True,  # [DONE] as soon as the answer is guarded; persistence and settlement follow
         )
     )
     events = run.stream()

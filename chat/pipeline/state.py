@@ -73,3 +73,5 @@ class RunState:
     timings: dict[str, float] = field(default_factory=dict)
     prompt_chars: int = 0
     finished: bool = False
+    finishing: bool = False  # a finish is running (another one returns at once)
+    promise: str = ""  # the settlement journal entry of a run finished after its ``Done``
