@@ -5,7 +5,9 @@ does), runs the chat pipeline in its conversation-less mode (``ChatInput(convers
 earlier messages>, text=<the last user message>, ...)``), lists models (``chat.selectors.model_list_for_tenant``)
 and embeds (``chat.services.embedding_create``), and frames the answers. The pipeline trims the client's history,
 passes every client turn through the input guard, keeps the PII vault per request under a server-made id and
-deletes it when the answer is out.
+deletes it when the answer is out. The response ends as soon as the last token is guarded: the answer's
+persistence and the quota settlement follow in the background, promised first in the settlement journal
+(``tenants.settlements``), so a process that dies in between loses no usage.
 
 Authentication: ``Authorization: Bearer <api key>`` only (no cookies, so no CSRF); the key needs the ``chat`` scope.
 Every request counts against the key's rate (``tenants.throttling``), and the pipeline counts it against the
@@ -38,6 +40,7 @@ from chat.selectors import model_list_for_tenant
 from chat.services import embedding_create
 from core.errors import (
     ApplicationError,
+    BudgetExceeded,
     Busy,
     InvalidInput,
     NotAuthenticated,
@@ -68,6 +71,8 @@ def _error_type(exc: ApplicationError) -> str:
         return "authentication_error"
     if isinstance(exc, PermissionDenied) or exc.status == 403:
         return "permission_error"
+    if isinstance(exc, BudgetExceeded):
+        return "insufficient_quota"  # OpenAI's answer when the account's spending limit is reached
     if isinstance(exc, QuotaExceeded):
         return "insufficient_quota" if exc.code == "quota_exceeded" else "rate_limit_error"
     if isinstance(exc, Busy):
@@ -442,6 +447,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
             stop=req["stop"],
             source=UsageRecord.Source.API,
             request_id=request_id_var.get() or "",
+            finish_after_done=True,  # [DONE] as soon as the answer is guarded; persistence and settlement follow
         )
     )
     events = run.stream()

@@ -17,6 +17,7 @@ from django.utils import timezone
 from adapters.model_turn import QuotaHold
 from adapters.selectors import adapter_get_for_tenant
 from chat.models import Conversation, Message
+from chat.quality import answer_feedback_record
 from core.errors import Conflict, InvalidInput, NotFound
 from guardrails.services import pii_vault_delete
 from knowledge.embeddings import embedding_models, get_embedder
@@ -25,11 +26,14 @@ from tenants.auth import Caller
 from tenants.models import Tenant, UsageRecord
 from tenants.quota import quota_release_stale
 from tenants.services import audit_record
+from tenants.settlements import settlement_replay
 
 TITLE_MAX = 200
 COMMENT_MAX = 2000
 # A generation lease older than this is considered abandoned (its process died) and may be taken over.
 GENERATION_LEASE = timedelta(minutes=10)
+# a journal entry this old was not kept by its process (a settlement normally commits within a second)
+SETTLEMENT_REPLAY_AFTER_S = 60.0
 
 
 def knowledge_base_ids_validate(*, tenant: Tenant, role: str, knowledge_base_ids: Iterable[int | str]) -> list[int]:
@@ -140,9 +144,17 @@ def message_feedback_set(*, message: Message, feedback: str, comment: str = "", 
     comment = (comment or "").strip()
     if len(comment) > COMMENT_MAX:
         raise InvalidInput(f"A comment has at most {COMMENT_MAX} characters.")
+    previous = message.feedback
     message.feedback = feedback
     message.feedback_comment = comment
     message.save(update_fields=["feedback", "feedback_comment"])
+    if feedback and feedback != previous:
+        tenant_slug = message.conversation.tenant.slug
+        transaction.on_commit(
+            lambda: answer_feedback_record(
+                tenant=tenant_slug, model=message.model, adapter=message.adapter, rating=feedback
+            )
+        )
     audit_record(
         action="chat.feedback",
         tenant=message.conversation.tenant,
@@ -248,7 +260,8 @@ def embedding_create(
 def chat_sweep_abandoned() -> int:
     """Release reservations older than an hour (no chat request lives that long), mark answers that were left
     ``streaming`` by a dead process as stopped and free their conversations' generation lease. Returns the number
-    of reservations released."""
+    of reservations released. First, usage promised by a process that died before settling it is settled."""
+    settlement_replay(older_than_s=SETTLEMENT_REPLAY_AFTER_S)
     released = quota_release_stale(older_than=timedelta(hours=1))
     cutoff = timezone.now() - GENERATION_LEASE
     Message.unscoped.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff).update(

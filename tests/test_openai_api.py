@@ -23,7 +23,7 @@ from knowledge.embeddings import get_embedder
 from tenants.models import AuditEvent, Quota, Role, Tenant, UsageRecord
 from tenants.services import api_key_create, api_key_revoke
 from tests.api_harness import ApiKeys, make_api_keys, pool_backend  # noqa: F401
-from tests.live_server import LiveServer, live_portal  # noqa: F401  (fixture)
+from tests.live_server import LiveServer, finishes_settled, live_portal  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.engine]
 
@@ -94,7 +94,8 @@ def test_chat_completion_runs_the_one_pipeline(world, keys, live_portal):  # noq
     assert reply.usage.prompt_tokens > 0 and 0 < reply.usage.completion_tokens <= 6
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
     assert reply.model_extra["citations"] == []
-    # settled like the browser chat: a usage record with the key, and an audit event
+    # settled like the browser chat (after the response): a usage record with the key, and an audit event
+    finishes_settled()
     [usage] = UsageRecord.objects.for_tenant(world.tenant).filter(source="api")
     assert (usage.api_key_id, usage.user_id, usage.model) == (key.pk, world.admin.pk, MODEL)
     assert (usage.tokens_in, usage.tokens_out) == (reply.usage.prompt_tokens, reply.usage.completion_tokens)
@@ -453,14 +454,7 @@ def test_the_client_history_passes_the_input_guard(world, keys, live_portal, whe
     "question",
     [
         pytest.param("Please forward the invoice to John Smith at john.smith@example.com.", id="pii-in-a-request"),
-        pytest.param(
-            "My name is John Smith and my email is john.smith@example.com. Hi!",
-            id="self-introduction",
-            # KNOWN DEFECT (issue 22 follow-up): the n-gram injection classifier scores a self-introduction
-            # ("My name is John Smith. Hi!") 0.88 and blocks it at medium strictness. Strict: when the detector is
-            # fixed this starts passing and the mark must go.
-            marks=pytest.mark.xfail(reason="injection classifier false positive on self-introductions", strict=True),
-        ),
+        pytest.param("My name is John Smith and my email is john.smith@example.com. Hi!", id="self-introduction"),
     ],
 )
 def test_the_request_pii_vault_is_forgotten(world, keys, live_portal, question):  # noqa: F811
@@ -472,6 +466,7 @@ def test_the_request_pii_vault_is_forgotten(world, keys, live_portal, question):
         max_tokens=4,
     )
     assert reply.usage.completion_tokens > 0
+    finishes_settled()
     event = AuditEvent.objects.get(tenant=world.tenant, action="chat.completion")
     assert sum(event.details["pii_masked"].values()) >= 1
     assert "john" not in json.dumps(event.details).lower()
@@ -493,6 +488,7 @@ def test_concurrent_streams_are_independent(world, keys, live_portal):  # noqa: 
     for t in threads:
         t.join(timeout=120)
     assert set(results) == {"viewer", "member", "admin"} and all(results.values())
+    finishes_settled()
     by_key = set(UsageRecord.objects.for_tenant(world.tenant).values_list("api_key_id", flat=True))
     assert by_key == {keys.keys[c].pk for c in ("viewer", "member", "admin")}
 

@@ -29,6 +29,7 @@ from chat.pipeline.state import Masked, Plan, Prompt, RunState
 from chat.pipeline.text import PLACEHOLDER_RE, StreamUnmasker
 from core.errors import ApplicationError
 from core.logging import request_id_var, tenant_id_var, user_id_var
+from core.tracing import RequestSpan, request_span
 from guardrails.output import CanaryWatch, canary_new
 from guardrails.services import unmask
 from inference_pool.types import ChatRequest
@@ -199,7 +200,7 @@ class ChatRun:
         return events
 
     async def _display(self, piece: str) -> str:
-        if piece and PLACEHOLDER_RE.search(piece):
+        if piece and PLACEHOLDER_RE.search(piece) and not stages.vault_empty(self.inp, self.state):
             return str(await run_blocking(unmask)(tenant=self.inp.tenant, scope_key=self.state.scope_key, text=piece))
         return piece
 
@@ -287,6 +288,28 @@ class ChatRun:
         # shielded: a second cancellation (a closing socket) must not interrupt the bookkeeping
         await asyncio.shield(run_blocking(stages.finish)(self.inp, self.state))
 
+    async def _finish_retrying(self) -> None:
+        """The background finish of a run whose ``Done`` was sent: retried while the database is away; what is
+        still not settled after the last try is settled from the journal by the quota sweep."""
+        for attempt, pause in enumerate((*FINISH_RETRY_PAUSES, None)):
+            try:
+                await run_blocking(stages.finish)(self.inp, self.state)
+                return
+            except Exception:
+                if pause is None:
+                    logger.exception(
+                        "could not persist and settle an answer after its stream ended; the quota sweep settles it",
+                        extra={"request_id": self.state.request_id, "attempt": attempt + 1},
+                    )
+                    return
+                logger.warning("persisting an answer failed; retrying", exc_info=True)
+                await asyncio.sleep(pause)
+
+    def _finish_in_background(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._finish_retrying(), name=f"finish-{self.request_id}")
+        _FINISHING.add(task)
+        task.add_done_callback(_FINISHING.discard)
+
     async def _conclude(self, masked: Masked, prompt: Prompt) -> PipelineEvent:
         """Stages 8-10 once the engine stopped: a failure keeps the partial answer; else the output guard."""
         state = self.state
@@ -303,10 +326,26 @@ class ChatRun:
             )
         if state.finish_reason != "content_filter":
             state.finish_reason = state.reply.finish or "stop"
-        await run_blocking(stages.output_inspect)(self.inp, masked, prompt, state)
-        state.status = Message.Status.COMPLETE
-        await self._finish()
+        if self.inp.finish_after_done:
+            await run_blocking(self._guard_and_promise)(masked, prompt)
+            self._finish_in_background()
+            return self._done()
+        # one thread hop after the last token: the output guard, then persistence and settlement (shielded: a
+        # closing socket must not interrupt the bookkeeping)
+        await asyncio.shield(run_blocking(self._guard_and_finish)(masked, prompt))
         return self._done()
+
+    def _guard_and_finish(self, masked: Masked, prompt: Prompt) -> None:
+        stages.output_inspect(self.inp, masked, prompt, self.state)
+        self.state.status = Message.Status.COMPLETE
+        stages.finish(self.inp, self.state)
+
+    def _guard_and_promise(self, masked: Masked, prompt: Prompt) -> None:
+        """One thread hop after the last token: the output guard, then the journal entry of the settlement that
+        follows the client's ``Done``."""
+        stages.output_inspect(self.inp, masked, prompt, self.state)
+        self.state.status = Message.Status.COMPLETE
+        stages.settlement_promise(self.inp, self.state)
 
     async def _fail(self, status: str, code: str = "", message: str = "") -> None:
         self.state.status = status
@@ -322,15 +361,22 @@ class ChatRun:
         user_id_var.set(inp.user.pk if inp.user is not None else None)
         tokens: Any = None
         relay: Any = None
+        concluded = False
+        root = self._trace_start()
         try:
             plan, masked, prompt = await run_blocking(self._prepare)()
-            tokens = model_turn_events(pool=self.pool, request=self._request(plan, prompt), reply=state.reply)
+            request = self._request(plan, prompt)
+            tokens = model_turn_events(pool=self.pool, request=request, reply=state.reply, trace_parent=state.trace)
             relay = self._relay(tokens)
             async for event in relay:
                 yield event
             await tokens.aclose()
-            yield await self._conclude(masked, prompt)
+            last = await self._conclude(masked, prompt)
+            concluded = True
+            yield last
         except (asyncio.CancelledError, GeneratorExit):
+            if concluded:  # the door closed the stream after the last event: the run is already finished
+                raise
             # stop or disconnect: keep what was said so far (closing the relay closes the engine's stream)
             await _close(relay, tokens)
             state.finish_reason = "stopped"
@@ -345,6 +391,54 @@ class ChatRun:
             raise
         finally:
             await _close(relay, tokens)
+            self._trace_end(root)
+
+    def _trace_start(self) -> RequestSpan:
+        """The request's root span: one trace per request, whichever door it came through."""
+        inp, state = self.inp, self.state
+        root = request_span(
+            "chat.request",
+            door=inp.source,
+            tenant=inp.tenant.slug,
+            request_id=state.request_id,
+            conversation_id=str(state.conversation_id) if state.conversation_id is not None else None,
+        )
+        state.trace = root.context
+        return root
+
+    def _trace_end(self, root: RequestSpan) -> None:
+        state = self.state
+        tokens_in, tokens_out = self.usage.prompt_tokens, self.usage.completion_tokens
+        root.set(
+            model=state.model or None,
+            adapter=state.adapter or None,
+            status=state.status,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            backend=state.reply.backend or None,
+            finish_reasons=[state.finish_reason] if state.status == Message.Status.COMPLETE else None,
+        )
+        root.end(error=state.error_code if state.status == Message.Status.ERROR else "")
+
+
+# Background finishes of runs whose ``Done`` was sent (the API door); held here so none is garbage-collected.
+_FINISHING: set[asyncio.Task[None]] = set()
+FINISH_RETRY_PAUSES = (0.2, 1.0, 3.0)
+
+
+def finishes_pending() -> int:
+    """How many answers of this process are still being persisted and settled after their stream ended."""
+    return len(_FINISHING)
+
+
+async def finishes_wait(*, grace_s: float = 10.0) -> bool:
+    """Wait for this event loop's background finishes (a graceful shutdown); False if some are still running."""
+    loop = asyncio.get_running_loop()
+    mine = [t for t in list(_FINISHING) if t.get_loop() is loop]
+    if not mine:
+        return True
+    _, pending = await asyncio.wait(mine, timeout=grace_s)
+    return not pending
 
 
 async def _close(*generators: Any) -> None:

@@ -77,3 +77,6 @@ class RunState:
     prompt_chars: int = 0
     output: OutputStream | None = None
     finished: bool = False
+    finishing: bool = False  # a finish is running (another one returns at once)
+    promise: str = ""  # the settlement journal entry of a run finished after its ``Done``
+    trace: Any = None  # the request's root span context (core.tracing.request_span): every stage's span is its child
