@@ -4,6 +4,12 @@ Token counts come from the embedding model's own WordPiece tokenizer (``tokenize
 with the ``tokenizers`` library: no torch needed). Text is split on paragraphs, then lines, sentences, words and,
 for a pathological run without spaces, characters; pieces are merged up to ``chunk_size`` tokens and consecutive
 chunks share about ``overlap`` tokens.
+
+Two rules keep every chunk answerable on its own:
+- a short section that only heads others (a document's title with its policy id, owner and date; the text before the
+  first heading) is never a chunk of its own: it is merged into the section it heads (``LEAD_MAX_TOKENS``);
+- a section of records (CSV, ``Section.rows``) is split between lines only, without overlap, so every chunk starts at
+  a row; its heading (the CSV header) goes with every chunk.
 """
 
 from __future__ import annotations
@@ -110,6 +116,18 @@ def _pieces(text: str, limit: int, separators: tuple[str, ...] = SEPARATORS) -> 
     return [(p, count_tokens(p)) for p in _split_chars(text, limit)]
 
 
+def _rows(text: str, limit: int) -> list[tuple[str, int]]:
+    """One piece per line (a record), each ending with its newline; a line over ``limit`` is split further."""
+    out: list[tuple[str, int]] = []
+    lines = _split_keep(text, "\n")
+    for line, count in zip(lines, _count_many(lines), strict=True):
+        if _fits(line, count, limit):
+            out.append((line, count))
+        else:
+            out.extend(_pieces(line, limit, ROW_SEPARATORS[1:]))
+    return out
+
+
 _WS = re.compile(r"[ \t]+")
 
 
@@ -131,9 +149,36 @@ def _emit(drafts: list[ChunkDraft], window: list[tuple[str, int]], section: Sect
         )
 
 
+# A section this short (in tokens) that heads the next one is merged into it rather than indexed alone.
+LEAD_MAX_TOKENS = 48
+HEADING_SEPARATOR = " › "
+ROW_SEPARATORS = ("\n", "; ", ", ", " ")
+
+
+def _heads(lead: Section, section: Section) -> bool:
+    """``lead`` heads ``section``: the text before any heading, or a section whose heading is an ancestor of the
+    next one's, on the same page."""
+    if lead.page != section.page or lead.rows or section.rows:
+        return False
+    return not lead.heading or section.heading.startswith(lead.heading + HEADING_SEPARATOR)
+
+
+def _merge_leads(sections: list[Section]) -> list[Section]:
+    """Short leading sections (a title block: policy id, owner, date) become the start of the section they head."""
+    out: list[Section] = []
+    for index, section in enumerate(sections):
+        nxt = sections[index + 1] if index + 1 < len(sections) else None
+        if nxt is not None and _heads(section, nxt) and count_tokens(section.text) <= LEAD_MAX_TOKENS:
+            sections[index + 1] = Section(text=section.text + "\n\n" + nxt.text, page=nxt.page, heading=nxt.heading)
+            continue
+        out.append(section)
+    return out
+
+
 def chunk_sections(sections: list[Section], *, chunk_size: int = 400, overlap: int = 60) -> list[ChunkDraft]:
-    """Chunks of about ``chunk_size`` tokens (heading included) with ``overlap`` tokens shared between neighbours.
-    Consecutive sections with the same heading and page are merged before splitting."""
+    """Chunks of about ``chunk_size`` tokens (heading included) with ``overlap`` tokens shared between neighbours
+    (none between rows). Consecutive sections with the same heading and page are merged before splitting, and short
+    title blocks into the section they head."""
     chunk_size = max(int(chunk_size), 16)
     overlap = max(0, min(int(overlap), chunk_size // 2))
     merged: list[Section] = []
@@ -141,18 +186,24 @@ def chunk_sections(sections: list[Section], *, chunk_size: int = 400, overlap: i
         text = section.text.strip()
         if not text:
             continue
-        if merged and merged[-1].heading == section.heading and merged[-1].page == section.page:
-            merged[-1] = Section(text=merged[-1].text + "\n\n" + text, page=section.page, heading=section.heading)
+        last = merged[-1] if merged else None
+        if last is not None and (last.heading, last.page, last.rows) == (section.heading, section.page, section.rows):
+            merged[-1] = Section(
+                text=last.text + "\n\n" + text, page=section.page, heading=section.heading, rows=last.rows
+            )
         else:
-            merged.append(Section(text=text, page=section.page, heading=section.heading))
+            merged.append(Section(text=text, page=section.page, heading=section.heading, rows=section.rows))
+    merged = _merge_leads(merged)
     drafts: list[ChunkDraft] = []
     for section in merged:
         heading_tokens = count_tokens(section.heading) + 1 if section.heading else 0
         budget = max(chunk_size - heading_tokens, chunk_size // 2)
         window: list[tuple[str, int]] = []
         size = 0
+        carry = 0 if section.rows else overlap
+        pieces = _rows(section.text, budget) if section.rows else _pieces(section.text, budget)
 
-        for piece, tokens in _pieces(section.text, budget):
+        for piece, tokens in pieces:
             chars = sum(len(p) for p, _ in window)
             if window and (size + tokens > budget or chars + len(piece) > budget * MAX_CHARS_PER_TOKEN):
                 _emit(drafts, window, section)
@@ -160,10 +211,10 @@ def chunk_sections(sections: list[Section], *, chunk_size: int = 400, overlap: i
                 carried: list[tuple[str, int]] = []
                 carried_size = 0
                 for prev in reversed(window):
-                    if carried_size + prev[1] > overlap:
+                    if carried_size + prev[1] > carry:
                         # take the trailing sentences of a piece too large to carry whole
-                        for sub in reversed(_pieces(prev[0], max(overlap - carried_size, 1), SEPARATORS[2:])):
-                            if carried_size + sub[1] > overlap:
+                        for sub in reversed(_pieces(prev[0], max(carry - carried_size, 1), SEPARATORS[2:])):
+                            if carry == 0 or carried_size + sub[1] > carry:
                                 break
                             carried.insert(0, sub)
                             carried_size += sub[1]
