@@ -26,7 +26,7 @@ from chat.models import Message
 from chat.pipeline import stages
 from chat.pipeline.events import ChatInput, Citations, Done, Failed, PipelineEvent, Started, Token, Usage
 from chat.pipeline.state import Masked, Plan, Prompt, RunState
-from chat.pipeline.text import PLACEHOLDER_RE, StreamUnmasker
+from chat.pipeline.text import ABSTAIN_TEXT, PLACEHOLDER_RE, StreamUnmasker, citations_used
 from core.errors import ApplicationError
 from core.logging import request_id_var, tenant_id_var, user_id_var
 from guardrails.output import canary_new
@@ -263,6 +263,8 @@ class ChatRun:
         if state.finish_reason != "content_filter":
             state.finish_reason = state.reply.finish or "stop"
         await run_blocking(stages.output_inspect)(self.inp, masked, prompt, state)
+        # only the passages the answer used are shown (its [n], else its sentences' attribution; none when it abstains)
+        state.citations = citations_used(state.reply.text, state.citations, prompt.sources)
         state.status = Message.Status.COMPLETE
         await self._finish()
         return self._done()
@@ -283,7 +285,11 @@ class ChatRun:
         relay: Any = None
         try:
             plan, masked, prompt = await run_blocking(self._prepare)()
-            tokens = model_turn_events(pool=self.pool, request=self._request(plan, prompt), reply=state.reply)
+            tokens = (
+                _abstention(state.reply)
+                if state.abstain
+                else model_turn_events(pool=self.pool, request=self._request(plan, prompt), reply=state.reply)
+            )
             relay = self._relay(tokens)
             async for event in relay:
                 yield event
@@ -304,6 +310,12 @@ class ChatRun:
             raise
         finally:
             await _close(relay, tokens)
+
+
+async def _abstention(reply: Any) -> AsyncGenerator[str, None]:
+    """The answer when the knowledge bases do not support one: said by the pipeline, the engine is not called."""
+    reply.text, reply.finish = ABSTAIN_TEXT, "stop"
+    yield ABSTAIN_TEXT
 
 
 async def _close(*generators: Any) -> None:

@@ -73,3 +73,4 @@ class RunState:
     timings: dict[str, float] = field(default_factory=dict)
     prompt_chars: int = 0
     finished: bool = False
+    abstain: bool = False  # the knowledge bases do not support an answer: the pipeline abstains, no engine call
