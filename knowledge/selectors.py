@@ -60,12 +60,15 @@ class SearchSupport:
 
     ``dense``: the best cosine similarity of any chunk to the query (0 when no dense list ran);
     ``bm25``: the best BM25 score; ``coverage``: the largest share of the query's IDF weight held by one of the
-    returned passages (a query term no chunk holds weighs the most); ``top_coverage``: the same for the first
+    returned passages; ``bm25_share``: the best BM25 score over the most any chunk could score for the query (every
+    term, each weighing as in ``coverage``, at saturation), so that it reads alike in a small and a large knowledge
+    base; ``top_coverage``: the same for the first
     passage; ``agreement``: the share of the dense list's best 3 passages that are also among the lexical list's
     best 3; ``terms``: the number of distinct query terms after stemming and stop words."""
 
     dense: float = 0.0
     bm25: float = 0.0
+    bm25_share: float = 0.0
     coverage: float = 0.0
     top_coverage: float = 0.0
     agreement: float = 0.0
@@ -75,6 +78,7 @@ class SearchSupport:
         return {
             "dense": round(self.dense, 4),
             "bm25": round(self.bm25, 4),
+            "bm25_share": round(self.bm25_share, 4),
             "coverage": round(self.coverage, 4),
             "top_coverage": round(self.top_coverage, 4),
             "agreement": round(self.agreement, 4),
@@ -407,8 +411,9 @@ def chunk_search(
 
 
 def _coverage(terms: dict[str, int], total: int, held: Iterable[str]) -> float:
-    """The share of the query's IDF weight among ``held`` terms (a term no chunk holds has the highest IDF)."""
-    weights = {t: _idf(max(total, 1), df) for t, df in terms.items()}
+    """The share of the query's IDF weight among ``held`` terms. A term no chunk holds weighs as much as the rarest
+    term that one chunk holds (its own IDF would grow with the corpus and swamp the others in a small one)."""
+    weights = {t: _idf(max(total, 1), max(df, 1)) for t, df in terms.items()}
     whole = sum(weights.values())
     if whole <= 0:
         return 0.0
@@ -434,9 +439,11 @@ def _support(
             )
             held = {int(cid): list(lexemes) for cid, lexemes in cur.fetchall()}
     coverages = [_coverage(terms, total, held.get(cid, [])) for cid in fused_ids]
+    ceiling = sum(_idf(max(total, 1), max(df, 1)) for df in terms.values()) * (BM25_K1 + 1.0)
     return SearchSupport(
         dense=float(dense),
         bm25=float(bm25),
+        bm25_share=float(bm25) / ceiling if ceiling > 0 else 0.0,
         coverage=max(coverages, default=0.0),
         top_coverage=coverages[0] if coverages else 0.0,
         agreement=agreement,

@@ -281,7 +281,9 @@ def retrieve(inp: ChatInput, plan: Plan, state: RunState) -> list[tuple[dict[str
         )
         hits = result.hits
         score = support_score(result.support)
-        state.abstain = abstain_decision(result.support)
+        # the support of a question longer than the search text was measured on its first part only: not enough to
+        # refuse it
+        state.abstain = abstain_decision(result.support) and len(plan.user_text) <= SEARCH_QUERY_MAX_CHARS
         state.guard["retrieval"] = {**result.support.as_dict(), "score": round(score, 4), "abstain": state.abstain}
         span.set(hits=len(hits), support=round(score, 3), abstain=state.abstain)
     if not hits or state.abstain:

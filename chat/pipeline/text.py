@@ -121,8 +121,9 @@ _STOP_WORDS = (
 )
 _STOP = frozenset(_STOP_WORDS.split(" "))
 # an answer sentence is attributed to the passage holding the largest share of its words, when that share is at
-# least this (numbers count twice: they are what a wrong passage rarely shares)
+# least this and weighs at least ATTRIBUTION_MIN_WEIGHT (numbers count twice: a wrong passage rarely shares them)
 ATTRIBUTION_MIN_SHARE = 0.5
+ATTRIBUTION_MIN_WEIGHT = 2
 
 
 def _terms(text: str) -> dict[str, int]:
@@ -141,7 +142,7 @@ def _terms(text: str) -> dict[str, int]:
 
 def attribute_sentences(text: str, sources: list[str]) -> set[int]:
     """Indexes of the ``sources`` that the answer's sentences come from: each sentence goes to the source holding the
-    largest weighted share of its words, if that share reaches ``ATTRIBUTION_MIN_SHARE``."""
+    largest weighted share of its words, if that share reaches ``ATTRIBUTION_MIN_SHARE`` and two words (or a number)."""
     source_terms = [_terms(source) for source in sources]
     used: set[int] = set()
     for sentence in _SENTENCE.split(_MARKER.sub(" ", text)):
@@ -149,12 +150,12 @@ def attribute_sentences(text: str, sources: list[str]) -> set[int]:
         whole = sum(words.values())
         if whole < 2:
             continue
-        best, best_share = -1, 0.0
+        best, best_weight = -1, 0
         for index, terms in enumerate(source_terms):
-            share = sum(w for t, w in words.items() if t in terms) / whole
-            if share > best_share:
-                best, best_share = index, share
-        if best >= 0 and best_share >= ATTRIBUTION_MIN_SHARE:
+            weight = sum(w for t, w in words.items() if t in terms)
+            if weight > best_weight:
+                best, best_weight = index, weight
+        if best >= 0 and best_weight >= ATTRIBUTION_MIN_WEIGHT and best_weight / whole >= ATTRIBUTION_MIN_SHARE:
             used.add(best)
     return used
 
