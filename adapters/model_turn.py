@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from adapters.selectors import adapter_get_for_tenant, adapter_list_for_tenant
 from core.errors import NotFound
+from core.localcache import LocalCache
 from inference_pool import services as pool_services
 from inference_pool.selectors import base_model_exists, model_context_length
 from inference_pool.types import ChatRequest, DoneEvent, ErrorEvent, PoolEvent, TokenEvent, UsageEvent
@@ -41,12 +42,28 @@ class TurnTarget:
     context_length: int  # the smallest window among the model's enabled backends
 
 
+# Resolved targets by (department, model, adapter, defaults). Strict: a change of an adapter, an assignment, a base
+# model or a backend (``adapters.signals``) applies to the very next turn in every process. Refusals are not cached.
+TURN_TARGET_CACHE: LocalCache[TurnTarget] = LocalCache("adapters.turn_targets", ttl=60.0, strict=True)
+
+
 def turn_target_resolve(
     *, tenant: Tenant, model: str | None, adapter: str | None, default_model: str, default_context: int
 ) -> TurnTarget:
     """The base model and adapter a turn runs on. ``adapter`` names an adapter the department may use; ``model``
     names a base model or such an adapter (the OpenAI-style door has only ``model``); neither: ``default_model``.
     Unknown or not the department's: 404 (``model_not_found`` for a model) with ``param`` naming the field."""
+    return TURN_TARGET_CACHE.get_or_load(
+        (tenant.pk, model, adapter, default_model, default_context),
+        lambda: _turn_target_load(
+            tenant=tenant, model=model, adapter=adapter, default_model=default_model, default_context=default_context
+        ),
+    )
+
+
+def _turn_target_load(
+    *, tenant: Tenant, model: str | None, adapter: str | None, default_model: str, default_context: int
+) -> TurnTarget:
     if adapter:
         try:
             found = adapter_get_for_tenant(tenant=tenant, name=adapter)

@@ -25,11 +25,14 @@ from tenants.auth import Caller
 from tenants.models import Tenant, UsageRecord
 from tenants.quota import quota_release_stale
 from tenants.services import audit_record
+from tenants.settlements import settlement_replay
 
 TITLE_MAX = 200
 COMMENT_MAX = 2000
 # A generation lease older than this is considered abandoned (its process died) and may be taken over.
 GENERATION_LEASE = timedelta(minutes=10)
+# a journal entry this old was not kept by its process (a settlement normally commits within a second)
+SETTLEMENT_REPLAY_AFTER_S = 60.0
 
 
 def knowledge_base_ids_validate(*, tenant: Tenant, role: str, knowledge_base_ids: Iterable[int | str]) -> list[int]:
@@ -248,7 +251,8 @@ def embedding_create(
 def chat_sweep_abandoned() -> int:
     """Release reservations older than an hour (no chat request lives that long), mark answers that were left
     ``streaming`` by a dead process as stopped and free their conversations' generation lease. Returns the number
-    of reservations released."""
+    of reservations released. First, usage promised by a process that died before settling it is settled."""
+    settlement_replay(older_than_s=SETTLEMENT_REPLAY_AFTER_S)
     released = quota_release_stale(older_than=timedelta(hours=1))
     cutoff = timezone.now() - GENERATION_LEASE
     Message.unscoped.filter(status=Message.Status.STREAMING, updated_at__lt=cutoff).update(

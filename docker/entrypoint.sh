@@ -4,6 +4,8 @@ set -euo pipefail
 # the image's /app, or a checkout (the test suite runs this script without Docker)
 APP_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$APP_DIR"
+# scripts run by path (docker/migrate.py) import the application from here, not from their own folder
+export PYTHONPATH="$APP_DIR${PYTHONPATH:+:$PYTHONPATH}"
 
 # Secrets come as files (Docker/Kubernetes secrets): NAME_FILE=/run/secrets/x exports NAME with the file's content.
 for name in SECRET_KEY PII_VAULT_KEY METRICS_TOKEN POSTGRES_PASSWORD REDIS_PASSWORD OIDC_CLIENT_SECRET; do

@@ -260,9 +260,10 @@ def _apply(text: str, findings: list[Finding], mapping: Mapping) -> tuple[str, d
     return "".join(out), dict(counts), created
 
 
-def mask(*, tenant: Tenant, scope_key: str, text: str) -> MaskResult:
+def mask(*, tenant: Tenant, scope_key: str, text: str, vault_empty: bool = False) -> MaskResult:
     """Replace PII by placeholders (``<PERSON_1>``) consistent within ``scope_key``; the mapping is stored
-    encrypted server-side. Entity types the policy blocks raise GuardrailBlocked (types and counts only)."""
+    encrypted server-side. Entity types the policy blocks raise GuardrailBlocked (types and counts only).
+    ``vault_empty``: the caller knows the scope holds nothing yet (a request's own, fresh scope): not read."""
     _check_scope(scope_key)
     _check_text(text)
     if not text.strip():
@@ -279,7 +280,7 @@ def mask(*, tenant: Tenant, scope_key: str, text: str) -> MaskResult:
         )
     to_mask = [f for f in findings if policy.action(f.entity_type) == "mask"]
     try:
-        mapping = _load_mapping(tenant, scope_key)
+        mapping = Mapping() if vault_empty else _load_mapping(tenant, scope_key)
     except Exception as exc:
         raise _unavailable("mask", exc) from None
     spans = _known_value_findings(text, mapping, to_mask)
@@ -355,10 +356,12 @@ def inspect_output(
     user_text: str,
     canary: str,
     sources: list[str],
+    vault_empty: bool = False,
 ) -> OutputVerdict:
     """Check a model answer before it is shown: canary leak (block), unsafe markdown (removed), links and images
     carrying data to hosts the department has not allowed (removed), PII the user did not supply (redacted as
-    ``[REDACTED:TYPE]``), groundedness against the numbered sources."""
+    ``[REDACTED:TYPE]``), groundedness against the numbered sources. The scope's vault is read only when the
+    answer holds personal data (and the caller does not know it to be empty)."""
     _check_scope(scope_key)
     _check_text(text, what="answer")
     if canary and canary_leaked(text, canary):
@@ -390,7 +393,7 @@ def inspect_output(
         reasons.append(f"links carrying data to hosts not allowed removed: {delinked.removed}")
     findings = _analyze(stage="output", text=delinked.text, policy=policy)
     try:
-        mapping = _load_mapping(tenant, scope_key)
+        mapping = Mapping() if vault_empty or not findings else _load_mapping(tenant, scope_key)
     except Exception as exc:
         raise _unavailable("output", exc) from None
     leaked = [f for f in findings if not _supplied(delinked.text[f.start : f.end], user_text, mapping)]

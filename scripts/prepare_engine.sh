@@ -20,7 +20,13 @@ fail() { printf '[engine] ERROR: %s\n' "$*" >&2; exit 1; }
 
 mkdir -p "$CACHE" "$MODEL_DIR"
 
-if [ -x "$BIN" ] && "$BIN" --version >/dev/null 2>&1; then
+# Portable x86-64 flags, not GGML_NATIVE: a native build on a CPU that reports AMX tiles (some cloud VMs) dies with a
+# general-protection fault at its first computation. A cached binary built with other flags is rebuilt.
+CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+-DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+FLAGS_FILE="$ENGINE_DIR/build-flags"
+
+if [ -x "$BIN" ] && "$BIN" --version >/dev/null 2>&1 && [ "$(cat "$FLAGS_FILE" 2>/dev/null)" = "$CMAKE_FLAGS" ]; then
   log "llama-server cached at $BIN"
 else
   command -v cmake >/dev/null || fail "cmake is not installed (apt-get install cmake)"
@@ -34,8 +40,8 @@ else
   SRC="$(echo "$WORK"/llama_cpp_python-*/vendor/llama.cpp)"
   [ -d "$SRC" ] || fail "the sdist has no vendor/llama.cpp"
   log "configuring (first build takes about 8-10 minutes on 2 cores; progress follows)"
-  cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
-    -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON >"$WORK/cmake.log" 2>&1 \
+  # shellcheck disable=SC2086
+  cmake -S "$SRC" -B "$WORK/build" $CMAKE_FLAGS >"$WORK/cmake.log" 2>&1 \
     || { tail -20 "$WORK/cmake.log" >&2; fail "cmake configure failed (log above)"; }
   cmake --build "$WORK/build" --target llama-server -j"$JOBS" 2>&1 | while IFS= read -r line; do
       case "$line" in \[*%\]*) printf '\r[engine] build %s' "${line%%]*}]" >&2 ;; esac
@@ -44,9 +50,11 @@ else
   [ -x "$WORK/build/bin/llama-server" ] || fail "the llama-server build failed; rerun to see the compiler output: cmake --build $WORK/build --target llama-server"
   mkdir -p "$ENGINE_DIR/bin"
   cp "$WORK/build/bin/llama-server" "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
+  printf '%s' "$CMAKE_FLAGS" > "$FLAGS_FILE"
   # keep the gguf-py helpers next to the binary for adapter fixtures
   rm -rf "$ENGINE_DIR/gguf-py" && cp -r "$SRC/gguf-py" "$ENGINE_DIR/gguf-py" 2>/dev/null || true
   log "built $BIN"
+  BUILT=1
 fi
 
 if [ -s "$MODEL" ]; then
@@ -67,6 +75,36 @@ os.replace(sys.argv[2] + ".tmp", sys.argv[2])
 PY
   rm -rf "$WORK2"
   log "extracted $MODEL"
+fi
+
+if [ "${BUILT:-0}" = 1 ]; then
+  # a fresh build must answer: start it on the model once and wait for /health
+  python3 - "$BIN" "$MODEL" <<'PY' || { rm -f "$FLAGS_FILE"; fail "the new llama-server does not start on this machine (see above)"; }
+import socket, subprocess, sys, time, urllib.request
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+proc = subprocess.Popen([sys.argv[1], "-m", sys.argv[2], "--port", str(port), "-c", "512", "-np", "1"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+try:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.stderr.write(proc.stderr.read().decode(errors="replace")[-2000:])
+            sys.exit(f"llama-server exited with code {proc.returncode}")
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        sys.exit("llama-server did not answer /health within 120 s")
+    body = b'{"prompt": "Hello", "n_predict": 2}'
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/completion", data=body, headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=60).read()
+finally:
+    proc.kill()
+PY
+  log "llama-server answers on this machine"
 fi
 
 printf 'LLAMA_SERVER_BIN=%s\nLLAMA_MODEL_PATH=%s\n' "$BIN" "$MODEL"

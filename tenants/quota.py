@@ -329,10 +329,12 @@ def quota_extend(*, reservation: Reservation, tokens: int, tenant: Tenant) -> Re
     )
 
 
-def _settle_sql(*, insert_usage: bool) -> tuple[str, list[str]]:
+def _settle_sql(*, insert_usage: bool, once: bool = False) -> tuple[str, list[str]]:
     """One statement: drop the reservation row and move its hold to ``used`` (only once: a row already swept holds
-    nothing; the day then the month, in the fixed lock order), and insert the usage record when there is one."""
+    nothing; the day then the month, in the fixed lock order), and insert the usage record when there is one.
+    ``once``: count and record only if the reservation row still existed (a replayed settlement changes nothing)."""
     table = _table()
+    counted = "EXISTS (SELECT 1 FROM d)" if once else "(%(used)s > 0 OR EXISTS (SELECT 1 FROM d))"
     reservations = connection.ops.quote_name(QuotaReservation._meta.db_table)
     sql = (
         f"WITH d AS (DELETE FROM {reservations} WHERE tenant_id = %(t)s AND id = %(id)s RETURNING tokens), "  # noqa: S608
@@ -340,7 +342,7 @@ def _settle_sql(*, insert_usage: bool) -> tuple[str, list[str]]:
         "reserved = GREATEST(reserved - COALESCE((SELECT tokens FROM d), 0), 0) "
         "WHERE tenant_id = %(t)s AND ((period = 'day' AND window_start = %(d)s) "
         "OR (period = 'month' AND window_start = %(mo)s)) "
-        "AND (%(used)s > 0 OR EXISTS (SELECT 1 FROM d)) RETURNING 1)"
+        f"AND {counted} RETURNING 1)"
     )
     columns: list[str] = []
     if insert_usage:
@@ -349,7 +351,13 @@ def _settle_sql(*, insert_usage: bool) -> tuple[str, list[str]]:
         usage = connection.ops.quote_name(UsageRecord._meta.db_table)
         names = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
         values = ", ".join(f"%(f_{c})s" for c in columns)
-        sql += f", u AS (INSERT INTO {usage} ({names}) VALUES ({values}) RETURNING id) "  # noqa: S608
+        if once:
+            sql += (
+                f", u AS (INSERT INTO {usage} ({names}) SELECT {values} "  # noqa: S608
+                "WHERE EXISTS (SELECT 1 FROM d) RETURNING id) "
+            )
+        else:
+            sql += f", u AS (INSERT INTO {usage} ({names}) VALUES ({values}) RETURNING id) "  # noqa: S608
         sql += "SELECT (SELECT id FROM u), (SELECT count(*) FROM c)"
     else:
         sql += " SELECT NULL, (SELECT count(*) FROM c)"
@@ -403,9 +411,11 @@ def quota_settle(
     backend: str = "",
     request_id: str = "",
     outcome: str = "ok",
+    once: bool = False,
 ) -> UsageRecord:
     """Settle a request with its real token counts: release the unused part, record usage and its cost (one
-    statement, one round trip)."""
+    statement, one round trip). ``once``: only if its reservation is still held (a replay from the settlement
+    journal); when it was settled already, nothing changes and the returned record has no ``pk``."""
     tokens_in, tokens_out = max(int(tokens_in), 0), max(int(tokens_out), 0)
     cost = usage_cost(model=model, adapter=adapter, tokens_in=tokens_in, tokens_out=tokens_out)
     record = UsageRecord(
@@ -422,7 +432,7 @@ def quota_settle(
         request_id=request_id[:64],
         outcome=outcome[:32],
     )
-    sql, columns = _settle_sql(insert_usage=True)
+    sql, columns = _settle_sql(insert_usage=True, once=once)
     params: dict[str, Any] = {
         "t": reservation.tenant_id,
         "id": reservation.id,
@@ -436,6 +446,8 @@ def quota_settle(
     with connection.cursor() as cur:
         cur.execute(sql, params)
         record.pk = cur.fetchone()[0]
+    if record.pk is None:  # ``once``, and it had been settled already
+        return record
     record._state.adding = False
     labels: dict[str, Any] = {"tenant": reservation.tenant_slug, "model": model, "adapter": adapter or "-"}
     TOKENS.labels(direction="in", **labels).inc(tokens_in)

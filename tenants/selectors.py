@@ -22,6 +22,14 @@ from tenants.models import ApiKey, AuditEvent, Membership, ModelPrice, Quota, Te
 # (``tenants.signals`` invalidates on every change of a key, a department or a membership).
 API_KEY_CACHE: LocalCache[ApiKey | None] = LocalCache("tenants.api_keys", ttl=60.0, strict=True)
 MEMBERSHIP_CACHE: LocalCache[Membership | None] = LocalCache("tenants.memberships", ttl=60.0, strict=True)
+TENANT_CACHE: LocalCache[Tenant | None] = LocalCache("tenants.tenants", ttl=60.0, strict=True)
+
+
+def tenant_get_current(*, tenant_id: int) -> Tenant | None:
+    """The department as it is now (a suspension applies to the very next request): from the in-process cache that
+    every change of a department invalidates at once in every process (strict); the caller gets its own copy."""
+    found = TENANT_CACHE.get_or_load(tenant_id, lambda: Tenant.objects.filter(pk=tenant_id).first())
+    return copy.copy(found) if found is not None else None
 
 
 def membership_list_for_user(*, user: User | AnonymousUser) -> QuerySet[Membership]:

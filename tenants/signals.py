@@ -12,10 +12,11 @@ from tenants.models import ApiKey, Membership, ModelPrice, Tenant
 
 
 def _invalidate(**_: Any) -> None:
-    from tenants.selectors import API_KEY_CACHE, MEMBERSHIP_CACHE
+    from tenants.selectors import API_KEY_CACHE, MEMBERSHIP_CACHE, TENANT_CACHE
 
     API_KEY_CACHE.invalidate()
     MEMBERSHIP_CACHE.invalidate()
+    TENANT_CACHE.invalidate()
 
 
 def _key_changed(sender: Any, instance: ApiKey, update_fields: Any = None, **_: Any) -> None:

@@ -19,6 +19,18 @@ from django.db import connections
 from tests.engine import free_port
 
 
+def finishes_settled(timeout: float = 20.0) -> None:
+    """Wait until the answers this process streamed through ``/v1`` are persisted and settled (their ``[DONE]``
+    comes first; see ``ChatInput.finish_after_done``)."""
+    from chat.pipeline import finishes_pending
+
+    deadline = time.monotonic() + timeout
+    while finishes_pending():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{finishes_pending()} answers were not settled within {timeout} s")
+        time.sleep(0.01)
+
+
 class LiveServer:
     def __init__(self) -> None:
         import uvicorn
@@ -54,6 +66,7 @@ class LiveServer:
         return self
 
     def stop(self) -> None:
+        finishes_settled()  # the API door settles after [DONE]: let those finish on this server's loop
         self.server.should_exit = True
         self.thread.join(timeout=15)
 

@@ -27,7 +27,7 @@ stage names and counts, usage records hold token counts.
 
 from adapters.model_turn import bytes_upper_bound, token_estimate
 from chat.pipeline.events import ChatInput, Citations, Done, Failed, PipelineEvent, Started, Token, Usage
-from chat.pipeline.run import ChatRun, chat_stream
+from chat.pipeline.run import ChatRun, chat_stream, finishes_pending, finishes_wait
 from chat.pipeline.text import StreamUnmasker, build_context_block
 
 __all__ = [
@@ -44,5 +44,7 @@ __all__ = [
     "build_context_block",
     "bytes_upper_bound",
     "chat_stream",
+    "finishes_pending",
+    "finishes_wait",
     "token_estimate",
 ]

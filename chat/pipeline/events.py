@@ -37,6 +37,9 @@ class ChatInput:
     stop: list[str] | None = None
     source: str = UsageRecord.Source.CHAT
     request_id: str = ""
+    # the API door: ``Done`` comes as soon as the answer is guarded; its persistence and settlement follow in the
+    # background, promised first in the settlement journal (``tenants.settlements``)
+    finish_after_done: bool = False
 
 
 @dataclass(slots=True)

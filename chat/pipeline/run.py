@@ -180,7 +180,7 @@ class ChatRun:
         return events
 
     async def _display(self, piece: str) -> str:
-        if piece and PLACEHOLDER_RE.search(piece):
+        if piece and PLACEHOLDER_RE.search(piece) and not stages.vault_empty(self.inp, self.state):
             return str(await run_blocking(unmask)(tenant=self.inp.tenant, scope_key=self.state.scope_key, text=piece))
         return piece
 
@@ -246,6 +246,28 @@ class ChatRun:
         # shielded: a second cancellation (a closing socket) must not interrupt the bookkeeping
         await asyncio.shield(run_blocking(stages.finish)(self.inp, self.state))
 
+    async def _finish_retrying(self) -> None:
+        """The background finish of a run whose ``Done`` was sent: retried while the database is away; what is
+        still not settled after the last try is settled from the journal by the quota sweep."""
+        for attempt, pause in enumerate((*FINISH_RETRY_PAUSES, None)):
+            try:
+                await run_blocking(stages.finish)(self.inp, self.state)
+                return
+            except Exception:
+                if pause is None:
+                    logger.exception(
+                        "could not persist and settle an answer after its stream ended; the quota sweep settles it",
+                        extra={"request_id": self.state.request_id, "attempt": attempt + 1},
+                    )
+                    return
+                logger.warning("persisting an answer failed; retrying", exc_info=True)
+                await asyncio.sleep(pause)
+
+    def _finish_in_background(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._finish_retrying(), name=f"finish-{self.request_id}")
+        _FINISHING.add(task)
+        task.add_done_callback(_FINISHING.discard)
+
     async def _conclude(self, masked: Masked, prompt: Prompt) -> PipelineEvent:
         """Stages 8-10 once the engine stopped: a failure keeps the partial answer; else the output guard."""
         state = self.state
@@ -262,12 +284,24 @@ class ChatRun:
             )
         if state.finish_reason != "content_filter":
             state.finish_reason = state.reply.finish or "stop"
+        if self.inp.finish_after_done:
+            await run_blocking(self._guard_and_promise)(masked, prompt)
+            self._finish_in_background()
+            return self._done()
         await run_blocking(stages.output_inspect)(self.inp, masked, prompt, state)
         # only the passages the answer used are shown (its [n], else its sentences' attribution; none when it abstains)
         state.citations = citations_used(state.reply.text, state.citations, prompt.sources)
         state.status = Message.Status.COMPLETE
         await self._finish()
         return self._done()
+
+    def _guard_and_promise(self, masked: Masked, prompt: Prompt) -> None:
+        """One thread hop after the last token: the output guard, then the journal entry of the settlement that
+        follows the client's ``Done``."""
+        stages.output_inspect(self.inp, masked, prompt, self.state)
+        self.state.citations = citations_used(self.state.reply.text, self.state.citations, prompt.sources)
+        self.state.status = Message.Status.COMPLETE
+        stages.settlement_promise(self.inp, self.state)
 
     async def _fail(self, status: str, code: str = "", message: str = "") -> None:
         self.state.status = status
@@ -283,6 +317,7 @@ class ChatRun:
         user_id_var.set(inp.user.pk if inp.user is not None else None)
         tokens: Any = None
         relay: Any = None
+        concluded = False
         try:
             plan, masked, prompt = await run_blocking(self._prepare)()
             tokens = (
@@ -294,8 +329,12 @@ class ChatRun:
             async for event in relay:
                 yield event
             await tokens.aclose()
-            yield await self._conclude(masked, prompt)
+            last = await self._conclude(masked, prompt)
+            concluded = True
+            yield last
         except (asyncio.CancelledError, GeneratorExit):
+            if concluded:  # the door closed the stream after the last event: the run is already finished
+                raise
             # stop or disconnect: keep what was said so far (closing the relay closes the engine's stream)
             await _close(relay, tokens)
             state.finish_reason = "stopped"
@@ -310,6 +349,26 @@ class ChatRun:
             raise
         finally:
             await _close(relay, tokens)
+
+
+# Background finishes of runs whose ``Done`` was sent (the API door); held here so none is garbage-collected.
+_FINISHING: set[asyncio.Task[None]] = set()
+FINISH_RETRY_PAUSES = (0.2, 1.0, 3.0)
+
+
+def finishes_pending() -> int:
+    """How many answers of this process are still being persisted and settled after their stream ended."""
+    return len(_FINISHING)
+
+
+async def finishes_wait(*, grace_s: float = 10.0) -> bool:
+    """Wait for this event loop's background finishes (a graceful shutdown); False if some are still running."""
+    loop = asyncio.get_running_loop()
+    mine = [t for t in list(_FINISHING) if t.get_loop() is loop]
+    if not mine:
+        return True
+    _, pending = await asyncio.wait(mine, timeout=grace_s)
+    return not pending
 
 
 async def _abstention(reply: Any) -> AsyncGenerator[str, None]:

@@ -51,7 +51,10 @@ from guardrails.services import (
 from knowledge.selectors import SEARCH_QUERY_MAX_CHARS, SearchSupport, chunk_search_result
 from knowledge.support import support_score
 from tenants.models import Role, Tenant, role_at_least
+from tenants.selectors import tenant_get_current
 from tenants.services import audit_record
+from tenants.settlements import PendingSettlement, settlement_kept
+from tenants.settlements import settlement_promise as settlement_promise_record
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ def _last_question(tenant: Tenant, conversation: Conversation) -> Message:
 def authorize(inp: ChatInput, state: RunState) -> Plan:
     """The department is active, the role may chat, the conversation, knowledge bases and model are the caller's;
     the conversation's one-generation lease is taken. ``inp.tenant`` is refreshed (suspension is seen at once)."""
-    tenant = Tenant.objects.filter(pk=inp.tenant.pk).first()
+    tenant = tenant_get_current(tenant_id=inp.tenant.pk)
     if tenant is None:
         raise NotFound()
     if not tenant.is_active:
@@ -182,8 +185,12 @@ def authorize(inp: ChatInput, state: RunState) -> Plan:
 
 
 def quota_early_bound(inp: ChatInput, plan: Plan) -> int:
-    """A first, early reservation (the question, the system prompt and the answer): refuses fast when exhausted."""
-    return len(plan.user_text.encode()) + len((inp.tenant.system_prompt or "").encode()) + 96 + plan.max_tokens
+    """A first, early reservation, before the guards run, so that an exhausted quota is refused fast: the question,
+    the client's history (twice their size: placeholders may be longer than what they mask), the system prompt with
+    its canary line, and the answer. For an answer without passages it covers the built prompt's bound, so the
+    reservation needs no second statement (``prompt_reserve`` extends only when the prompt is larger)."""
+    turns = [{"role": "user", "content": plan.user_text}, *plan.history]
+    return 2 * bytes_upper_bound(turns) + len((inp.tenant.system_prompt or "").encode()) + 160 + plan.max_tokens
 
 
 def quota_reserve(state: RunState, tokens: int) -> None:
@@ -222,9 +229,11 @@ def input_inspect(inp: ChatInput, plan: Plan, state: RunState) -> None:
 # 4 mask -------------------------------------------------------------------------------------------------
 
 
-def _mask_many(tenant: Tenant, scope: str, texts: list[str]) -> tuple[list[str], dict[str, int]]:
+def _mask_many(
+    tenant: Tenant, scope: str, texts: list[str], *, vault_empty: bool = False
+) -> tuple[list[str], dict[str, int]]:
     """Mask several texts with one analyzer pass (split back afterwards; one by one if the separator was lost)."""
-    joined = mask(tenant=tenant, scope_key=scope, text=CHUNK_SEPARATOR.join(texts))
+    joined = mask(tenant=tenant, scope_key=scope, text=CHUNK_SEPARATOR.join(texts), vault_empty=vault_empty)
     parts = [t.strip() for t in joined.text.split(CHUNK_SEPARATOR.strip())]
     if len(parts) == len(texts):
         return parts, dict(joined.counts)
@@ -244,11 +253,19 @@ def mask_input(inp: ChatInput, plan: Plan, state: RunState) -> Masked:
         counts: dict[str, int] = {}
         user = plan.stored_user_masked
         if not user:
-            result = mask(tenant=inp.tenant, scope_key=state.scope_key, text=plan.user_text)
+            # a request's own scope is made fresh for it: nothing to read yet
+            result = mask(
+                tenant=inp.tenant, scope_key=state.scope_key, text=plan.user_text, vault_empty=inp.conversation is None
+            )
             user, counts = result.text, dict(result.counts)
         history: tuple[dict[str, str], ...] = ()
         if plan.history:
-            texts, found = _mask_many(inp.tenant, state.scope_key, [t["content"] for t in plan.history])
+            texts, found = _mask_many(
+                inp.tenant,
+                state.scope_key,
+                [t["content"] for t in plan.history],
+                vault_empty=inp.conversation is None and not counts,
+            )
             for k, v in found.items():
                 counts[k] = counts.get(k, 0) + v
             history = tuple({"role": t["role"], "content": m} for t, m in zip(plan.history, texts, strict=True))
@@ -449,6 +466,7 @@ def output_inspect(inp: ChatInput, masked: Masked, prompt: Prompt, state: RunSta
             user_text=masked.user,
             canary=state.canary,
             sources=prompt.sources[: len(state.citations)],
+            vault_empty=vault_empty(inp, state),
         )
     state.guard["output"] = {
         "decision": verdict.decision,
@@ -459,8 +477,11 @@ def output_inspect(inp: ChatInput, masked: Masked, prompt: Prompt, state: RunSta
     }
     if verdict.text != state.reply.text:
         state.reply.text = verdict.text
-        with stage(state, "unmask"):
-            state.text = str(unmask(tenant=inp.tenant, scope_key=state.scope_key, text=verdict.text))
+        if vault_empty(inp, state):
+            state.text = verdict.text
+        else:
+            with stage(state, "unmask"):
+                state.text = str(unmask(tenant=inp.tenant, scope_key=state.scope_key, text=verdict.text))
 
 
 # 9, 10 persist and settle -----------------------------------------------------------------------------
@@ -529,23 +550,63 @@ def settle(inp: ChatInput, state: RunState, tokens_in: int, tokens_out: int) -> 
     )
 
 
+def settlement_promise(inp: ChatInput, state: RunState) -> str:
+    """Before the client's stream ends without its settlement: journal the usage to settle (``finish`` removes the
+    entry once it commits; the quota sweep settles what a dead process left). Returns the entry's key ("" when
+    there is nothing to settle)."""
+    reservation = state.quota.reservation
+    tokens_in, tokens_out = state.reply.counts(prompt_estimate=-(-state.prompt_chars // 4))
+    if reservation is None or not (tokens_in or tokens_out):
+        return ""
+    entry = PendingSettlement.of(
+        reservation=reservation,
+        request_id=state.request_id,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        source=inp.source,
+        user_id=inp.user.pk if inp.user is not None else None,
+        api_key_id=inp.api_key.pk if inp.api_key is not None else None,
+        model=state.model,
+        adapter=state.adapter,
+        backend=state.reply.backend,
+        outcome=state.status,
+    )
+    settlement_promise_record(entry=entry)
+    state.promise = entry.key
+    return entry.key
+
+
 def finish(inp: ChatInput, state: RunState) -> None:
     """Stages 9 and 10 in one transaction: persist the answer, release the lease, settle usage, record an audit
-    event (idempotent); then a request's own PII vault is deleted."""
+    event (idempotent: done once, and a failed transaction may be retried); then a request's own PII vault is
+    deleted."""
     if state.finished:
         return
-    state.finished = True
     tokens_in, tokens_out = state.reply.counts(prompt_estimate=-(-state.prompt_chars // 4))
-    with stage(state, "persist"), transaction.atomic():
-        _persist_answer(inp, state, tokens_in, tokens_out)
-        if state.lease and state.conversation_id is not None:
-            conversation_release_generation(tenant_id=inp.tenant.pk, conversation_id=state.conversation_id)
-            state.lease = False
-        settle(inp, state, tokens_in, tokens_out)
-        if state.status != "pending":
-            _audit(inp, state, tokens_in, tokens_out)
-    if inp.conversation is None:
+    lease, reservation = state.lease, state.quota.reservation
+    try:
+        with stage(state, "persist"), transaction.atomic():
+            _persist_answer(inp, state, tokens_in, tokens_out)
+            if state.lease and state.conversation_id is not None:
+                conversation_release_generation(tenant_id=inp.tenant.pk, conversation_id=state.conversation_id)
+                state.lease = False
+            settle(inp, state, tokens_in, tokens_out)
+            if state.status != "pending":
+                _audit(inp, state, tokens_in, tokens_out)
+            if state.promise:
+                promise = state.promise
+                transaction.on_commit(lambda: settlement_kept(key=promise))
+    except Exception:
+        state.lease, state.quota.reservation = lease, reservation  # rolled back: a retry does it all again
+        raise
+    state.finished = True
+    if inp.conversation is None and not vault_empty(inp, state):
         _forget_request_vault(inp, state)
+
+
+def vault_empty(inp: ChatInput, state: RunState) -> bool:
+    """A request's own PII vault that nothing was masked into (no read, no delete needed)."""
+    return inp.conversation is None and not any(state.mask_counts.values())
 
 
 def _forget_request_vault(inp: ChatInput, state: RunState) -> None:

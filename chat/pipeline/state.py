@@ -73,4 +73,5 @@ class RunState:
     timings: dict[str, float] = field(default_factory=dict)
     prompt_chars: int = 0
     finished: bool = False
+    promise: str = ""  # the settlement journal entry of a run finished after its ``Done``
     abstain: bool = False  # the knowledge bases do not support an answer: the pipeline abstains, no engine call
