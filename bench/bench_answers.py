@@ -140,7 +140,7 @@ def chunk_text(chunk_id: int) -> str:
     return str(Chunk.unscoped.filter(pk=chunk_id).values_list("text", flat=True).first() or "")
 
 
-async def answer(tenant: Any, user: Any, kb: Any, question: str) -> Any:
+async def answer(tenant: Any, user: Any, kb: Any, question: str) -> tuple[Any, dict[str, float]]:
     from chat.pipeline import ChatInput, ChatRun, Done
 
     run = ChatRun(
@@ -150,7 +150,7 @@ async def answer(tenant: Any, user: Any, kb: Any, question: str) -> Any:
             user=user,
             text=question,
             knowledge_base_ids=[kb.pk],
-            max_tokens=96,
+            max_tokens=64,
             temperature=0.0,
             seed=7,
             source="api",
@@ -160,7 +160,7 @@ async def answer(tenant: Any, user: Any, kb: Any, question: str) -> Any:
     async for event in run.stream():
         if isinstance(event, Done):
             done = event
-    return done
+    return done, dict(run.state.timings)
 
 
 def main() -> None:
@@ -200,7 +200,7 @@ def main() -> None:
                 "retrieval_abstains": abstain_retrieval,
             }
             if engine is not None:
-                done = asyncio.run(answer(tenant, user, kb, q["q"]))
+                done, timings = asyncio.run(answer(tenant, user, kb, q["q"]))
                 text = done.text if done is not None else ""
                 citations = done.citations if done is not None else []
                 abstained = is_abstention(text) and not citations
@@ -211,6 +211,7 @@ def main() -> None:
                 row.update(
                     {
                         "answer": text,
+                        "timings_ms": timings,
                         "abstained": abstained,
                         "citations": [c["document_name"] for c in citations],
                         "cited_good": good,
@@ -231,7 +232,8 @@ def main() -> None:
                     kind["gold"].append(float(bool(row["gold"])))
             log(
                 f"[{q['id']}] {'ABSTAIN' if row['abstained'] else 'answer '} at3={int(at3)} "
-                f"{json.dumps(row['support'])}" + (f" :: {row['answer'][:110]!r}" if "answer" in row else "")
+                f"{json.dumps(row['support'])}"
+                + (f" :: {row['answer'][:110]!r} {json.dumps(row['timings_ms'])}" if "answer" in row else "")
             )
     finally:
         if engine is not None:
