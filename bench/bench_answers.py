@@ -179,6 +179,12 @@ def main() -> None:
     from chat.pipeline.stages import abstain_decision
     from chat.pipeline.text import ABSTAIN_TEXT, is_abstention
 
+    # round-robin over the documents (the unanswerable questions among them), so that a partial run covers every kind
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for q in questions:
+        groups[q["doc"]].append(q)
+    questions = [g[i] for i in range(max(len(g) for g in groups.values())) for g in groups.values() if i < len(g)]
+    signals = open(args.signals, "w") if args.signals else None  # noqa: SIM115 - written as the run goes
     engine = None if args.retrieval_only else start_engine(args.context, args.slots)
     by_kind: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     rows: list[dict[str, Any]] = []
@@ -224,6 +230,9 @@ def main() -> None:
             else:
                 row["abstained"] = abstain_retrieval
             rows.append(row)
+            if signals is not None:
+                signals.write(json.dumps(row) + "\n")
+                signals.flush()
             kind = by_kind[q["kind"]]
             kind["abstained"].append(float(row["abstained"]))
             if answerable:
@@ -238,11 +247,9 @@ def main() -> None:
     finally:
         if engine is not None:
             engine.stop()
+        if signals is not None:
+            signals.close()
     elapsed = time.perf_counter() - started
-    if args.signals:
-        with open(args.signals, "w") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
 
     answerable_rows = [r for r in rows if r["answerable"]]
     unanswerable_rows = [r for r in rows if not r["answerable"]]

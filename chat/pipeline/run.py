@@ -290,7 +290,7 @@ class ChatRun:
             return self._done()
         await run_blocking(stages.output_inspect)(self.inp, masked, prompt, state)
         # only the passages the answer used are shown (its [n], else its sentences' attribution; none when it abstains)
-        state.citations = citations_used(state.reply.text, state.citations, prompt.sources)
+        state.citations = citations_used(state.reply.text, state.citations, prompt.sources, question=masked.user)
         state.status = Message.Status.COMPLETE
         await self._finish()
         return self._done()
@@ -299,7 +299,9 @@ class ChatRun:
         """One thread hop after the last token: the output guard, then the journal entry of the settlement that
         follows the client's ``Done``."""
         stages.output_inspect(self.inp, masked, prompt, self.state)
-        self.state.citations = citations_used(self.state.reply.text, self.state.citations, prompt.sources)
+        self.state.citations = citations_used(
+            self.state.reply.text, self.state.citations, prompt.sources, question=masked.user
+        )
         self.state.status = Message.Status.COMPLETE
         stages.settlement_promise(self.inp, self.state)
 

@@ -140,27 +140,34 @@ def _terms(text: str) -> dict[str, int]:
     return out
 
 
-def attribute_sentences(text: str, sources: list[str]) -> set[int]:
+def attribute_sentences(text: str, sources: list[str], *, question: str = "") -> set[int]:
     """Indexes of the ``sources`` that the answer's sentences come from: each sentence goes to the source holding the
-    largest weighted share of its words, if that share reaches ``ATTRIBUTION_MIN_SHARE`` and two words (or a number)."""
+    largest weighted share of its words, if that share reaches ``ATTRIBUTION_MIN_SHARE`` and two words (or a number).
+    Between sources that hold as much of a sentence, the one holding more of the ``question`` wins (a bare "14 days"
+    belongs to the passage about what was asked)."""
     source_terms = [_terms(source) for source in sources]
+    asked = _terms(question)
+    relevance = [sum(w for t, w in asked.items() if t in terms) for terms in source_terms]
     used: set[int] = set()
     for sentence in _SENTENCE.split(_MARKER.sub(" ", text)):
         words = _terms(sentence)
         whole = sum(words.values())
         if whole < 2:
             continue
-        best, best_weight = -1, 0
+        best, best_key, best_weight = -1, (0.0, 0), 0
         for index, terms in enumerate(source_terms):
             weight = sum(w for t, w in words.items() if t in terms)
-            if weight > best_weight:
-                best, best_weight = index, weight
+            key = (weight + 0.5 * relevance[index], weight)
+            if weight and key > best_key:
+                best, best_key, best_weight = index, key, weight
         if best >= 0 and best_weight >= ATTRIBUTION_MIN_WEIGHT and best_weight / whole >= ATTRIBUTION_MIN_SHARE:
             used.add(best)
     return used
 
 
-def citations_used(text: str, citations: list[dict[str, Any]], sources: list[str]) -> list[dict[str, Any]]:
+def citations_used(
+    text: str, citations: list[dict[str, Any]], sources: list[str], *, question: str = ""
+) -> list[dict[str, Any]]:
     """The citations an answer used: none when it abstains; the passages it cites as ``[n]`` when it writes them;
     otherwise the passages its sentences are attributed to (``attribute_sentences``). Numbers are kept as given, so
     an ``[n]`` in the text still points at its footnote."""
@@ -170,5 +177,5 @@ def citations_used(text: str, citations: list[dict[str, Any]], sources: list[str
     marked = [c for c in citations if c.get("n") in numbers]
     if marked:
         return marked
-    used = attribute_sentences(text, sources[: len(citations)])
+    used = attribute_sentences(text, sources[: len(citations)], question=question)
     return [c for index, c in enumerate(citations) if index in used]

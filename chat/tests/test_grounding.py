@@ -138,6 +138,10 @@ def test_attribution_picks_the_passage_holding_the_sentence():
     assert attribute_sentences("The weather is nice today, I think.", sources) == set()
     # a sentence that shares only a generic word with a passage is not attributed to it
     assert attribute_sentences("Employees are great.", sources) == set()
+    # a bare answer shared by two passages goes to the one about what was asked
+    two = ["Flights are booked 14 days before departure.", "Passwords are at least 14 characters long."]
+    assert attribute_sentences("The answer is 14.", two, question="How long must a password be?") == {1}
+    assert attribute_sentences("The answer is 14.", two, question="When must flights be booked?") == {0}
     # numbers weigh most: the right number picks the passage even in other words
     assert attribute_sentences("It is 1,200 euros.", ["The budget is 1200 EUR.", "It is sunny."]) == {0}
 
