@@ -256,7 +256,9 @@ CALLERS = ("anonymous", "revoked", "expired", "other_tenant", "viewer", "member"
 
 
 def _chat_body(kb: Any) -> dict[str, Any]:
-    return {"model": MODEL, "messages": ASK, "max_tokens": 2, "temperature": 0, "knowledge_bases": [kb.pk]}
+    # a question the knowledge base answers, and room for an answer that uses (and so cites) its passage
+    question = [{"role": "user", "content": "When does the cafeteria open?"}]
+    return {"model": MODEL, "messages": question, "max_tokens": 12, "temperature": 0, "knowledge_bases": [kb.pk]}
 
 
 @pytest.mark.parametrize(
