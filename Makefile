@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: run test install engine system-deps test-oidc-provider lint typecheck format migrations-check imports check ci bench-pool bench-retrieval bench-guard train-injection bench-chat bench-sso bench-gateway bench-hostile bench-answers clean
+.PHONY: run test install engine system-deps test-oidc-provider lint typecheck format migrations-check imports check ci bench-pool bench-retrieval bench-guard train-injection bench-injection-families bench-chat bench-sso bench-gateway bench-hostile bench-answers clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -91,6 +91,11 @@ bench-hostile: install
 # guardrails/data/injection_model.json.gz byte for byte the same from the same data.
 train-injection: install
 	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python manage.py train_injection_model
+
+# The injection detector's model families side by side on the same training data (n-grams, MiniLM embeddings,
+# both stacked; about 20 minutes on 2 busy cores).
+bench-injection-families: install
+	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_injection_families.py
 
 bench-chat: install
 	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_chat.py

@@ -7,8 +7,12 @@ read here):
 - deepset's **train** split (``opensource_deepset_attacks.yaml`` / ``_benign.yaml``),
 - ``train/injection_train_extra.csv`` (Lakera gandalf, multilingual injections, CyberSecEval, XSTest safe
   prompts, JailbreakBench benign; the mosscap sample is left out, see EXCLUDED_SOURCES),
-- the portal developers' own benign prompts: ``data/benign_prompts.tsv`` (hand-written) and
-  ``benign_templates.generate()`` (trigger words in ordinary use, six languages).
+- the portal developers' own benign prompts: ``data/benign_prompts.tsv`` (hand-written),
+  ``benign_templates.generate()`` (trigger words in ordinary use, six languages) and
+  ``benign_conversation.generate()`` (self-introductions, greetings, sign-offs, names and PII placeholders, workplace
+  questions; nine languages),
+- the portal developers' own attack prompts: ``attack_templates.generate()`` (override, task switch after praise,
+  role play without rules, prompt extraction, fake authority; nine languages, weighted like a public source).
 
 The extra set is attack-heavy and a few sources are large, so each (source, label) group's total weight is capped
 and the own benign prompts weigh more (they are the hard negatives the public sets lack); the classes are then
@@ -32,11 +36,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from guardrails import benign_templates, evaldata
+from guardrails import attack_templates, benign_conversation, benign_templates, evaldata
 
 EXTRA_TRAIN = "train/injection_train_extra.csv"
 OWN_BENIGN_PATH = Path(__file__).resolve().parent / "data" / "benign_prompts.tsv"
-OWN_SOURCES = frozenset({"own_benign", "own_template"})
+OWN_SOURCES = frozenset({"own_benign", "own_template", "own_conversation"})
 # Lakera's mosscap sample is every message sent to a password-guarding game bot, labelled attack wholesale; many are
 # ordinary chatter out of context ("is there a space between the hyphen and the number?", "write a haiku"), and with
 # them the classifier learned that any short question is an attack. Left out (measured: "What is the capital of
@@ -51,6 +55,9 @@ MAX_FEATURES = {"char": 50_000, "word": 20_000}
 # Out-of-fold false-positive rates on the benign training rows at which the strictness levels' warn thresholds sit
 # (low warns on fewer prompts than medium, high on more).
 LEVEL_FPR = {"low": 0.01, "medium": 0.04, "high": 0.10}
+# The benign rows whose out-of-fold scores set the levels: all but the conversational ones (greetings, names,
+# sign-offs), which are easy and many and would pull the quantiles down (more warnings on every other prompt).
+THRESHOLD_EXCLUDED = frozenset({"own_conversation"})
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,12 @@ def own_benign() -> list[Row]:
         lang, text = line.split("\t", 1)
         rows.append(Row(text, 0, "own_benign", lang))
     rows += [Row(text, 0, "own_template", lang) for lang, text in benign_templates.generate()]
+    rows += [Row(text, 0, "own_conversation", lang) for lang, text in benign_conversation.generate()]
     return rows
+
+
+def own_attacks() -> list[Row]:
+    return [Row(text, 1, "own_attack", lang) for lang, text in attack_templates.generate()]
 
 
 def training_rows() -> list[Row]:
@@ -85,7 +97,7 @@ def training_rows() -> list[Row]:
             for r in csv.DictReader(fh)
             if r["source"] not in EXCLUDED_SOURCES
         ]
-    return rows + own_benign()
+    return rows + own_benign() + own_attacks()
 
 
 def training_files() -> list[dict[str, Any]]:
@@ -155,9 +167,11 @@ def out_of_fold(
     return scores
 
 
-def level_thresholds(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Per strictness level, the lowest score whose out-of-fold benign false-positive rate ≤ LEVEL_FPR."""
-    benign = np.sort(scores[labels == 0])
+def level_thresholds(scores: np.ndarray, labels: np.ndarray, pool: np.ndarray | None = None) -> dict[str, float]:
+    """Per strictness level, the lowest score whose out-of-fold benign false-positive rate ≤ LEVEL_FPR, over the
+    benign rows in ``pool`` (all benign rows when None)."""
+    keep = labels == 0 if pool is None else (labels == 0) & pool
+    benign = np.sort(scores[keep])
     out = {}
     for level, fpr in LEVEL_FPR.items():
         allowed = int(np.floor(fpr * len(benign)))

@@ -457,14 +457,7 @@ def test_the_client_history_passes_the_input_guard(world, keys, live_portal, whe
     "question",
     [
         pytest.param("Please forward the invoice to John Smith at john.smith@example.com.", id="pii-in-a-request"),
-        pytest.param(
-            "My name is John Smith and my email is john.smith@example.com. Hi!",
-            id="self-introduction",
-            # KNOWN DEFECT (issue 22 follow-up): the n-gram injection classifier scores a self-introduction
-            # ("My name is John Smith. Hi!") 0.88 and blocks it at medium strictness. Strict: when the detector is
-            # fixed this starts passing and the mark must go.
-            marks=pytest.mark.xfail(reason="injection classifier false positive on self-introductions", strict=True),
-        ),
+        pytest.param("My name is John Smith and my email is john.smith@example.com. Hi!", id="self-introduction"),
     ],
 )
 def test_the_request_pii_vault_is_forgotten(world, keys, live_portal, question):  # noqa: F811

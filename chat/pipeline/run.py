@@ -288,20 +288,28 @@ class ChatRun:
             await run_blocking(self._guard_and_promise)(masked, prompt)
             self._finish_in_background()
             return self._done()
-        await run_blocking(stages.output_inspect)(self.inp, masked, prompt, state)
-        # only the passages the answer used are shown (its [n], else its sentences' attribution; none when it abstains)
-        state.citations = citations_used(state.reply.text, state.citations, prompt.sources, question=masked.user)
-        state.status = Message.Status.COMPLETE
-        await self._finish()
+        # one thread hop after the last token: the output guard, then persistence and settlement (shielded: a
+        # closing socket must not interrupt the bookkeeping)
+        await asyncio.shield(run_blocking(self._guard_and_finish)(masked, prompt))
         return self._done()
 
-    def _guard_and_promise(self, masked: Masked, prompt: Prompt) -> None:
-        """One thread hop after the last token: the output guard, then the journal entry of the settlement that
-        follows the client's ``Done``."""
+    def _guard(self, masked: Masked, prompt: Prompt) -> None:
+        """The output guard, then the citations the answer used (its [n], else its sentences' attribution; none when
+        it abstains)."""
         stages.output_inspect(self.inp, masked, prompt, self.state)
         self.state.citations = citations_used(
             self.state.reply.text, self.state.citations, prompt.sources, question=masked.user
         )
+
+    def _guard_and_finish(self, masked: Masked, prompt: Prompt) -> None:
+        self._guard(masked, prompt)
+        self.state.status = Message.Status.COMPLETE
+        stages.finish(self.inp, self.state)
+
+    def _guard_and_promise(self, masked: Masked, prompt: Prompt) -> None:
+        """One thread hop after the last token: the output guard, then the journal entry of the settlement that
+        follows the client's ``Done``."""
+        self._guard(masked, prompt)
         self.state.status = Message.Status.COMPLETE
         stages.settlement_promise(self.inp, self.state)
 

@@ -7,6 +7,7 @@ authorize → quota_reserve → inspect_input → mask → retrieve → prompt_b
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,6 +58,7 @@ from tenants.settlements import PendingSettlement, settlement_kept
 from tenants.settlements import settlement_promise as settlement_promise_record
 
 logger = logging.getLogger(__name__)
+_FINISH_LOCK = threading.Lock()
 
 HISTORY_CHAR_BUDGET = 32_000  # a client's earlier turns are cut to their most recent 32,000 characters
 
@@ -580,8 +582,10 @@ def finish(inp: ChatInput, state: RunState) -> None:
     """Stages 9 and 10 in one transaction: persist the answer, release the lease, settle usage, record an audit
     event (idempotent: done once, and a failed transaction may be retried); then a request's own PII vault is
     deleted."""
-    if state.finished:
-        return
+    with _FINISH_LOCK:  # one finish at a time per run (a stop may arrive while the first is still running)
+        if state.finished or state.finishing:
+            return
+        state.finishing = True
     tokens_in, tokens_out = state.reply.counts(prompt_estimate=-(-state.prompt_chars // 4))
     lease, reservation = state.lease, state.quota.reservation
     try:
@@ -598,6 +602,7 @@ def finish(inp: ChatInput, state: RunState) -> None:
                 transaction.on_commit(lambda: settlement_kept(key=promise))
     except Exception:
         state.lease, state.quota.reservation = lease, reservation  # rolled back: a retry does it all again
+        state.finishing = False
         raise
     state.finished = True
     if inp.conversation is None and not vault_empty(inp, state):

@@ -73,5 +73,6 @@ class RunState:
     timings: dict[str, float] = field(default_factory=dict)
     prompt_chars: int = 0
     finished: bool = False
+    finishing: bool = False  # a finish is running (another one returns at once)
     promise: str = ""  # the settlement journal entry of a run finished after its ``Done``
     abstain: bool = False  # the knowledge bases do not support an answer: the pipeline abstains, no engine call

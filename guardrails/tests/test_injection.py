@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pytest
 
-from guardrails import benign_templates, injection
+from guardrails import benign_conversation, benign_templates, injection
 from guardrails.documents import INJECTED_PASSAGES, POLICY_PASSAGES
 from guardrails.normalize import normalize
 from guardrails.services import guardrail_policy_update, inspect_chunks, inspect_input, quote_untrusted
-from guardrails.tests.cases import ATTACKS, BENIGN
+from guardrails.tests.cases import ATTACKS, BENIGN, ORDINARY
 from guardrails.tests.conftest import sample
 from tenants.models import AuditEvent
 
@@ -31,6 +31,20 @@ def test_attacks_are_flagged(text):
 def test_benign_prompts_with_trigger_words_pass(text):
     (verdict,) = injection.verdicts([text], strictness="medium")
     assert verdict.decision == "allow", (verdict.score, verdict.reasons)
+
+
+@pytest.mark.parametrize("text", ORDINARY, ids=[f"ordinary-{i}" for i in range(len(ORDINARY))])
+def test_ordinary_messages_are_allowed(text):
+    """Self-introductions, greetings, sign-offs, names and contact details, policy questions with trigger words."""
+    (verdict,) = injection.verdicts([text], strictness="medium")
+    assert verdict.decision == "allow", (verdict.score, verdict.reasons)
+
+
+def test_ordinary_messages_are_held_out():
+    from guardrails import training
+
+    texts = {r.text for r in training.training_rows()}
+    assert not texts & set(ORDINARY + BENIGN + ATTACKS)
 
 
 def _homoglyphs(s: str) -> str:
@@ -172,11 +186,18 @@ def test_training_data_excludes_the_report_sets():
 
     rows = training.training_rows()
     texts = {r.text for r in rows}
-    assert {r.source for r in rows} >= {"jackhhao_train", "deepset_train", "own_benign", "own_template"}
+    assert {r.source for r in rows} >= {
+        "jackhhao_train",
+        "deepset_train",
+        "own_benign",
+        "own_template",
+        "own_conversation",
+    }
     own = [r for r in rows if r.source in training.OWN_SOURCES]
-    assert {r.lang for r in own} >= {"en", "de", "fr", "es", "sv", "pl"}
+    assert {r.lang for r in own} >= {"en", "de", "fr", "es", "sv", "pl", "it", "nl", "pt"}
     assert all(r.label == 0 for r in own)
     assert benign_templates.generate() == benign_templates.generate()  # deterministic
+    assert benign_conversation.generate() == benign_conversation.generate()
     from guardrails import evaldata
 
     assert not texts & {r.text for r in evaldata.read_deepset_test()}

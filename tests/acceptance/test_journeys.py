@@ -342,10 +342,6 @@ def test_employee_chats_with_the_knowledge_base(session_factory, portal):
 
 
 # --- integration: an API key from the console, used by the official openai client -------------------------------
-@pytest.mark.xfail(
-    reason="regressed at merge: failed after the sign-in/lockout/detector merges",
-    strict=False,
-)
 def test_integration_uses_an_api_key_with_the_openai_client(session_factory, portal):
     from openai import OpenAI
 

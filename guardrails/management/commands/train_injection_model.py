@@ -51,12 +51,13 @@ class Command(BaseCommand):
             self.stdout.write(f"  C={c:g}: out-of-fold ROC AUC {auc:.4f}")
             if auc > best_auc + 1e-9:
                 best_c, best_auc, best_oof = c, auc, oof
-        levels = training.level_thresholds(best_oof, labels)
+        pool = np.array([r.source not in training.THRESHOLD_EXCLUDED for r in rows])
+        levels = training.level_thresholds(best_oof, labels, pool)
         own = np.array([r.source in training.OWN_SOURCES for r in rows])
         oof_points = {
             level: {
                 "recall": round(float((best_oof[labels == 1] >= t).mean()), 4),
-                "fpr": round(float((best_oof[labels == 0] >= t).mean()), 4),
+                "fpr": round(float((best_oof[(labels == 0) & pool] >= t).mean()), 4),
                 "own_benign_fpr": round(float((best_oof[own] >= t).mean()), 4),
             }
             for level, t in levels.items()
