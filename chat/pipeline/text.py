@@ -124,6 +124,9 @@ _STOP = frozenset(_STOP_WORDS.split(" "))
 # least this and weighs at least ATTRIBUTION_MIN_WEIGHT (numbers count twice: a wrong passage rarely shares them)
 ATTRIBUTION_MIN_SHARE = 0.5
 ATTRIBUTION_MIN_WEIGHT = 2
+# a cited passage holds at least this share of the question's words (on bench/answers: citation precision 0.78 → 0.87,
+# no citation holding the evidence lost)
+CITATION_MIN_QUESTION_SHARE = 0.3
 
 
 def _terms(text: str) -> dict[str, int]:
@@ -140,14 +143,20 @@ def _terms(text: str) -> dict[str, int]:
     return out
 
 
-def attribute_sentences(text: str, sources: list[str], *, question: str = "") -> set[int]:
+def attribute_sentences(
+    text: str, sources: list[str], *, question: str = "", headings: list[str] | None = None
+) -> set[int]:
     """Indexes of the ``sources`` that the answer's sentences come from: each sentence goes to the source holding the
     largest weighted share of its words, if that share reaches ``ATTRIBUTION_MIN_SHARE`` and two words (or a number).
     Between sources that hold as much of a sentence, the one holding more of the ``question`` wins (a bare "14 days"
-    belongs to the passage about what was asked)."""
+    belongs to the passage about what was asked). With a question, a source (with its heading) that holds less than
+    ``CITATION_MIN_QUESTION_SHARE`` of the question's words is never cited: an answer taken from a passage about
+    something else is not supported by it, and pointing there would mislead."""
     source_terms = [_terms(source) for source in sources]
     asked = _terms(question)
-    relevance = [sum(w for t, w in asked.items() if t in terms) for terms in source_terms]
+    whole_question = sum(asked.values())
+    titled = [_terms(f"{(headings or [''] * len(sources))[i]} {source}") for i, source in enumerate(sources)]
+    relevance = [sum(w for t, w in asked.items() if t in terms) for terms in titled]
     used: set[int] = set()
     for sentence in _SENTENCE.split(_MARKER.sub(" ", text)):
         words = _terms(sentence)
@@ -162,6 +171,8 @@ def attribute_sentences(text: str, sources: list[str], *, question: str = "") ->
                 best, best_key, best_weight = index, key, weight
         if best >= 0 and best_weight >= ATTRIBUTION_MIN_WEIGHT and best_weight / whole >= ATTRIBUTION_MIN_SHARE:
             used.add(best)
+    if whole_question:
+        used = {i for i in used if relevance[i] / whole_question >= CITATION_MIN_QUESTION_SHARE}
     return used
 
 
@@ -177,5 +188,6 @@ def citations_used(
     marked = [c for c in citations if c.get("n") in numbers]
     if marked:
         return marked
-    used = attribute_sentences(text, sources[: len(citations)], question=question)
+    headings = [str(c.get("heading") or "") for c in citations]
+    used = attribute_sentences(text, sources[: len(citations)], question=question, headings=headings)
     return [c for index, c in enumerate(citations) if index in used]

@@ -142,6 +142,11 @@ def test_attribution_picks_the_passage_holding_the_sentence():
     two = ["Flights are booked 14 days before departure.", "Passwords are at least 14 characters long."]
     assert attribute_sentences("The answer is 14.", two, question="How long must a password be?") == {1}
     assert attribute_sentences("The answer is 14.", two, question="When must flights be booked?") == {0}
+    # an answer taken from a passage about something else than the question is not cited
+    assert (
+        attribute_sentences("Passwords need at least 14 characters.", sources, question="How much is the per diem?")
+        == set()
+    )
     # numbers weigh most: the right number picks the passage even in other words
     assert attribute_sentences("It is 1,200 euros.", ["The budget is 1200 EUR.", "It is sunny."]) == {0}
 
