@@ -23,9 +23,12 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from opentelemetry.context import Context
+
 from adapters.selectors import adapter_get_for_tenant, adapter_list_for_tenant
 from core.errors import NotFound
 from core.localcache import LocalCache
+from core.tracing import model_call_span
 from inference_pool import services as pool_services
 from inference_pool.selectors import base_model_exists, model_context_length
 from inference_pool.types import ChatRequest, DoneEvent, ErrorEvent, PoolEvent, TokenEvent, UsageEvent
@@ -244,22 +247,65 @@ class TurnReply:
         return 0, 0
 
 
-async def model_turn_events(*, pool: TurnPool, request: ChatRequest, reply: TurnReply) -> AsyncGenerator[str, None]:
+async def model_turn_events(
+    *, pool: TurnPool, request: ChatRequest, reply: TurnReply, trace_parent: Context | None = None
+) -> AsyncGenerator[str, None]:
     """Stream one completion: yields each token's text and records everything else on ``reply``. Closing this
-    generator (a stop, a break) closes the engine's stream."""
-    async with aclosing(pool.stream(request=request)) as events:  # type: ignore[type-var]
-        async for event in events:
-            text = reply.absorb(event)
-            if text is not None:
-                yield text
+    generator (a stop, a break) closes the engine's stream.
+
+    The call is a span (``chat <model>``, a child of ``trace_parent``, else of the current span) with the GenAI
+    attributes: the request's model and sampling, the usage, the finish reason, TTFT and TPOT, the department."""
+    span = model_call_span(
+        parent=trace_parent,
+        model=request.model,
+        adapter=request.adapter,
+        tenant=request.tenant,
+        request_id=request.request_id,
+        max_tokens=request.max_tokens,
+        temperature=request.temperature,
+        seed=request.seed,
+        stream=True,
+    )
+    span.messages(request.messages)
+    ended = ""
+    try:
+        async with aclosing(pool.stream(request=request)) as events:  # type: ignore[type-var]
+            async for event in events:
+                text = reply.absorb(event)
+                if text is not None:
+                    span.first_token()
+                    yield text
+    except GeneratorExit:
+        ended = "stopped"  # the consumer stopped reading (a stop, the canary cut): not an error
+        raise
+    except BaseException as exc:
+        ended = f"error:{type(exc).__qualname__}"
+        raise
+    finally:
+        error = ended.removeprefix("error:") if ended.startswith("error:") else reply.error_code
+        span.finish(
+            input_tokens=reply.prompt_tokens,
+            output_tokens=reply.completion_tokens,
+            finish_reason=reply.finish or ("error" if error else ended or "stop"),
+            backend=reply.backend,
+            ttft_s=reply.ttft_ms / 1000 if reply.ttft_ms is not None else None,
+            tpot_s=reply.tpot_ms / 1000 if reply.tpot_ms is not None else None,
+            error=error,
+            output_text=reply.text,
+        )
 
 
 async def model_turn_collect(
-    *, pool: TurnPool, request: ChatRequest, cancelled: threading.Event | None = None
+    *,
+    pool: TurnPool,
+    request: ChatRequest,
+    cancelled: threading.Event | None = None,
+    trace_parent: Context | None = None,
 ) -> TurnReply:
     """Stream one completion to its end (or until ``cancelled`` is set) and return the reply."""
     reply = TurnReply()
-    async with aclosing(model_turn_events(pool=pool, request=request, reply=reply)) as tokens:
+    events = model_turn_events(pool=pool, request=request, reply=reply, trace_parent=trace_parent)
+    async with aclosing(events) as tokens:
         async for _ in tokens:
             if cancelled is not None and cancelled.is_set():
                 reply.cancelled = True

@@ -30,3 +30,10 @@ def enqueue_webhook(*, endpoint_id: int, event_id: int) -> None:
         current_app.tasks["agents.deliver_webhook"].apply_async(args=[endpoint_id, event_id], queue=QUEUE)
     except Exception:
         logger.exception("could not queue webhook delivery %s/%s", endpoint_id, event_id)
+
+
+def enqueue_budget_webhook(*, endpoint_id: int, alert_id: int) -> None:
+    try:
+        current_app.tasks["agents.deliver_budget_webhook"].apply_async(args=[endpoint_id, alert_id], queue=QUEUE)
+    except Exception:
+        logger.exception("could not queue budget webhook delivery %s/%s", endpoint_id, alert_id)

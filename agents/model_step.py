@@ -49,6 +49,7 @@ from agents.models import AgentDefinition, AgentRun, RunStatus, StepKind, StepSt
 from agents.prompting import PROMPT_RESULT_CHARS, TurnPrompt, available_tools, build_prompt, prompt_bound, prompt_steps
 from agents.tools import ToolError, tool_get
 from core.errors import ApplicationError, UpstreamError
+from core.tracing import current_context
 from guardrails.services import unmask
 from inference_pool.types import ChatRequest
 from tenants.models import UsageRecord
@@ -65,8 +66,9 @@ def _setting(name: str, default: Any) -> Any:
 def call_model(request: ChatRequest, beat: Heartbeat, timeout: float, pool: TurnPool = ROUTER_POOL) -> TurnReply:
     """Stream one completion on the process's event loop; a cancelled run abandons it at once."""
     loop = event_loop()
+    # the loop runs in another thread: the step's span is handed over so that the model call is its child
     future = asyncio.run_coroutine_threadsafe(
-        model_turn_collect(pool=pool, request=request, cancelled=beat.cancelled), loop
+        model_turn_collect(pool=pool, request=request, cancelled=beat.cancelled, trace_parent=current_context()), loop
     )
     beat.on_abort(future.cancel)
     try:

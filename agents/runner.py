@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import close_old_connections
@@ -48,6 +49,7 @@ from agents.models import AgentRun, AgentStep, StepKind, StepStatus
 from agents.prompting import build_prompt, prompt_bound
 from agents.tool_step import tool_step
 from core.errors import ApplicationError, Busy, GuardrailUnavailable, NotFound, QuotaExceeded, UpstreamError
+from core.tracing import stage_span
 from tenants.models import Role, Tenant, role_at_least
 from tenants.selectors import membership_get
 
@@ -97,9 +99,11 @@ def agent_run_step(*, run_id: int, checkpoint: int, worker: str) -> Outcome:
     if outcome is not None:
         return outcome
     assert run is not None
-    with Heartbeat(run_id, worker) as beat:
+    with Heartbeat(run_id, worker) as beat, _step_span(run) as span:
         try:
-            return _work(run, worker, beat)
+            outcome = _work(run, worker, beat)
+            span.set(outcome=outcome.state, detail=outcome.detail or None)
+            return outcome
         except Abandon as why:
             lease_release(run_id, worker)
             return Outcome("stale", detail=str(why))
@@ -127,6 +131,24 @@ def agent_run_step(*, run_id: int, checkpoint: int, worker: str) -> Outcome:
                 message=f"The step failed unexpectedly ({type(exc).__name__}); the run was stopped.",
             )
             return Outcome("finished", detail="internal_error")
+
+
+def _step_span(run: AgentRun) -> Any:
+    """One trace per step (a Celery task: the unit of work of one process) with the GenAI agent conventions; the
+    steps of one run share ``gen_ai.conversation.id`` (the run's request id) and ``portal.agent_run_id``. The model
+    call and the tool call are its children."""
+    definition = run.definition
+    return stage_span(
+        "agent.step",
+        span_name=f"invoke_agent {definition.name}",
+        operation="invoke_agent",
+        agent_name=definition.name,
+        agent_id=str(definition.pk),
+        conversation_id=run.request_id,
+        agent_run_id=run.pk,
+        tenant=run.tenant.slug,
+        checkpoint=run.checkpoint,
+    )
 
 
 def _work(run: AgentRun, worker: str, beat: Heartbeat) -> Outcome:

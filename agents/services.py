@@ -523,7 +523,7 @@ def http_tool_rule_delete(*, tenant: Tenant, rule_id: int, actor: Any = None) ->
 
 # --- webhooks ---------------------------------------------------------------------------------------------
 
-EVENT_TYPES = ("status", "step", "resumed", "thinking")
+EVENT_TYPES = ("status", "step", "resumed", "thinking", "budget")  # budget: the department's budget alerts
 
 
 @transaction.atomic

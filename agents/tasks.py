@@ -117,6 +117,27 @@ def deliver_webhook(endpoint_id: int, event_id: int) -> int:
     return webhook_deliver(endpoint_id=int(endpoint_id), event_id=int(event_id))
 
 
+@shared_task(
+    name="agents.deliver_budget_webhook",
+    bind=True,
+    queue=QUEUE,
+    ignore_result=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(DeliveryFailed,),
+    retry_backoff=5,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=8,
+    time_limit=60,
+)
+def deliver_budget_webhook(self: Task, endpoint_id: int, alert_id: int) -> int:
+    close_old_connections()
+    return webhooks.budget_webhook_deliver(
+        endpoint_id=int(endpoint_id), alert_id=int(alert_id), attempt=self.request.retries + 1
+    )
+
+
 @shared_task(name="agents.webhook_sweep", queue=QUEUE, ignore_result=True, acks_late=False, time_limit=60)
 def webhook_sweep() -> int:
     """Beat: re-queue webhook deliveries a lost broker message left pending."""

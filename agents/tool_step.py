@@ -14,6 +14,7 @@ from agents.heartbeat import Heartbeat
 from agents.models import AgentDefinition, AgentRun, AgentStep, RunStatus, StepKind, StepStatus
 from agents.tools import ToolContext, ToolError, ToolResult, tool_get
 from core.errors import ApplicationError
+from core.tracing import stage_span
 from guardrails.services import inspect_chunks, mask, unmask
 
 # --- tool steps -------------------------------------------------------------------------------------------
@@ -60,7 +61,11 @@ def tool_step(run: AgentRun, call: AgentStep, *, role: str, worker: str, beat: H
             call.payload = {**call.payload, "repeated_after_interruption": True}
         save_step(locked, call, ["status", "executions", "started_at", "payload"])
     started = time.monotonic()
-    result_text, data, ok, flagged, guard, truncated = execute_tool(run, call, role=role, beat=beat)
+    with stage_span(
+        "agent.tool", span_name=f"execute_tool {call.tool}", operation="execute_tool", tool_name=call.tool
+    ) as span:
+        result_text, data, ok, flagged, guard, truncated = execute_tool(run, call, role=role, beat=beat)
+        span.set(ok=ok, flagged=flagged, truncated=truncated)
     duration_ms = int((time.monotonic() - started) * 1000)
     with checkpoint_commit(run.pk, worker) as locked:
         call.status = StepStatus.DONE if ok else StepStatus.FAILED

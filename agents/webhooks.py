@@ -15,7 +15,8 @@ import json
 import logging
 import time
 from datetime import timedelta
-from typing import Any
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from django.conf import settings
@@ -27,12 +28,17 @@ from agents import dispatch
 from agents.crypto import decrypt
 from agents.models import AgentEvent, AgentRun, WebhookDelivery, WebhookEndpoint
 from core.egress import EgressRefused, egress_client
+from tenants.budget import budget_alert_get
+
+if TYPE_CHECKING:
+    from tenants.models import BudgetAlert
 
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Portal-Signature"
 DELIVERY_TIMEOUT_S = 10.0
 MAX_ATTEMPTS = 9  # the first try and the task's 8 retries (sweeps re-queue, they do not add attempts beyond this)
+BUDGET_EVENT_TYPE = "budget"  # what an endpoint lists in ``event_types`` to hear of budget alerts
 
 
 def sign(*, secret: str, body: bytes, timestamp: int) -> str:
@@ -109,23 +115,14 @@ class DeliveryFailed(Exception):
     pass
 
 
-def webhook_deliver(*, endpoint_id: int, event_id: int) -> int:
-    """POST one event to one endpoint; raises DeliveryFailed (the task retries) on a network error or non-2xx."""
-    endpoint = WebhookEndpoint.unscoped.filter(pk=endpoint_id, is_active=True).first()
-    event = AgentEvent.unscoped.filter(pk=event_id).first()
-    if endpoint is None or event is None or endpoint.tenant_id != event.tenant_id:
-        return 0
-    delivery, _ = WebhookDelivery.unscoped.get_or_create(
-        endpoint=endpoint, event=event, defaults={"tenant_id": event.tenant_id}
-    )
-    if delivery.state != WebhookDelivery.State.PENDING:
-        return 0  # a duplicate message (e.g. re-queued by the sweep after all): delivered or given up already
-    body = webhook_body(event)
+def _post(*, endpoint: WebhookEndpoint, body: bytes, event_type: str, delivery_id: str) -> tuple[bool, bool, str]:
+    """POST a signed body through the egress guard and record the outcome on the endpoint. Returns (delivered,
+    refused by the guard, status text)."""
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "enterprise-portal-webhooks/1",
-        "X-Portal-Event": event.type,
-        "X-Portal-Delivery": f"{event.run_id}:{event.seq}",
+        "X-Portal-Event": event_type,
+        "X-Portal-Delivery": delivery_id,
         SIGNATURE_HEADER: sign(secret=decrypt(endpoint.encrypted_secret), body=body, timestamp=int(time.time())),
     }
     status_text = ""
@@ -142,6 +139,30 @@ def webhook_deliver(*, endpoint_id: int, event_id: int) -> int:
         status_text, refused = "refused: the URL is not valid", True
     except httpx.HTTPError as exc:
         status_text = type(exc).__name__
+    with transaction.atomic():
+        fields: dict[str, Any] = {"last_delivery_at": timezone.now(), "last_status": status_text[:80]}
+        if ok:
+            fields["failures"] = 0
+        WebhookEndpoint.unscoped.filter(pk=endpoint.pk).update(**fields)
+        if not ok:
+            WebhookEndpoint.unscoped.filter(pk=endpoint.pk).update(failures=F("failures") + 1)
+    return ok, refused, status_text
+
+
+def webhook_deliver(*, endpoint_id: int, event_id: int) -> int:
+    """POST one event to one endpoint; raises DeliveryFailed (the task retries) on a network error or non-2xx."""
+    endpoint = WebhookEndpoint.unscoped.filter(pk=endpoint_id, is_active=True).first()
+    event = AgentEvent.unscoped.filter(pk=event_id).first()
+    if endpoint is None or event is None or endpoint.tenant_id != event.tenant_id:
+        return 0
+    delivery, _ = WebhookDelivery.unscoped.get_or_create(
+        endpoint=endpoint, event=event, defaults={"tenant_id": event.tenant_id}
+    )
+    if delivery.state != WebhookDelivery.State.PENDING:
+        return 0  # a duplicate message (e.g. re-queued by the sweep after all): delivered or given up already
+    ok, refused, status_text = _post(
+        endpoint=endpoint, body=webhook_body(event), event_type=event.type, delivery_id=f"{event.run_id}:{event.seq}"
+    )
     attempts = delivery.attempts + 1
     given_up = not ok and (refused or attempts >= MAX_ATTEMPTS)
     state = (
@@ -154,13 +175,6 @@ def webhook_deliver(*, endpoint_id: int, event_id: int) -> int:
     WebhookDelivery.unscoped.filter(pk=delivery.pk).update(
         state=state, attempts=attempts, last_status=status_text[:80], updated_at=timezone.now()
     )
-    with transaction.atomic():
-        fields: dict[str, Any] = {"last_delivery_at": timezone.now(), "last_status": status_text[:80]}
-        if ok:
-            fields["failures"] = 0
-        WebhookEndpoint.unscoped.filter(pk=endpoint.pk).update(**fields)
-        if not ok:
-            WebhookEndpoint.unscoped.filter(pk=endpoint.pk).update(failures=F("failures") + 1)
     if refused:
         logger.warning("webhook %s refused by the egress guard", endpoint.pk)
         return 0  # retrying cannot help: the destination is internal
@@ -170,3 +184,58 @@ def webhook_deliver(*, endpoint_id: int, event_id: int) -> int:
     if not ok:
         raise DeliveryFailed(f"webhook {endpoint.pk}: {status_text}")
     return 1
+
+
+# --- budget alerts ---------------------------------------------------------------------------------------
+# A department's budget alerts (``tenants.budget``) go to its endpoints that are not tied to one agent and listen to
+# every event type or to ``budget``. Headers as above, with ``X-Portal-Event: budget.threshold|budget.exhausted`` and
+# ``X-Portal-Delivery: budget:<alert id>``; retried by the task (``agents.deliver_budget_webhook``) with backoff.
+
+
+def budget_alert_fanout(*, alert: BudgetAlert) -> int:
+    """Queue one delivery of a budget alert per listening endpoint (after the alert's commit). Returns how many."""
+    endpoints = [
+        e
+        for e in WebhookEndpoint.objects.for_tenant(alert.tenant_id).filter(is_active=True, definition__isnull=True)
+        if not e.event_types or BUDGET_EVENT_TYPE in e.event_types
+    ]
+    for endpoint in endpoints:
+        dispatch.enqueue_budget_webhook(endpoint_id=endpoint.pk, alert_id=alert.pk)
+    return len(endpoints)
+
+
+def budget_webhook_body(alert: BudgetAlert) -> bytes:
+    payload: dict[str, Any] = {
+        "type": f"budget.{alert.level}",
+        "alert_id": alert.pk,
+        "month": f"{alert.month_start:%Y-%m}",
+        "percent": alert.percent,
+        "budget": str(alert.budget),
+        "spent": str(alert.spent.quantize(Decimal("0.01"))),
+        "enforcement": alert.enforcement,
+        "refusing": alert.level == "exhausted" and alert.enforcement == "block",
+        "created_at": alert.created_at.isoformat(),
+    }
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
+def budget_webhook_deliver(*, endpoint_id: int, alert_id: int, attempt: int = 1) -> int:
+    """POST one budget alert to one endpoint; raises DeliveryFailed (the task retries) until ``MAX_ATTEMPTS``."""
+    endpoint = WebhookEndpoint.unscoped.filter(pk=endpoint_id, is_active=True).first()
+    if endpoint is None:
+        return 0
+    alert = budget_alert_get(tenant_id=endpoint.tenant_id, alert_id=alert_id)
+    if alert is None:
+        return 0
+    ok, refused, status_text = _post(
+        endpoint=endpoint,
+        body=budget_webhook_body(alert),
+        event_type=f"budget.{alert.level}",
+        delivery_id=f"budget:{alert.pk}",
+    )
+    if ok:
+        return 1
+    if refused or attempt >= MAX_ATTEMPTS:
+        logger.warning("budget webhook %s to endpoint %s given up: %s", alert.pk, endpoint.pk, status_text)
+        return 0
+    raise DeliveryFailed(f"webhook {endpoint.pk}: {status_text}")

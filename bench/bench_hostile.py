@@ -57,7 +57,10 @@ def main() -> None:
 
     tenant, _ = Tenant.objects.get_or_create(slug="bench-hostile", defaults={"name": "Bench hostile"})
     kb = knowledge_base_create(tenant=tenant, actor=None, name=f"hostile-{time.time_ns()}")
+    # loading models is once per process, not per input: the NER, the injection classifier and the embedder
     get_analyzer().analyze("warm up, Mary Johnson", entities=["PERSON"])
+    inspect_input(tenant=tenant, text="warm up")
+    chunk_search(tenant=tenant, knowledge_base_ids=[kb.pk], query="warm up", k=1, role=Role.VIEWER)
     limits = parse_limits()
     rows: list[tuple[str, str, float, str]] = []
 
@@ -121,7 +124,29 @@ def main() -> None:
     over = sum(1 for _, _, ms, _ in rows if ms > BUDGET_MS)
     slowest = max(rows, key=lambda r: r[2])
     print(f"slowest: {slowest[0]} {slowest[1]} {slowest[2]:.0f} ms")
-    print(f"hostile_cases={len(rows)} over_budget={over} max_ms={slowest[2]:.0f} worker_alive={alive}")
+    line = f"hostile_cases={len(rows)} over_budget={over} max_ms={slowest[2]:.0f} worker_alive={alive}"
+    finish(line)
+
+
+def finish(line: str) -> None:
+    """Stop the embedded PostgreSQL now (its exit handler would run after the last line), silence logging and
+    warnings, print ``line`` last and leave without interpreter-exit handlers (nothing may print after it)."""
+    import logging
+    import warnings
+
+    from django.db import connections
+
+    from portal import embedded
+
+    connections.close_all()
+    server = embedded._server
+    if server is not None:
+        server.cleanup()
+    logging.disable(logging.CRITICAL)
+    warnings.filterwarnings("ignore")
+    sys.stderr.flush()
+    print(line, flush=True)
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from chat.selectors import model_list_for_tenant
 from chat.services import embedding_create
 from core.errors import (
     ApplicationError,
+    BudgetExceeded,
     Busy,
     InvalidInput,
     NotAuthenticated,
@@ -71,6 +72,8 @@ def _error_type(exc: ApplicationError) -> str:
         return "authentication_error"
     if isinstance(exc, PermissionDenied) or exc.status == 403:
         return "permission_error"
+    if isinstance(exc, BudgetExceeded):
+        return "insufficient_quota"  # OpenAI's answer when the account's spending limit is reached
     if isinstance(exc, QuotaExceeded):
         return "insufficient_quota" if exc.code == "quota_exceeded" else "rate_limit_error"
     if isinstance(exc, Busy):

@@ -3,18 +3,21 @@ another department's conversation answers the same 404 as a missing one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import Count, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from adapters.selectors import adapter_list_for_tenant
 from chat.models import Conversation, Message
 from core.aggregates import Percentile
 from core.errors import NotFound
+from core.fields import EncryptedTextField
+from guardrails.services import pii_redact
 from inference_pool.selectors import base_model_created_at, served_model_list
 from knowledge.embeddings import embedding_models
 from knowledge.selectors import knowledge_base_list_readable
@@ -157,3 +160,161 @@ def backend_latency_stats(
         .order_by("backend")
     )
     return {r["backend"]: LatencyStats(r["n"], r["ttft50"], r["ttft95"], r["tpot50"], r["tpot95"]) for r in rows}
+
+
+# ------------------------------------------------------------------------ feedback review (department admins)
+@dataclass(frozen=True)
+class FeedbackFilters:
+    since: datetime
+    until: datetime
+    model: str = ""
+    knowledge_base_id: int | None = None
+    commented: bool = False  # only answers with a comment
+
+
+@dataclass
+class FeedbackPassage:
+    n: int
+    document_name: str
+    page: int | None
+    text: str  # masked
+
+
+@dataclass
+class FeedbackRow:
+    """One thumbs-down answer as a reviewer sees it: every text masked (the question and the answer as the model
+    saw and wrote them, the passages and the comment with their personal data replaced by its type)."""
+
+    message_id: int
+    conversation_id: int
+    tenant: Tenant
+    created_at: datetime
+    model: str
+    adapter: str
+    question: str
+    answer: str
+    passages: list[FeedbackPassage]
+    comment: str
+    groundedness: float | None
+
+
+def feedback_review_queryset(*, tenant: Tenant | None, filters: FeedbackFilters) -> QuerySet[Message]:
+    """Thumbs-down answers, newest first, each with the question it answered (``question_masked``). ``tenant`` is
+    the reviewer's department; None (platform staff) reads every department's."""
+    qs: QuerySet[Message] = Message.objects.for_tenant(tenant) if tenant is not None else Message.unscoped.all()
+    qs = qs.filter(
+        role=Message.Role.ASSISTANT,
+        feedback=Message.Feedback.DOWN,
+        created_at__gte=filters.since,
+        created_at__lt=filters.until,
+    )
+    if filters.model:
+        qs = qs.filter(Q(model=filters.model) | Q(adapter=filters.model))
+    if filters.knowledge_base_id is not None:
+        qs = qs.filter(citations__contains=[{"knowledge_base_id": filters.knowledge_base_id}])
+    if filters.commented:
+        qs = qs.exclude(feedback_comment="")
+    question = (
+        Message.unscoped.filter(
+            tenant_id=OuterRef("tenant_id"),
+            conversation_id=OuterRef("conversation_id"),
+            role=Message.Role.USER,
+            id__lt=OuterRef("id"),
+        )
+        .order_by("-id")
+        .values("masked_text")[:1]
+    )
+    return (
+        qs.select_related("tenant")
+        .annotate(question_masked=Subquery(question, output_field=EncryptedTextField()))
+        .order_by("-created_at", "-id")
+    )
+
+
+def feedback_review_models(*, tenant: Tenant | None) -> list[str]:
+    """The models (and adapters) named on thumbs-down answers, for the filter."""
+    qs = Message.objects.for_tenant(tenant) if tenant is not None else Message.unscoped.all()
+    rows = qs.filter(role=Message.Role.ASSISTANT, feedback=Message.Feedback.DOWN).values_list("model", "adapter")
+    return sorted({name for pair in rows.distinct() for name in pair if name})
+
+
+def feedback_review_rows(*, messages: Iterable[Message]) -> list[FeedbackRow]:
+    """The rows of ``messages`` (from :func:`feedback_review_queryset`), passages and comments masked with each
+    department's policy (one analyzer pass per answer)."""
+    rows = []
+    for m in messages:
+        citations = [c for c in (m.citations or []) if isinstance(c, dict)]
+        texts = [m.feedback_comment or "", *[str(c.get("snippet") or "") for c in citations]]
+        masked = pii_redact(tenant=m.tenant, texts=texts)
+        rows.append(
+            FeedbackRow(
+                message_id=m.pk,
+                conversation_id=m.conversation_id,
+                tenant=m.tenant,
+                created_at=m.created_at,
+                model=m.model,
+                adapter=m.adapter,
+                question=getattr(m, "question_masked", None) or "",
+                answer=m.masked_text,
+                passages=[
+                    FeedbackPassage(
+                        n=int(c.get("n") or i + 1),
+                        document_name=str(c.get("document_name") or ""),
+                        page=c.get("page"),
+                        text=text,
+                    )
+                    for i, (c, text) in enumerate(zip(citations, masked[1:], strict=True))
+                ],
+                comment=masked[0],
+                groundedness=((m.guardrails or {}).get("output") or {}).get("groundedness"),
+            )
+        )
+    return rows
+
+
+FEEDBACK_CSV_HEADER = [
+    "answered_at",
+    "department",
+    "message_id",
+    "conversation_id",
+    "model",
+    "adapter",
+    "question",
+    "answer",
+    "passages",
+    "comment",
+    "groundedness",
+]
+
+
+def feedback_csv_rows(*, qs: QuerySet[Message], batch: int = 50) -> Iterator[list[str]]:
+    """The header, then one row per thumbs-down answer (masked text), read and masked ``batch`` at a time."""
+    yield FEEDBACK_CSV_HEADER
+    chunk: list[Message] = []
+    for message in qs.iterator(chunk_size=batch):
+        chunk.append(message)
+        if len(chunk) == batch:
+            yield from _csv_lines(feedback_review_rows(messages=chunk))
+            chunk = []
+    if chunk:
+        yield from _csv_lines(feedback_review_rows(messages=chunk))
+
+
+def _csv_lines(rows: list[FeedbackRow]) -> Iterator[list[str]]:
+    for r in rows:
+        passages = "\n\n".join(
+            f"[{p.n}] {p.document_name}" + (f", page {p.page}" if p.page else "") + f": {p.text}" for p in r.passages
+        )
+        yield [
+            r.created_at.isoformat(),
+            r.tenant.slug,
+            str(r.message_id),
+            str(r.conversation_id),
+            r.model,
+            r.adapter,
+            r.question,
+            r.answer,
+            passages,
+            r.comment,
+            "" if r.groundedness is None else f"{r.groundedness:.3f}",
+        ]

@@ -17,6 +17,7 @@ from django.utils import timezone
 from adapters.model_turn import QuotaHold
 from adapters.selectors import adapter_get_for_tenant
 from chat.models import Conversation, Message
+from chat.quality import answer_feedback_record
 from core.errors import Conflict, InvalidInput, NotFound
 from guardrails.services import pii_vault_delete
 from knowledge.embeddings import embedding_models, get_embedder
@@ -143,9 +144,17 @@ def message_feedback_set(*, message: Message, feedback: str, comment: str = "", 
     comment = (comment or "").strip()
     if len(comment) > COMMENT_MAX:
         raise InvalidInput(f"A comment has at most {COMMENT_MAX} characters.")
+    previous = message.feedback
     message.feedback = feedback
     message.feedback_comment = comment
     message.save(update_fields=["feedback", "feedback_comment"])
+    if feedback and feedback != previous:
+        tenant_slug = message.conversation.tenant.slug
+        transaction.on_commit(
+            lambda: answer_feedback_record(
+                tenant=tenant_slug, model=message.model, adapter=message.adapter, rating=feedback
+            )
+        )
     audit_record(
         action="chat.feedback",
         tenant=message.conversation.tenant,

@@ -36,12 +36,31 @@ class QuotaForm(forms.ModelForm):
             "max_upload_mb",
             "max_documents",
             "monthly_budget",
+            "budget_alert_percent",
+            "budget_enforcement",
         ]
+        labels = {
+            "monthly_budget": "Monthly budget (0: none)",
+            "budget_alert_percent": "Alert admins at (% of the budget)",
+            "budget_enforcement": "When the budget is spent",
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # the budget's alert share and enforcement may be left out of a post: they then keep their values
+        for name in ("budget_alert_percent", "budget_enforcement"):
+            self.fields[name].required = False
 
     def clean_monthly_budget(self) -> Any:
         value = self.cleaned_data["monthly_budget"]
         if value is not None and value < 0:
             raise forms.ValidationError("must be zero or more")
+        return value
+
+    def clean_budget_alert_percent(self) -> Any:
+        value = self.cleaned_data.get("budget_alert_percent")
+        if value is not None and value > 100:
+            raise forms.ValidationError("must be between 0 and 100")
         return value
 
 

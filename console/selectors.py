@@ -19,9 +19,11 @@ from django.db.models.functions import Coalesce, TruncDay
 from django.utils import timezone
 
 from adapters.selectors import adapter_names
-from chat.selectors import LatencyStats, backend_latency_stats
+from chat.selectors import FeedbackFilters, LatencyStats, backend_latency_stats
 from core.errors import InvalidInput
 from inference_pool.selectors import backend_inflight_counts, backend_list, base_model_list
+from knowledge.selectors import drift_report_list, knowledge_base_list_readable
+from tenants.budget import BudgetStatus, budget_status_list
 from tenants.models import ApiKey, Membership, ModelPrice, Quota, Tenant, UsageRecord
 from tenants.selectors import model_price_list
 
@@ -289,6 +291,12 @@ def budget_list(*, tenants: list[Tenant], now: datetime | None = None) -> list[B
     ]
 
 
+def budget_banners(*, tenants: list[Tenant]) -> list[BudgetStatus]:
+    """Departments whose cost this month passed their alert share, the most spent first."""
+    alerting = [s for s in budget_status_list(tenants=tenants) if s.alerting]
+    return sorted(alerting, key=lambda s: (-s.used_ratio, s.tenant.name))
+
+
 def member_list(*, tenant: Tenant) -> QuerySet[Membership]:
     return Membership.objects.for_tenant(tenant).select_related("user").order_by("user__username")
 
@@ -346,3 +354,61 @@ def pool_overview() -> list[BackendRow]:
             )
         )
     return rows
+
+
+# ------------------------------------------------------------------------------------------------- feedback review
+def feedback_filters_parse(*, params: dict[str, str]) -> tuple[FeedbackFilters, int | None]:
+    """The review's filters from a form (dates as on the usage page, model, knowledge base, commented only) and the
+    department a staff member narrowed to."""
+    window = usage_filters_parse(params=params, default_days=30)
+    raw_kb = (params.get("knowledge_base") or "").strip()
+    try:
+        kb_id = int(raw_kb) if raw_kb else None
+    except ValueError:
+        raise InvalidInput("Choose a knowledge base from the list.") from None
+    filters = FeedbackFilters(
+        since=window.since,
+        until=window.until,
+        model=(params.get("model") or "").strip()[:200],
+        knowledge_base_id=kb_id,
+        commented=(params.get("commented") or "") in ("1", "on", "true"),
+    )
+    return filters, window.tenant_id
+
+
+def feedback_knowledge_bases(*, tenant: Tenant | None) -> list[Any]:
+    """A department's knowledge bases for the filter (none for staff across departments)."""
+    if tenant is None:
+        return []
+    return list(knowledge_base_list_readable(tenant=tenant, role="admin"))
+
+
+# ----------------------------------------------------------------------------------------------- embedding drift
+@dataclass
+class DriftPanel:
+    tenant: Tenant
+    knowledge_base_id: int
+    knowledge_base_name: str
+    latest: Any  # knowledge's DriftReport
+    history: list[Any]  # oldest first
+
+
+def drift_overview(*, tenants: list[Tenant]) -> list[DriftPanel]:
+    """Per knowledge base of the departments in reach: its latest drift check and the ones before (for the charts),
+    drifted ones first."""
+    panels: list[DriftPanel] = []
+    for tenant in tenants:
+        by_kb: dict[int, list[Any]] = {}
+        for report in drift_report_list(tenant=tenant):
+            by_kb.setdefault(report.knowledge_base_id, []).append(report)
+        for kb_id, reports in by_kb.items():
+            panels.append(
+                DriftPanel(
+                    tenant=tenant,
+                    knowledge_base_id=kb_id,
+                    knowledge_base_name=reports[0].knowledge_base.name,
+                    latest=reports[0],
+                    history=list(reversed(reports)),
+                )
+            )
+    return sorted(panels, key=lambda p: (not p.latest.drifted, -p.latest.psi, p.knowledge_base_name))

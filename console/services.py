@@ -144,3 +144,13 @@ def model_price_delete(*, price_id: int, actor: User) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ pool backends
+
+
+def feedback_export_record(*, actor: User, tenant: Tenant | None, answers: int) -> None:
+    """An export of reviewed answers (masked text) leaves the portal: who exported how many, of which department."""
+    audit_record(
+        action="chat.feedback.export",
+        tenant=tenant,
+        actor=actor,
+        details={"answers": answers, "scope": tenant.slug if tenant is not None else "all"},
+    )

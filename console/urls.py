@@ -46,6 +46,9 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("prices/set/", views.price_set, name="price_set"),
     path("prices/<int:price_id>/delete/", views.price_delete, name="price_delete"),
     path("audit/", views.audit, name="audit"),
+    path("feedback/", views.feedback, name="feedback"),
+    path("feedback/export.csv", views.feedback_csv, name="feedback_csv"),
+    path("drift/", views.drift, name="drift"),
     # enterprise sign-in (identity providers, group mappings, SCIM tokens, password policy)
     path("identity/", views_identity.identity_overview, name="identity"),
     path("identity/providers/create/", views_identity.identity_provider_create, name="identity_provider_create"),

@@ -9,6 +9,7 @@ import csv
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -18,6 +19,12 @@ from django.utils import timezone
 
 from adapters.selectors import adapter_list_for_tenant
 from adapters.services import adapter_set_default
+from chat.selectors import (
+    feedback_csv_rows,
+    feedback_review_models,
+    feedback_review_queryset,
+    feedback_review_rows,
+)
 from console import selectors, services
 from console.access import ConsoleScope
 from console.charts import Bar, bar_chart_svg
@@ -146,7 +153,7 @@ def tenant_quota(request: HttpRequest, scope: ConsoleScope, tenant_id: int) -> H
     tenant = scope.tenant_get(tenant_id)
     quota = quota_get(tenant=tenant)
     data = cleaned(QuotaForm(request.POST))  # validated on a blank instance: ``quota`` keeps its old values
-    changed = {k: v for k, v in data.items() if getattr(quota, k) != v}
+    changed = {k: v for k, v in data.items() if v not in (None, "") and getattr(quota, k) != v}
     if changed:
         tenant_services.quota_update(tenant=tenant, actor=scope.user, **changed)
     return _section(request, scope, tenant, "quota", saved=True)
@@ -366,3 +373,95 @@ def audit(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
     }
     template = "console/audit/_table.html" if is_htmx(request) else "console/audit/page.html"
     return render(request, template, context)
+
+
+# ------------------------------------------------------------------------------------------------- feedback review
+def _feedback_scope(request: HttpRequest, scope: ConsoleScope) -> tuple[Tenant | None, Any]:
+    """The department whose feedback is read (a department admin: their own; staff: every one, or the chosen)."""
+    filters, tenant_id = selectors.feedback_filters_parse(params=request.GET.dict())
+    tenant = scope.tenant
+    if tenant_id is not None:
+        tenant = scope.tenant_get(tenant_id)  # a department admin naming another department: 404
+    return tenant, filters
+
+
+@console_view()
+def feedback(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
+    """Thumbs-down answers with the question, the answer, the cited passages and the comment, all masked."""
+    tenant, filters = _feedback_scope(request, scope)
+    qs = feedback_review_queryset(tenant=tenant, filters=filters)
+    page = Paginator(qs, 20).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "scope": scope,
+        "page": page,
+        "rows": feedback_review_rows(messages=list(page.object_list)),
+        "filters": filters,
+        "since": timezone.localtime(filters.since).date(),
+        "until": (timezone.localtime(filters.until) - timedelta(days=1)).date(),
+        "tenant": tenant,
+        "tenants": scope.tenants(),
+        "models": feedback_review_models(tenant=tenant),
+        "knowledge_bases": selectors.feedback_knowledge_bases(tenant=tenant),
+        "query": query.urlencode(),
+        "section": "feedback",
+    }
+    template = "console/feedback/_table.html" if is_htmx(request) else "console/feedback/page.html"
+    return render(request, template, context)
+
+
+@console_view()
+def feedback_csv(request: HttpRequest, scope: ConsoleScope) -> StreamingHttpResponse:
+    tenant, filters = _feedback_scope(request, scope)
+    qs = feedback_review_queryset(tenant=tenant, filters=filters)
+    services.feedback_export_record(actor=scope.user, tenant=tenant, answers=qs.count())
+    writer = csv.writer(_Echo())
+    response = StreamingHttpResponse(
+        (writer.writerow(row) for row in feedback_csv_rows(qs=qs)), content_type="text/csv; charset=utf-8"
+    )
+    start = timezone.localtime(filters.since).date().isoformat()
+    response["Content-Disposition"] = f'attachment; filename="feedback-{start}.csv"'
+    return response
+
+
+# ------------------------------------------------------------------------------------------------ embedding drift
+@console_view()
+def drift(request: HttpRequest, scope: ConsoleScope) -> HttpResponse:
+    """Per knowledge base: are recent questions still about what it holds (``knowledge.drift``)."""
+    raw = (request.GET.get("tenant") or "").strip()
+    tenants = [scope.tenant_get(raw)] if raw else scope.tenants()  # another department (admin): 404
+    panels = selectors.drift_overview(tenants=tenants)
+    charts = []
+    for panel in panels:
+        every = max(1, len(panel.history) // 8)
+        labels = [timezone.localtime(r.created_at).strftime("%m-%d %H:%M") for r in panel.history]
+        charts.append(
+            (
+                panel,
+                bar_chart_svg(
+                    bars=[Bar(label, [r.psi]) for label, r in zip(labels, panel.history, strict=True)],
+                    series=["PSI"],
+                    title=f"Population stability index of {panel.knowledge_base_name}'s queries",
+                    height=160,
+                    label_every=every,
+                ),
+                bar_chart_svg(
+                    bars=[Bar(label, [r.weak_share]) for label, r in zip(labels, panel.history, strict=True)],
+                    series=["weak-support share"],
+                    title=f"Share of {panel.knowledge_base_name}'s searches with weak support",
+                    height=160,
+                    label_every=every,
+                ),
+            )
+        )
+    context = {
+        "scope": scope,
+        "charts": charts,
+        "tenants": scope.tenants(),
+        "chosen": raw,
+        "psi_alert": settings.KNOWLEDGE_DRIFT_PSI_ALERT,
+        "weak_alert": settings.KNOWLEDGE_DRIFT_WEAK_ALERT,
+        "section": "drift",
+    }
+    return render(request, "console/drift.html", context)

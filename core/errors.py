@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
     QUOTA_EXCEEDED = "quota_exceeded"
+    BUDGET_EXCEEDED = "budget_exceeded"
     RATE_LIMITED = "rate_limited"
     BUSY = "busy"
     GUARDRAIL_BLOCKED = "guardrail_blocked"
@@ -87,6 +88,16 @@ class QuotaExceeded(ApplicationError):
     code = ErrorCode.QUOTA_EXCEEDED
     status = 429
     default_message = "Your department's quota is used up."
+
+
+class BudgetExceeded(QuotaExceeded):
+    """The department's monthly budget (cost, not tokens) is spent and the department refuses requests past it
+    (``Quota.budget_enforcement == "block"``). A ``QuotaExceeded`` on purpose: callers that handle a used-up quota
+    handle it too; the doors name it apart (``/v1``: ``insufficient_quota`` with code ``budget_exceeded``)."""
+
+    code = ErrorCode.BUDGET_EXCEEDED
+    status = 429
+    default_message = "Your department's monthly budget is spent."
 
 
 class Busy(ApplicationError):

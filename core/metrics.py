@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from django.apps import apps
@@ -70,6 +71,62 @@ PIPELINE_STAGE = Histogram(
 )
 AGENT_STEPS = Counter("portal_agent_steps_total", "Agent steps by kind", ["kind"])
 
+# --- Budgets ---------------------------------------------------------------------------------------------
+BUDGET_USED = Gauge(
+    "portal_budget_used_ratio",
+    "Share of the department's monthly budget spent this month (UTC); departments without a budget are left out",
+    ["tenant"],
+    multiprocess_mode="livemax",
+)
+BUDGET_ALERTS = Counter("portal_budget_alerts_total", "Budget alerts raised, by level", ["tenant", "level"])
+
+# --- Answer quality (per department and model; see chat/quality.py) ---------------------------------------
+_SHARE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+ANSWER_GROUNDEDNESS = Histogram(
+    "portal_answer_groundedness",
+    "Share of an answer's sentences supported by its cited passages (answers with sources only)",
+    ["tenant", "model"],
+    buckets=_SHARE_BUCKETS,
+)
+ANSWERS = Counter(
+    "portal_answers_total",
+    "Chat turns by outcome (answered, abstained, blocked, error)",
+    ["tenant", "model", "outcome"],
+)
+ANSWER_VERDICTS = Counter(
+    "portal_answer_verdicts_total",
+    "Guard verdicts on chat turns (input, passages, output) by decision",
+    ["tenant", "model", "stage", "decision"],
+)
+ANSWER_FEEDBACK = Counter(
+    "portal_answer_feedback_total", "Thumbs up and down given to answers", ["tenant", "model", "rating"]
+)
+
+# --- Retrieval and embedding drift (see knowledge/drift.py) -----------------------------------------------
+RETRIEVAL_SEARCHES = Counter(
+    "portal_retrieval_searches_total",
+    "Dense searches by support: weak when the best passage's similarity is under KNOWLEDGE_DRIFT_WEAK_SIMILARITY",
+    ["tenant", "support"],
+)
+DRIFT_CENTROID = Gauge(
+    "portal_embedding_drift_centroid_distance",
+    "Cosine distance between the centroid of recent queries and the knowledge base's chunk centroid",
+    ["tenant", "knowledge_base"],
+    multiprocess_mode="livemax",
+)
+DRIFT_PSI = Gauge(
+    "portal_embedding_drift_psi",
+    "Population stability index of recent queries against the knowledge base's chunks (mean over projections)",
+    ["tenant", "knowledge_base"],
+    multiprocess_mode="livemax",
+)
+DRIFT_WEAK_SUPPORT = Gauge(
+    "portal_embedding_drift_weak_support_ratio",
+    "Share of the window's searches of a knowledge base whose best passage was weakly similar",
+    ["tenant", "knowledge_base"],
+    multiprocess_mode="livemax",
+)
+
 # --- Celery workers --------------------------------------------------------------------------------------
 CELERY_TASKS = Counter("portal_celery_tasks_total", "Celery tasks finished, by task and state", ["task", "state"])
 CELERY_TASK_SECONDS = Histogram(
@@ -97,6 +154,16 @@ PORTAL_METRIC_NAMES: frozenset[str] = frozenset(
         QUOTA_REJECTIONS,
         PIPELINE_STAGE,
         AGENT_STEPS,
+        BUDGET_USED,
+        BUDGET_ALERTS,
+        ANSWER_GROUNDEDNESS,
+        ANSWERS,
+        ANSWER_VERDICTS,
+        ANSWER_FEEDBACK,
+        RETRIEVAL_SEARCHES,
+        DRIFT_CENTROID,
+        DRIFT_PSI,
+        DRIFT_WEAK_SUPPORT,
         CELERY_TASKS,
         CELERY_TASK_SECONDS,
     )
@@ -171,6 +238,8 @@ def metrics_refresh_state() -> None:
             INGESTION_DOCUMENTS.labels(state=state).set(counts.get(state, 0))
         INGESTION_QUEUE_DEPTH.set(counts.get(document.Status.QUEUED, 0))
 
+    _refresh_budgets()
+    _refresh_drift()
     try:
         backend = apps.get_model("inference_pool", "Backend")
     except LookupError:  # pragma: no cover
@@ -192,3 +261,43 @@ def metrics_refresh_state() -> None:
                 pass
     _seen_backends.clear()
     _seen_backends.update(current)
+
+
+def _refresh_budgets() -> None:
+    """``portal_budget_used_ratio``: this UTC month's settled cost (the month's quota counter) over the budget."""
+    try:
+        counter = apps.get_model("tenants", "QuotaCounter")
+        quota = apps.get_model("tenants", "Quota")
+    except LookupError:  # pragma: no cover - the tenants app is always installed
+        return
+    now = datetime.now(UTC)
+    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    budgets = {
+        tenant_id: budget
+        for tenant_id, budget in quota.objects.filter(monthly_budget__gt=0).values_list("tenant_id", "monthly_budget")
+    }
+    rows = counter.unscoped.filter(period="month", window_start=month, tenant_id__in=list(budgets)).values_list(
+        "tenant_id", "tenant__slug", "cost"
+    )
+    for tenant_id, slug, cost in rows:
+        BUDGET_USED.labels(tenant=label_value(slug)).set(float(cost / budgets[tenant_id]))
+
+
+def _refresh_drift() -> None:
+    """``portal_embedding_drift_*``: each knowledge base's latest drift check of the last two days."""
+    try:
+        report = apps.get_model("knowledge", "DriftReport")
+    except LookupError:  # pragma: no cover
+        return
+    since = datetime.now(UTC) - timedelta(days=2)
+    rows = (
+        report.unscoped.filter(created_at__gte=since)
+        .order_by("knowledge_base_id", "-created_at", "-id")
+        .distinct("knowledge_base_id")
+        .values_list("knowledge_base_id", "tenant__slug", "centroid_distance", "psi", "weak_share")
+    )
+    for kb_id, slug, centroid, psi, weak in rows:
+        labels = {"tenant": label_value(slug), "knowledge_base": str(kb_id)}
+        DRIFT_CENTROID.labels(**labels).set(centroid)
+        DRIFT_PSI.labels(**labels).set(psi)
+        DRIFT_WEAK_SUPPORT.labels(**labels).set(weak)

@@ -18,6 +18,7 @@ strictness levels' warn thresholds: high's warn at 10 % benign false positives, 
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import json
 import math
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import re2
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -182,19 +184,44 @@ _ADDRESS_RES = [
     re.compile(r"\b(?:do not|don't|never)\s+(?:tell|mention|reveal|disclose)\s+(?:to\s+)?the\s+user\b", re.I),
 ]
 _HTML_COMMENT_RE = re.compile(r"<!--(.*?)(?:-->|$)", re.DOTALL)
-_HIDDEN_STYLE_RE = re.compile(
-    r"<(\w+)[^>]*style\s*=\s*[\"'][^\"']*(?:display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0(?:\.\d+)?"
-    r"(?:px|pt|em|rem)?\s*[;\"']|opacity\s*:\s*0(?:\.0+)?\s*[;\"']|(?<![-\w])color\s*:\s*(?:#fff(?:fff)?|white|"
-    r"rgba?\(\s*255\s*,\s*255\s*,\s*255)\b)[^\"']*[\"'][^>]*>(.*?)</\1>",
-    re.IGNORECASE | re.DOTALL,
+# An opening tag styled invisible (the element's text is taken up to its closing tag by code below). RE2: linear
+# whatever the text holds (with Python's re, a hidden element's ".*?</\1>" rescanned the rest of the text for every
+# opening tag: 100,000 characters of "<span style=display:none>" took 18 s).
+_HIDDEN_STYLE_RE = re2.compile(
+    r"(?i)<(\w+)[^>]*style[ \t\n\r\f\x0b]*=[ \t\n\r\f\x0b]*[\"']"
+    r"(?:[^\"']*(?:display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0(?:\.\d+)?(?:px|pt|em|rem)?\s*[;\"']|"
+    r"opacity\s*:\s*0(?:\.0+)?\s*[;\"'])|(?:[^\"']*[^\"'\w-])?color\s*:\s*(?:#fff(?:fff)?|white|"
+    r"rgba?\(\s*255\s*,\s*255\s*,\s*255)\b)[^\"']*[\"'][^>]*>"
 )
+_CLOSING_TAG_RE = re.compile(r"</(\w+)>")
+_TAG_RE = re2.compile(r"<[^>]+>")
 _WORDS_RE = re.compile(r"[^\W\d_]{2,}")
+
+
+def _hidden_elements(text: str) -> list[str]:
+    """The text of elements styled invisible, each up to the next closing tag of its name (case-insensitive), found
+    with one pass over the closing tags: O(n log n) whatever the text holds."""
+    closings: dict[str, list[int]] = {}
+    for m in _CLOSING_TAG_RE.finditer(text):
+        closings.setdefault(m.group(1).lower(), []).append(m.start())
+    found: list[str] = []
+    done = 0
+    for opening in _HIDDEN_STYLE_RE.finditer(text):
+        if opening.start() < done:
+            continue  # inside the previous hidden element
+        positions = closings.get(opening.group(1).lower(), [])
+        k = bisect.bisect_left(positions, opening.end())
+        if k == len(positions):
+            continue
+        found.append(_TAG_RE.sub(" ", text[opening.end() : positions[k]]))
+        done = positions[k] + len(opening.group(1)) + 3
+    return found
 
 
 def _hidden_texts(text: str) -> list[str]:
     """Text a human reader does not see: HTML comments and elements styled invisible (white on white, size 0)."""
     found = [m.group(1) for m in _HTML_COMMENT_RE.finditer(text)]
-    found += [re.sub(r"<[^>]+>", " ", m.group(2)) for m in _HIDDEN_STYLE_RE.finditer(text)]
+    found += _hidden_elements(text)
     return [h.strip() for h in found if len(_WORDS_RE.findall(h)) >= 3]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import html
 import re
 import secrets
@@ -9,21 +10,50 @@ import unicodedata
 from dataclasses import dataclass
 
 import nh3
+import re2
 
 from guardrails.vault import PLACEHOLDER_RE
 
 # --- markdown -------------------------------------------------------------------------------------------------
+# Every pattern below runs on model output (which a prompt injection can shape), so each is linear in the text: the
+# link and image patterns run with RE2 (no backtracking; ``\s`` spelled out, RE2's is ASCII only), code spans are
+# found by code. (With Python's re, 100,000 backticks or "[" took minutes.)
 _FENCE_RE = re.compile(r"(^|\n)(```|~~~)[^\n]*\n.*?(\n\2[ \t]*(?=\n|$)|$)", re.DOTALL)
-_INLINE_CODE_RE = re.compile(r"(`+)(?!`).+?(?<!`)\1", re.DOTALL)
-_URL = r"((?:[^()\s<>]|\([^()\s]*\))*)"
-_IMAGE_RE = re.compile(r"!\[([^\]]*)\]\(\s*<?" + _URL + r">?(?:\s+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?\s*\)")
-_IMAGE_REF_RE = re.compile(r"!\[([^\]]*)\]\[([^\]]*)\]")
-_LINK_RE = re.compile(r"(?<!!)\[([^\]]*)\]\(\s*<?" + _URL + r">?(?:\s+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?\s*\)")
-_REF_DEF_RE = re.compile(r"^[ ]{0,3}\[([^\]]+)\]:\s*<?(\S+?)>?(?:\s+.*)?$", re.MULTILINE)
-_AUTOLINK_RE = re.compile(r"<([a-zA-Z][a-zA-Z0-9+.\-]{1,31}:[^<>\s]*)>")
+_BACKTICKS_RE = re.compile(r"`+")
+_WS = r"\t\n\x0b\f\r \x1c-\x1f\x85\p{Z}"  # what Python's \s matches in a str
+_URL = rf"((?:[^()<>{_WS}]|\([^(){_WS}]*\))*)"
+_TITLE = rf"(?:[{_WS}]+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?[{_WS}]*\)"
+_IMAGE_RE = re2.compile(rf"!\[([^\]]*)\]\([{_WS}]*<?{_URL}>?{_TITLE}")
+_IMAGE_REF_RE = re2.compile(r"!\[([^\]]*)\]\[([^\]]*)\]")
+# A link, or (first group "!") what is left of an image: images are handled first, so that one is left as it is.
+_LINK_RE = re2.compile(rf"(!?)\[([^\]]*)\]\([{_WS}]*<?{_URL}>?{_TITLE}")
+_REF_DEF_RE = re2.compile(rf"(?m)^[ ]{{0,3}}\[([^\]]+)\]:[{_WS}]*<?([^{_WS}]+?)>?(?:[{_WS}]+.*)?$")
+_AUTOLINK_RE = re2.compile(rf"<([a-zA-Z][a-zA-Z0-9+.\-]{{1,31}}:[^<>{_WS}]*)>")
 _SAFE_SCHEMES = {"http", "https", "mailto"}
 _SENTINEL = "\ue000{}\ue001"
 _SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
+
+
+def code_spans(text: str) -> list[tuple[int, int]]:
+    """Inline code spans as CommonMark reads them: a run of n backticks up to the next run of exactly n backticks
+    (a run without a partner is plain text). O(r log r) in the r backtick runs, whatever the text holds."""
+    runs = [(m.start(), m.end()) for m in _BACKTICKS_RE.finditer(text)]
+    by_length: dict[int, list[int]] = {}
+    for index, (start, end) in enumerate(runs):
+        by_length.setdefault(end - start, []).append(index)
+    spans: list[tuple[int, int]] = []
+    index = 0
+    while index < len(runs):
+        start, end = runs[index]
+        same = by_length[end - start]
+        partner = bisect.bisect_right(same, index)
+        if partner == len(same):
+            index += 1
+            continue
+        closing = same[partner]
+        spans.append((start, runs[closing][1]))
+        index = closing + 1
+    return spans
 
 
 @dataclass(frozen=True)
@@ -62,15 +92,24 @@ def sanitize_markdown(text: str) -> SanitizeResult:
         protected.append(m.group(0))
         return _SENTINEL.format(len(protected) - 1)
 
+    def protect_spans(work: str, spans: list[tuple[int, int]]) -> str:
+        pieces: list[str] = []
+        done = 0
+        for start, end in spans:
+            protected.append(work[start:end])
+            pieces += [work[done:start], _SENTINEL.format(len(protected) - 1)]
+            done = end
+        return "".join([*pieces, work[done:]])
+
     work = text.replace("\ue000", "").replace("\ue001", "")
     work = _FENCE_RE.sub(protect, work)
-    work = _INLINE_CODE_RE.sub(protect, work)
+    work = protect_spans(work, code_spans(work))
     work = PLACEHOLDER_RE.sub(protect, work)
 
     def bump(kind: str) -> None:
         removed[kind] = removed.get(kind, 0) + 1
 
-    def image(m: re.Match[str]) -> str:
+    def image(m: re2._Match[str]) -> str:
         bump("images")
         alt = m.group(1).strip()
         return f"[image: {alt}]" if alt else "[image removed]"
@@ -78,16 +117,16 @@ def sanitize_markdown(text: str) -> SanitizeResult:
     work = _IMAGE_RE.sub(image, work)
     work = _IMAGE_REF_RE.sub(image, work)
 
-    def link(m: re.Match[str]) -> str:
-        scheme = _scheme(m.group(2))
-        if scheme is None or scheme in _SAFE_SCHEMES:
+    def link(m: re2._Match[str]) -> str:
+        scheme = _scheme(m.group(3))
+        if m.group(1) or scheme is None or scheme in _SAFE_SCHEMES:
             return m.group(0)
         bump("unsafe_links")
-        return m.group(1)
+        return m.group(2)
 
     work = _LINK_RE.sub(link, work)
 
-    def ref_def(m: re.Match[str]) -> str:
+    def ref_def(m: re2._Match[str]) -> str:
         scheme = _scheme(m.group(2))
         if scheme is None or scheme in _SAFE_SCHEMES:
             return m.group(0)
@@ -96,7 +135,7 @@ def sanitize_markdown(text: str) -> SanitizeResult:
 
     work = _REF_DEF_RE.sub(ref_def, work)
 
-    def autolink(m: re.Match[str]) -> str:
+    def autolink(m: re2._Match[str]) -> str:
         scheme = _scheme(m.group(1))
         if scheme in _SAFE_SCHEMES:
             return m.group(0)

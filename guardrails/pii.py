@@ -380,6 +380,7 @@ class FastPhoneRecognizer(LocalRecognizer):
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
         results: list[RecognizerResult] = []
+        parsed: dict[str, bool] = {}  # a number repeated in the text is parsed once (up to 13 regions each)
         for match in self._CANDIDATE.finditer(text):
             candidate = match.group(0).strip()
             start = match.start() + (len(match.group(0)) - len(match.group(0).lstrip()))
@@ -395,7 +396,10 @@ class FastPhoneRecognizer(LocalRecognizer):
             groups = re.findall(r"\d+", candidate.split("x")[0])
             if not international and len(groups) > 1 and max(len(g) for g in groups[:-1]) > 5:
                 continue  # "20240301-7781": an id or a compact date with a suffix, not a phone grouping
-            if self._parse(candidate) is None:
+            possible = parsed.get(candidate)
+            if possible is None:
+                possible = parsed[candidate] = self._parse(candidate) is not None
+            if not possible:
                 continue
             digits = sum(ch.isdigit() for ch in candidate)
             formatted = bool(re.search(r"[\s.\-()/]", candidate)) or international
@@ -475,8 +479,16 @@ class NerArtifacts(NlpArtifacts):
 
 NER_SEGMENT_CHARS = 1_500  # what one spaCy call sees at most
 NER_MAX_TOKEN_CHARS = 40  # longer runs without a space are cut (a name is never that long)
+# The NER's cost is per token (about 0.1 ms each on the shared machine), so each analysis gets a token budget:
+# ordinary prose holds 0.17 to 0.23 spaCy tokens per character (synth_dataset_v2, SciFact, chat prompts), so 0.3 per
+# character covers it with a margin, and a text of single letters or "a,a,a," (0.5 to 1 per character) is cut to it;
+# NER_MAX_TOKENS caps a 100,000-character text (about 2 s of NER at most).
+NER_TOKENS_PER_CHAR = 0.25
+NER_MIN_TOKENS = 2_000  # a text of up to this many tokens is always read whole
+NER_MAX_TOKENS = 10_000
 _LONG_RUN = re.compile(rf"\S{{{NER_MAX_TOKEN_CHARS + 1},}}")
 _NO_LETTER_RUN = re.compile(r"(?<!\S)(?:(?![^\W\d_])\S)+(?!\S)")  # a run between spaces without a letter
+_LETTER_WORD = re.compile(r"[^\W\d_]{2,}")
 
 
 @dataclass
@@ -526,6 +538,27 @@ def ner_segments(text: str) -> list[tuple[int, str]]:
     return segments
 
 
+def ner_token_budget(chars: int) -> int:
+    """How many spaCy tokens the NER reads at most for a text of ``chars`` characters."""
+    return min(NER_MAX_TOKENS, max(NER_MIN_TOKENS, int(chars * NER_TOKENS_PER_CHAR)))
+
+
+def select_within_budget(token_counts: dict[str, int], *, budget: int) -> tuple[list[str], int]:
+    """The segments the NER reads (and how many it leaves out): all of them when their tokens fit the budget,
+    else those with a capitalised word first (names and places almost always have one), each class in text
+    order, as long as they fit."""
+    if sum(token_counts.values()) <= budget:
+        return list(token_counts), 0
+    capitalised = {s for s in token_counts if any(w[0].isupper() for w in _LETTER_WORD.findall(s))}
+    chosen: list[str] = []
+    used = 0
+    for segment in [*(s for s in token_counts if s in capitalised), *(s for s in token_counts if s not in capitalised)]:
+        if used + token_counts[segment] <= budget:
+            chosen.append(segment)
+            used += token_counts[segment]
+    return chosen, len(token_counts) - len(chosen)
+
+
 class TrimmedSpacyNlpEngine(SpacyNlpEngine):
     """spaCy with only what NER needs; never downloads a model; lowercase tokens stand in for lemmas."""
 
@@ -562,13 +595,29 @@ class TrimmedSpacyNlpEngine(SpacyNlpEngine):
         self._stop_words = frozenset(nlp.Defaults.stop_words)
 
     def process_text(self, text: str, language: str) -> NlpArtifacts:
-        """NER over bounded segments with bounded tokens, so the time is linear in the text whatever it holds
-        (spaCy's tokenizer is quadratic in the length of a run without spaces: 8,000 '(' took 8.9 s)."""
+        """NER over bounded segments with bounded tokens, within a token budget, so the time is linear in the text
+        whatever it holds (spaCy's tokenizer is quadratic in the length of a run without spaces: 8,000 '(' took
+        8.9 s; its model costs the same for every token)."""
         assert self.nlp is not None
+        nlp = self.nlp[language]
         segments = ner_segments(text)
-        found: list[NerEntity] = []
         with self._lock:
-            for (offset, _), doc in zip(segments, self.nlp[language].pipe(s for _, s in segments), strict=True):
+            docs: dict[str, Any] = {}  # each distinct segment once (repeated text costs nothing more)
+            for _, segment in segments:
+                if segment not in docs and _LETTER_WORD.search(segment):
+                    docs[segment] = nlp.make_doc(segment)
+            chosen, skipped = select_within_budget(
+                {segment: len(doc) for segment, doc in docs.items()}, budget=ner_token_budget(len(text))
+            )
+            read = dict(zip(chosen, nlp.pipe((docs[s] for s in chosen), batch_size=8), strict=True))
+        if skipped:
+            logger.warning(
+                "NER token budget reached: %s of %s segments not read by the NER", skipped, len(docs)
+            )  # counts only, never text
+        found: list[NerEntity] = []
+        for offset, segment in segments:
+            doc = read.get(segment)
+            if doc is not None:
                 found.extend(NerEntity(offset + e.start_char, offset + e.end_char, e.label_) for e in doc.ents)
         entities = self._get_updated_entities(found, [0.85] * len(found))[0]  # type: ignore[arg-type]
         artifacts = NerArtifacts(
@@ -787,6 +836,13 @@ def _with_names(
     are streets, companies or numbers, widen the rest to the name's other parts, then mark the other occurrences
     of every name found."""
     vetoes = [*placeholders, *places]
+    verdicts: dict[tuple[int, int], bool] = {}  # the same span comes from several signals and from repetition
+
+    def not_a_name(start: int, end: int) -> bool:
+        verdict = verdicts.get((start, end))
+        if verdict is None:
+            verdict = verdicts[(start, end)] = names.not_a_name(text, start, end)
+        return verdict
 
     ordered = sorted(vetoes)
     veto_starts = [vs for vs, _ in ordered]
@@ -815,10 +871,10 @@ def _with_names(
     for f in candidates:
         if f.entity_type == "PERSON":
             start, end = names.trim(text, f.start, f.end)
-            if names.not_a_name(text, start, end):
+            if not_a_name(start, end):
                 continue
             wide = names.extend(text, start, end)
-            if wide != (start, end) and not vetoed(*wide) and not names.not_a_name(text, *wide):
+            if wide != (start, end) and not vetoed(*wide) and not not_a_name(*wide):
                 start, end = wide
             f = Finding("PERSON", start, end, f.score)
         kept.append(f)
@@ -827,7 +883,7 @@ def _with_names(
     mates = [
         Finding("PERSON", s, e, LIST_MATE_SCORE)
         for s, e in names.list_mate_spans(text, people)
-        if not vetoed(s, e) and not names.not_a_name(text, s, e)
+        if not vetoed(s, e) and not not_a_name(s, e)
     ]
     if mates:
         kept = resolve_overlaps(_merge_people([*kept, *mates]))
@@ -835,7 +891,7 @@ def _with_names(
     repeats = [
         Finding("PERSON", s, e, REPEATED_NAME_SCORE)
         for s, e in names.repeated_spans(text, people)
-        if not names.not_a_name(text, s, e) and not vetoed(s, e)
+        if not not_a_name(s, e) and not vetoed(s, e)
     ]
     return [*kept, *repeats]
 

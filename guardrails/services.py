@@ -48,6 +48,7 @@ T = TypeVar("T")
 
 SCOPE_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}:[A-Za-z0-9_.:\-]{1,150}$")
 ACTOR_LABEL = "guardrails"
+CHUNK_BREAK = "\n\n\u2042\u2042\u2042\n\n"  # between texts analysed in one pass (no entity spans it)
 CANARY_NOTICE = "The answer was withheld because it repeated confidential instructions."
 _ENTITY_LABELS = {
     "PERSON": "a person's name",
@@ -227,16 +228,63 @@ def pii_counts(*, tenant: Tenant, texts: list[str]) -> list[dict[str, int]]:
     return _guarded("scan", scan)
 
 
+def pii_redact(*, tenant: Tenant, texts: list[str]) -> list[str]:
+    """Copies of ``texts`` with every personal datum the department's policy does not allow replaced by its type
+    (``[PERSON]``, ``[EMAIL_ADDRESS]``), for review pages and exports. One analyzer pass over all the texts; nothing
+    is stored, audited or counted, and no placeholder vault is involved (the copies cannot be unmasked)."""
+    if not any(t.strip() for t in texts):
+        return list(texts)
+    joined, starts = "", []
+    for text in texts:
+        starts.append(len(joined))
+        joined += text + CHUNK_BREAK
+    _check_text(joined, what="text")
+    policy = guardrail_policy_get(tenant=tenant)
+    findings = _analyze(stage="redact", text=joined, policy=policy)
+    out: list[str] = []
+    for i, text in enumerate(texts):
+        start, end = starts[i], starts[i] + len(text)
+        mine = [f for f in findings if start <= f.start < end]
+        for f in sorted(mine, key=lambda f: -f.start):
+            a, b = f.start - start, min(f.end, end) - start
+            text = text[:a] + f"[{f.entity_type}]" + text[b:]
+        out.append(text)
+    return out
+
+
 def _known_value_findings(text: str, mapping: Mapping, taken: list[Finding]) -> list[Finding]:
-    """Values already in the vault that the analyzer did not flag this time (e.g. a bare first name)."""
+    """Values already in the vault that the analyzer did not flag this time (e.g. a bare first name): each value
+    (three characters or more) wherever it stands between non-word characters, case-insensitively. One pass over
+    the text whatever the vault holds (a pattern per value made a vault of 5,000 values over 100 KB take 9 s)."""
+    by_length: dict[int, dict[str, str]] = {}
+    for value, entity_type, _placeholder in mapping.known_values():  # longest first; the first type of a value wins
+        if len(value) >= 3:
+            by_length.setdefault(len(value), {}).setdefault(_fold(value), entity_type)
+    if not by_length:
+        return taken
+    folded = _fold(text)
+    prefixes = {value[:3] for table in by_length.values() for value in table}
+    lengths = sorted(by_length, reverse=True)
     extra: list[Finding] = []
-    for value, entity_type, _placeholder in mapping.known_values():
-        if len(value) < 3:
+    for start in range(len(text) - 2):
+        if (start and _is_word_char(text[start - 1])) or folded[start : start + 3] not in prefixes:
             continue
-        pattern = re.compile(r"(?<!\w)" + re.escape(value) + r"(?!\w)", re.IGNORECASE)
-        for m in pattern.finditer(text):
-            extra.append(Finding(entity_type, m.start(), m.end(), 1.01))
+        for length in lengths:
+            end = start + length
+            known = by_length[length].get(folded[start:end]) if end <= len(text) else None
+            if known is not None and (end == len(text) or not _is_word_char(text[end])):
+                extra.append(Finding(known, start, end, 1.01))
     return resolve_overlaps(extra + taken) if extra else taken
+
+
+def _fold(text: str) -> str:
+    """Lower case, one character for one (so offsets hold)."""
+    lowered = text.lower()
+    return lowered if len(lowered) == len(text) else "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"  # what \w matches in a str
 
 
 def _load_mapping(tenant: Tenant, scope_key: str) -> Mapping:
@@ -397,11 +445,14 @@ def inspect_output(
     except Exception as exc:
         raise _unavailable("output", exc) from None
     leaked = [f for f in findings if not _supplied(delinked.text[f.start : f.end], user_text, mapping)]
-    out_text = delinked.text
+    pieces: list[str] = []
+    done = 0
     counts: Counter[str] = Counter()
-    for f in sorted(leaked, key=lambda f: -f.start):
-        out_text = out_text[: f.start] + f"[REDACTED:{f.entity_type}]" + out_text[f.end :]
+    for f in sorted(leaked, key=lambda f: f.start):  # findings do not overlap (resolve_overlaps)
+        pieces += [delinked.text[done : f.start], f"[REDACTED:{f.entity_type}]"]
+        done = f.end
         counts[f.entity_type] += 1
+    out_text = "".join([*pieces, delinked.text[done:]])
     if counts:
         reasons.append("personal data the user did not supply was redacted")
         _record_pii(tenant=tenant, action="redact", stage="output", counts=dict(counts), scope_key=scope_key)

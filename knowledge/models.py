@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
@@ -177,3 +178,46 @@ class KnowledgeBaseTerm(TenantOwned):
 
     class Meta(TenantOwned.Meta):
         constraints = [models.UniqueConstraint(fields=["knowledge_base", "term"], name="uniq_kbterm_kb_term")]
+
+
+class QuerySample(TenantOwned):
+    """One search's query, for the drift check (``knowledge.drift``): never its text, nor its embedding, only a
+    random projection of the embedding (``KNOWLEDGE_DRIFT_DIMENSIONS`` numbers, from which the text cannot be
+    recovered) and the best dense similarity the search found. Kept for ``KNOWLEDGE_DRIFT_RETENTION_HOURS``."""
+
+    created_at = models.DateTimeField(default=timezone.now)
+    embedding_model = models.CharField(max_length=200)
+    knowledge_base_ids = ArrayField(models.BigIntegerField())
+    projection = ArrayField(models.FloatField())
+    best_similarity = models.FloatField(null=True, blank=True)  # None: the dense search found nothing
+
+    class Meta(TenantOwned.Meta):
+        indexes = [
+            models.Index(fields=["tenant", "created_at"], name="query_sample_tenant_time"),
+            GinIndex(fields=["knowledge_base_ids"], name="query_sample_kbs"),
+        ]
+
+    def __str__(self) -> str:
+        return f"query-sample:{self.tenant_id}:{self.created_at:%Y-%m-%d %H:%M}"
+
+
+class DriftReport(TenantOwned):
+    """One drift check of one knowledge base: the window's queries against its chunks."""
+
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="drift_reports")
+    created_at = models.DateTimeField(default=timezone.now)
+    window_start = models.DateTimeField()
+    embedding_model = models.CharField(max_length=200)
+    queries = models.PositiveIntegerField()
+    chunks = models.PositiveIntegerField()  # the chunks sampled as the reference
+    centroid_distance = models.FloatField()  # cosine distance of the two centroids (0: same direction)
+    psi = models.FloatField()  # population stability index, mean over the projected dimensions
+    weak_share = models.FloatField()  # share of the window's searches whose best passage was weakly similar
+    drifted = models.BooleanField(default=False)
+
+    class Meta(TenantOwned.Meta):
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["knowledge_base", "-created_at"], name="drift_report_kb_time")]
+
+    def __str__(self) -> str:
+        return f"drift:{self.knowledge_base_id}:{self.created_at:%Y-%m-%d %H:%M}"

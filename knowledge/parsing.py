@@ -692,6 +692,10 @@ def text_sections(text: str) -> list[Section]:
     return sections
 
 
+CSV_LABEL_CHARS = 64
+CSV_MAX_GROWTH = 3
+
+
 def parse_csv(data: bytes, filename: str = "") -> ParsedDocument:
     text = decode_text(data)
     sample = text[:16384]
@@ -719,14 +723,21 @@ def parse_csv(data: bytes, filename: str = "") -> ParsedDocument:
         has_header = looks_like_header
     header = [h.strip() for h in rows[0]] if has_header else []
     body = rows[1:] if has_header else rows
+    # Each value is labelled with its column's name, which repeats the header on every row: names are cut to
+    # CSV_LABEL_CHARS and, once the text is CSV_MAX_GROWTH times the file, the remaining rows go unlabelled (a
+    # 100,000-character header cell over 10 rows became 1 MB of text, and it grows with every row).
+    labels = [name[:CSV_LABEL_CHARS] for name in header]
+    budget = CSV_MAX_GROWTH * len(text)
     lines = []
+    size = 0
     for row in body:
-        if header:
-            parts = [f"{name}: {value.strip()}" for name, value in zip(header, row, strict=False) if value.strip()]
+        if labels and size <= budget:
+            parts = [f"{name}: {value.strip()}" for name, value in zip(labels, row, strict=False) if value.strip()]
         else:
             parts = [value.strip() for value in row if value.strip()]
         if parts:
             lines.append("; ".join(parts))
+            size += len(lines[-1]) + 1
     heading = ", ".join(header)[:300] if header else ""
     sections = [Section(text="\n".join(lines), heading=heading, rows=True)] if lines else []
     return ParsedDocument(detected_type="csv", sections=sections)

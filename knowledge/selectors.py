@@ -27,8 +27,9 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet
 
 from core.errors import InvalidInput, NotFound
+from knowledge.drift import query_sample_record
 from knowledge.embeddings import get_embedder
-from knowledge.models import Access, Chunk, Document, KnowledgeBase
+from knowledge.models import Access, Chunk, Document, DriftReport, KnowledgeBase
 from tenants.models import Role, Tenant
 
 BM25_K1 = 0.9
@@ -480,6 +481,7 @@ def chunk_search_result(
         return nothing
     n = candidates or max(2 * k, settings.KNOWLEDGE_SEARCH_CANDIDATES)
     dense_parts: list[Part] = []
+    queried: dict[str, tuple[str, list[int], list[float]]] = {}  # label → (model, knowledge bases, query vector)
     hnsw_ef: int | None = None
     if mode in ("hybrid", "dense"):
         by_model: dict[str, list[KnowledgeBase]] = {}
@@ -490,12 +492,14 @@ def chunk_search_result(
             exact = sum(kb.bm25_chunk_count for kb in group) <= exact_max
             if not exact:
                 hnsw_ef = min(max(n, settings.KNOWLEDGE_HNSW_EF_SEARCH), 1000)
+            vector = get_embedder(model_id).embed([query])[0]
+            queried[f"d{index}"] = (model_id, [kb.pk for kb in group], vector)
             dense_parts.append(
                 _dense_part(
                     label=f"d{index}",
                     tenant_id=tenant.pk,
                     kb_ids=[kb.pk for kb in group],
-                    vector=get_embedder(model_id).embed([query])[0],
+                    vector=vector,
                     n=n,
                     exact=exact,
                 )
@@ -507,6 +511,15 @@ def chunk_search_result(
     parts = dense_parts + ([lexical_part] if lexical_part is not None else [])
     rows = _run_parts(parts, hnsw_ef) if parts else []
     lists = _lists(rows)
+    for label, (model_id, kb_ids, vector) in queried.items():  # the drift check's sample (no text is kept)
+        ranked = lists.get(label) or []
+        query_sample_record(
+            tenant=tenant,
+            embedding_model=model_id,
+            knowledge_base_ids=kb_ids,
+            vector=vector,
+            best_distance=ranked[0][1] if ranked else None,
+        )
     if mode == "hybrid":
         fused = _rrf([[cid for cid, _ in ranked] for ranked in lists.values()], k=settings.KNOWLEDGE_RRF_K)
     elif mode == "dense":
@@ -588,3 +601,20 @@ def upload_limit_mb(*, tenant: Tenant) -> int:
 
     quota = Quota.objects.filter(tenant=tenant).first()
     return int(quota.max_upload_mb if quota is not None else Quota._meta.get_field("max_upload_mb").default)
+
+
+def drift_report_list(
+    *, tenant: Tenant, knowledge_base_ids: Sequence[int] | None = None, per_knowledge_base: int = 60
+) -> list[DriftReport]:
+    """The department's drift checks (``knowledge.drift``), newest first, at most ``per_knowledge_base`` each."""
+    qs = DriftReport.objects.for_tenant(tenant).select_related("knowledge_base")
+    if knowledge_base_ids is not None:
+        qs = qs.filter(knowledge_base_id__in=list(knowledge_base_ids))
+    out: list[DriftReport] = []
+    counts: dict[int, int] = {}
+    for report in qs.order_by("-created_at", "-id")[: per_knowledge_base * 50]:
+        n = counts.get(report.knowledge_base_id, 0)
+        if n < per_knowledge_base:
+            out.append(report)
+            counts[report.knowledge_base_id] = n + 1
+    return out

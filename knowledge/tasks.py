@@ -18,7 +18,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
-from knowledge import queueing, services
+from knowledge import drift, queueing, services
 
 logger = logging.getLogger(__name__)
 
@@ -110,3 +110,9 @@ def reembed_knowledge_base(knowledge_base_id: int) -> str:
 @shared_task(name=queueing.INGEST_SWEEP, queue=settings.INGEST_QUEUE, ignore_result=True)
 def ingest_sweep() -> dict[str, int]:
     return services.ingest_sweep()
+
+
+@shared_task(name="knowledge.drift_check", ignore_result=True, acks_late=False, time_limit=900)
+def drift_check() -> int:
+    """Beat: compare each knowledge base's recent queries with its chunks (``knowledge.drift``)."""
+    return len(drift.drift_check_all())

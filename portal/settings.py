@@ -66,6 +66,11 @@ CSRF_TRUSTED_ORIGINS = _env_or_fail(env.list, "CSRF_TRUSTED_ORIGINS", default=[]
 PII_VAULT_KEY = env.str("PII_VAULT_KEY", default="")
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_NETWORKS = _env_or_fail(env.list, "METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+# Traces (core/tracing.py; on when OTEL_EXPORTER_OTLP_ENDPOINT is set): model-call spans carry the prompt and the
+# answer only when this is on, and then only the masked text the engine saw and wrote.
+OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT = _strict_bool(
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", default=False
+)
 # Login throttling (django-axes): an account, and separately an address, is locked after AXES_FAILURE_LIMIT wrong
 # passwords for AXES_COOLOFF_TIME; failed API-key attempts are limited per address (tenants.lockout).
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
@@ -299,6 +304,18 @@ KNOWLEDGE_HNSW_EF_SEARCH = env.int("KNOWLEDGE_HNSW_EF_SEARCH", default=300)
 KNOWLEDGE_HNSW_MAX_SCAN_TUPLES = env.int("KNOWLEDGE_HNSW_MAX_SCAN_TUPLES", default=50000)
 KNOWLEDGE_EXACT_SEARCH_MAX = env.int("KNOWLEDGE_EXACT_SEARCH_MAX", default=10000)
 KNOWLEDGE_LEXICAL_POSTINGS_BUDGET = env.int("KNOWLEDGE_LEXICAL_POSTINGS_BUDGET", default=1000)
+# Embedding drift (knowledge/drift.py): record a projected sample of each search's query; the check's interval, its
+# window of queries and the fewest it judges; how long samples are kept; the best-passage similarity under which a
+# search has weak support; the PSI and weak-support share past which a knowledge base is flagged; the chunks sampled.
+KNOWLEDGE_DRIFT_SAMPLE = _strict_bool("KNOWLEDGE_DRIFT_SAMPLE", default=True)
+KNOWLEDGE_DRIFT_INTERVAL = env.float("KNOWLEDGE_DRIFT_INTERVAL", default=3600.0)
+KNOWLEDGE_DRIFT_WINDOW_HOURS = env.float("KNOWLEDGE_DRIFT_WINDOW_HOURS", default=24.0)
+KNOWLEDGE_DRIFT_MIN_QUERIES = env.int("KNOWLEDGE_DRIFT_MIN_QUERIES", default=20)
+KNOWLEDGE_DRIFT_RETENTION_HOURS = env.float("KNOWLEDGE_DRIFT_RETENTION_HOURS", default=168.0)
+KNOWLEDGE_DRIFT_WEAK_SIMILARITY = env.float("KNOWLEDGE_DRIFT_WEAK_SIMILARITY", default=0.3)
+KNOWLEDGE_DRIFT_PSI_ALERT = env.float("KNOWLEDGE_DRIFT_PSI_ALERT", default=0.4)
+KNOWLEDGE_DRIFT_WEAK_ALERT = env.float("KNOWLEDGE_DRIFT_WEAK_ALERT", default=0.5)
+KNOWLEDGE_DRIFT_REFERENCE_CHUNKS = env.int("KNOWLEDGE_DRIFT_REFERENCE_CHUNKS", default=2000)
 # Guardrails (guardrails/services.py): each guard's deadline (a guard that misses it fails closed), the longest
 # text inspected, the guard threads per process, the groundedness under which an answer is flagged.
 GUARDRAIL_TIMEOUT_S = env.float("GUARDRAIL_TIMEOUT_S", default=5.0)
@@ -496,6 +513,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "agents.resume_stalled",
         "schedule": AGENT_SWEEP_INTERVAL,
         "options": {"expires": AGENT_SWEEP_INTERVAL, "queue": "agents"},
+    },
+    "knowledge.drift_check": {
+        "task": "knowledge.drift_check",
+        "schedule": KNOWLEDGE_DRIFT_INTERVAL,
+        "options": {"expires": KNOWLEDGE_DRIFT_INTERVAL},
     },
     "agents.webhook_sweep": {
         "task": "agents.webhook_sweep",

@@ -64,6 +64,8 @@ class QuotaSerializer(serializers.ModelSerializer[Quota]):
             "max_upload_mb",
             "max_documents",
             "monthly_budget",
+            "budget_alert_percent",
+            "budget_enforcement",
         ]
         read_only_fields = fields
 

@@ -16,4 +16,5 @@ class QuotaReason(StrEnum):
     REQUESTS_PER_MINUTE = "requests_per_minute"
     TOKENS_PER_DAY = "tokens_per_day"
     TOKENS_PER_MONTH = "tokens_per_month"
+    MONTHLY_BUDGET = "monthly_budget"  # ``budget_exceeded``: the month's cost reached the budget
     API_KEY_RATE = "api_key_rate"

@@ -71,6 +71,13 @@ class Membership(TenantOwned):
         return f"{self.user_id}@{self.tenant_id}:{self.role}"
 
 
+class BudgetEnforcement(models.TextChoices):
+    """What happens once a department's monthly budget is spent."""
+
+    BLOCK = "block", "Refuse requests"
+    ALERT = "alert", "Alert only"
+
+
 class Quota(models.Model):
     tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="quota")
     tokens_per_day = models.PositiveBigIntegerField(default=2_000_000)
@@ -78,7 +85,13 @@ class Quota(models.Model):
     requests_per_minute = models.PositiveIntegerField(default=120)
     max_upload_mb = models.PositiveIntegerField(default=25)
     max_documents = models.PositiveIntegerField(default=5_000)
+    # cost per calendar month (UTC) in the prices' currency; 0: no budget (nothing is enforced or alerted)
     monthly_budget = models.DecimalField(max_digits=12, decimal_places=2, default=1000)
+    # the department's admins are alerted when this share of the budget is spent (0: only when all of it is)
+    budget_alert_percent = models.PositiveSmallIntegerField(default=80)
+    budget_enforcement = models.CharField(
+        max_length=8, choices=BudgetEnforcement.choices, default=BudgetEnforcement.BLOCK
+    )
 
     def __str__(self) -> str:
         return f"quota:{self.tenant_id}"
@@ -202,6 +215,8 @@ class QuotaCounter(TenantOwned):
     used = models.PositiveBigIntegerField(default=0)
     reserved = models.PositiveBigIntegerField(default=0)
     requests = models.PositiveIntegerField(default=0)
+    # settled cost (day and month windows); a database default: the counters are upserted in raw SQL
+    cost = models.DecimalField(max_digits=16, decimal_places=6, default=0, db_default=0)
 
     class Meta(TenantOwned.Meta):
         constraints = [
@@ -223,3 +238,30 @@ class QuotaReservation(TenantOwned):
 
     def __str__(self) -> str:
         return f"quota-reservation:{self.tenant_id}:{self.tokens}"
+
+
+class BudgetAlert(TenantOwned):
+    """A department's monthly budget reached a level (the alert share, or all of it). One row per department,
+    month, level and budget amount (a raised budget alerts again at its own levels): the settlement that crosses
+    the level inserts it, so the admins are notified once however many requests cross it together."""
+
+    class Level(models.TextChoices):
+        THRESHOLD = "threshold", "Alert share reached"
+        EXHAUSTED = "exhausted", "Budget spent"
+
+    month_start = models.DateTimeField()
+    level = models.CharField(max_length=16, choices=Level.choices)
+    budget = models.DecimalField(max_digits=12, decimal_places=2)
+    spent = models.DecimalField(max_digits=16, decimal_places=6)
+    percent = models.PositiveSmallIntegerField()  # the level as a share of the budget (the alert share or 100)
+    enforcement = models.CharField(max_length=8, choices=BudgetEnforcement.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(TenantOwned.Meta):
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "month_start", "level", "budget"], name="uniq_budget_alert_level")
+        ]
+
+    def __str__(self) -> str:
+        return f"budget-alert:{self.tenant_id}:{self.month_start:%Y-%m}:{self.level}"

@@ -26,8 +26,18 @@ from django.utils import timezone
 from core.errors import InvalidInput, QuotaExceeded
 from core.localcache import LocalCache
 from core.metrics import COST, QUOTA_REJECTIONS, TOKENS
+from tenants.budget import budget_crossings, budget_exceeded, budget_refuses
 from tenants.errors import QuotaReason
-from tenants.models import ApiKey, ModelPrice, Quota, QuotaCounter, QuotaReservation, Tenant, UsageRecord
+from tenants.models import (
+    ApiKey,
+    BudgetEnforcement,
+    ModelPrice,
+    Quota,
+    QuotaCounter,
+    QuotaReservation,
+    Tenant,
+    UsageRecord,
+)
 
 Period = QuotaCounter.Period
 
@@ -117,15 +127,27 @@ def _reject(*, tenant: Tenant, reason: str, message: str, retry_after: int) -> Q
 
 
 def _limits_sql() -> str:
-    """A one-row subquery of the tenant's limits (the model's defaults when it has no Quota row)."""
-    fields = {f.name: f.default for f in Quota._meta.fields if f.name in ("tokens_per_day", "tokens_per_month")}
-    fields["requests_per_minute"] = Quota._meta.get_field("requests_per_minute").default
+    """A one-row subquery of the tenant's limits and budget (the model's defaults when it has no Quota row)."""
+    defaults = Quota()  # an unsaved row holds the fields' defaults
+    fields: dict[str, str] = {
+        name: str(int(getattr(defaults, name)))
+        for name in ("tokens_per_day", "tokens_per_month", "requests_per_minute", "budget_alert_percent")
+    }
+    fields["monthly_budget"] = f"{Decimal(defaults.monthly_budget)}::numeric"
+    fields["budget_enforcement"] = f"'{BudgetEnforcement(defaults.budget_enforcement)}'"
     quota = connection.ops.quote_name(Quota._meta.db_table)
     cols = ", ".join(
-        f"COALESCE((SELECT {name} FROM {quota} WHERE tenant_id = %(t)s), {int(default)}) AS {name}"  # noqa: S608
+        f"COALESCE((SELECT {name} FROM {quota} WHERE tenant_id = %(t)s), {default}) AS {name}"  # noqa: S608
         for name, default in fields.items()
     )
     return f"SELECT {cols}"
+
+
+# The month window takes a request only while the budget is not spent: no budget (0), alert-only, or spent < budget.
+_BUDGET_ROOM = (
+    "((SELECT monthly_budget FROM q) <= 0 OR (SELECT budget_enforcement FROM q) <> 'block' "
+    "OR c.cost < (SELECT monthly_budget FROM q))"
+)
 
 
 def _refusal(
@@ -155,6 +177,22 @@ def _refusal(
             ),
             retry_after=_seconds_until(day + timedelta(days=1), now),
         )
+    if failed == Period.MONTH:
+        spent = QuotaCounter.objects.for_tenant(tenant).filter(period=Period.MONTH, window_start=month).first()
+        if spent is not None and budget_refuses(quota=quota, spent=spent.cost):
+            QUOTA_REJECTIONS.labels(tenant=tenant.slug, reason=QuotaReason.MONTHLY_BUDGET).inc()
+            # a budget lowered below what was spent was crossed by no settlement: its alerts are raised here (once)
+            budget_crossings(
+                tenant_id=tenant.pk,
+                tenant_slug=tenant.slug,
+                month_start=month,
+                before=spent.cost,
+                after=spent.cost,
+                budget=quota.monthly_budget,
+                alert_percent=quota.budget_alert_percent,
+                enforcement=quota.budget_enforcement,
+            )
+            return budget_exceeded(quota=quota, spent=spent.cost, resets=_next_month(month), now=now)
     if failed == Period.DAY:
         limit, label, resets = quota.tokens_per_day, "daily", day + timedelta(days=1)
     else:
@@ -198,8 +236,9 @@ def quota_reserve(*, tenant: Tenant, max_tokens: int, request_id: str = "", now:
     requests can never hold more than a limit between them and cannot deadlock. A refusal gives back what the other
     windows took (a second statement, on that path only).
 
-    Raises ``QuotaExceeded`` (429 with ``retry_after`` seconds) with a message a person understands; nothing is
-    held when it raises.
+    Raises ``QuotaExceeded`` (429 with ``retry_after`` seconds) with a message a person understands, or its subclass
+    ``BudgetExceeded`` when the month's budget is spent and the department refuses requests past it (the month's
+    counter carries the settled cost, checked in the same statement); nothing is held when it raises.
     """
     if max_tokens < 1:
         raise InvalidInput("A request must reserve at least one token.")
@@ -221,7 +260,8 @@ def quota_reserve(*, tenant: Tenant, max_tokens: int, request_id: str = "", now:
         "SET requests = c.requests + EXCLUDED.requests, reserved = c.reserved + EXCLUDED.reserved "
         "WHERE (c.period = 'minute' AND c.requests < (SELECT requests_per_minute FROM q)) "
         "OR (c.period = 'day' AND c.used + c.reserved + %(n)s <= (SELECT tokens_per_day FROM q)) "
-        "OR (c.period = 'month' AND c.used + c.reserved + %(n)s <= (SELECT tokens_per_month FROM q)) "
+        "OR (c.period = 'month' AND c.used + c.reserved + %(n)s <= (SELECT tokens_per_month FROM q) "
+        f"AND {_BUDGET_ROOM}) "
         "RETURNING c.period), "
         f"res AS (INSERT INTO {reservations} (tenant_id, tokens, day_start, month_start, request_id, created_at) "
         "SELECT %(t)s, %(n)s, %(d)s, %(mo)s, %(rid)s, %(now)s WHERE (SELECT count(*) FROM ins) = 3 RETURNING id) "
@@ -330,19 +370,25 @@ def quota_extend(*, reservation: Reservation, tokens: int, tenant: Tenant) -> Re
 
 
 def _settle_sql(*, insert_usage: bool, once: bool = False) -> tuple[str, list[str]]:
-    """One statement: drop the reservation row and move its hold to ``used`` (only once: a row already swept holds
-    nothing; the day then the month, in the fixed lock order), and insert the usage record when there is one.
-    ``once``: count and record only if the reservation row still existed (a replayed settlement changes nothing)."""
+    """One statement: drop the reservation row and move its hold to ``used`` and its cost to ``cost`` (only once: a
+    row already swept holds nothing; the day then the month, in the fixed lock order), and insert the usage record
+    when there is one. With the usage record it also returns the month's cost after this settlement and the
+    department's budget, so that crossing an alert level is seen by exactly one settlement (the row lock orders
+    them). ``once``: count and record only if the reservation row still existed (a replayed settlement changes
+    nothing)."""
     table = _table()
     counted = "EXISTS (SELECT 1 FROM d)" if once else "(%(used)s > 0 OR EXISTS (SELECT 1 FROM d))"
     reservations = connection.ops.quote_name(QuotaReservation._meta.db_table)
     sql = (
         f"WITH d AS (DELETE FROM {reservations} WHERE tenant_id = %(t)s AND id = %(id)s RETURNING tokens), "  # noqa: S608
-        f"c AS (UPDATE {table} SET used = used + %(used)s, "
+        # the rows are locked day first, then month (a plain UPDATE of both would lock them in heap order, which a
+        # concurrent reservation, locking minute, day, month, could meet the other way round: a deadlock)
+        f"lk AS (SELECT id FROM {table} WHERE tenant_id = %(t)s AND ((period = 'day' AND window_start = %(d)s) "
+        "OR (period = 'month' AND window_start = %(mo)s)) ORDER BY period = 'month' FOR UPDATE), "
+        f"c AS (UPDATE {table} SET used = used + %(used)s, cost = cost + %(cost)s, "
         "reserved = GREATEST(reserved - COALESCE((SELECT tokens FROM d), 0), 0) "
-        "WHERE tenant_id = %(t)s AND ((period = 'day' AND window_start = %(d)s) "
-        "OR (period = 'month' AND window_start = %(mo)s)) "
-        f"AND {counted} RETURNING 1)"
+        "WHERE id IN (SELECT id FROM lk) "
+        f"AND {counted} RETURNING period, cost)"
     )
     columns: list[str] = []
     if insert_usage:
@@ -351,6 +397,7 @@ def _settle_sql(*, insert_usage: bool, once: bool = False) -> tuple[str, list[st
         usage = connection.ops.quote_name(UsageRecord._meta.db_table)
         names = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
         values = ", ".join(f"%(f_{c})s" for c in columns)
+        sql += f", q AS ({_limits_sql()})"
         if once:
             sql += (
                 f", u AS (INSERT INTO {usage} ({names}) SELECT {values} "  # noqa: S608
@@ -358,7 +405,10 @@ def _settle_sql(*, insert_usage: bool, once: bool = False) -> tuple[str, list[st
             )
         else:
             sql += f", u AS (INSERT INTO {usage} ({names}) VALUES ({values}) RETURNING id) "  # noqa: S608
-        sql += "SELECT (SELECT id FROM u), (SELECT count(*) FROM c)"
+        sql += (
+            "SELECT (SELECT id FROM u), (SELECT count(*) FROM c), (SELECT cost FROM c WHERE period = 'month'), "
+            "q.monthly_budget, q.budget_alert_percent, q.budget_enforcement FROM q"
+        )
     else:
         sql += " SELECT NULL, (SELECT count(*) FROM c)"
     return sql, columns
@@ -370,6 +420,7 @@ def _settle_counters(*, tenant_id: int, reservation: Reservation, used: int) -> 
         "t": tenant_id,
         "id": reservation.id,
         "used": used,
+        "cost": Decimal(0),
         "d": reservation.day_start,
         "mo": reservation.month_start,
     }
@@ -437,6 +488,7 @@ def quota_settle(
         "t": reservation.tenant_id,
         "id": reservation.id,
         "used": tokens_in + tokens_out,
+        "cost": cost,
         "d": reservation.day_start,
         "mo": reservation.month_start,
     }
@@ -445,10 +497,21 @@ def quota_settle(
             params[f"f_{f.attname}"] = f.get_db_prep_save(f.pre_save(record, add=True), connection)
     with connection.cursor() as cur:
         cur.execute(sql, params)
-        record.pk = cur.fetchone()[0]
+        record.pk, _, month_cost, budget, alert_percent, enforcement = cur.fetchone()
     if record.pk is None:  # ``once``, and it had been settled already
         return record
     record._state.adding = False
+    if month_cost is not None and cost > 0:
+        budget_crossings(
+            tenant_id=reservation.tenant_id,
+            tenant_slug=reservation.tenant_slug,
+            month_start=reservation.month_start,
+            before=Decimal(month_cost) - cost,
+            after=Decimal(month_cost),
+            budget=Decimal(budget),
+            alert_percent=int(alert_percent),
+            enforcement=str(enforcement),
+        )
     labels: dict[str, Any] = {"tenant": reservation.tenant_slug, "model": model, "adapter": adapter or "-"}
     TOKENS.labels(direction="in", **labels).inc(tokens_in)
     TOKENS.labels(direction="out", **labels).inc(tokens_out)

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -597,6 +598,12 @@ def test_metrics_after_one_chat_request_and_one_ingestion(llama_server, world, c
     refused = client.post("/v1/chat/completions", data=body, content_type="application/json", **headers)
     assert refused.status_code == 429, refused.content
 
+    # the /v1 door settles after the client's last chunk (in the background): wait for the answer's usage record
+    from tenants.models import UsageRecord
+
+    deadline = time.monotonic() + 30
+    while not UsageRecord.objects.for_tenant(world.tenant).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     after = scrape()
     for family in text_string_to_metric_families(after):
         if family.name in ISSUE_METRICS:

@@ -29,6 +29,7 @@ from chat.pipeline.state import Masked, Plan, Prompt, RunState
 from chat.pipeline.text import ABSTAIN_TEXT, PLACEHOLDER_RE, StreamUnmasker, citations_used
 from core.errors import ApplicationError
 from core.logging import request_id_var, tenant_id_var, user_id_var
+from core.tracing import RequestSpan, request_span
 from guardrails.output import canary_new
 from guardrails.services import unmask
 from inference_pool.types import ChatRequest
@@ -328,12 +329,14 @@ class ChatRun:
         tokens: Any = None
         relay: Any = None
         concluded = False
+        root = self._trace_start()
         try:
             plan, masked, prompt = await run_blocking(self._prepare)()
+            request = self._request(plan, prompt)
             tokens = (
                 _abstention(state.reply)
                 if state.abstain
-                else model_turn_events(pool=self.pool, request=self._request(plan, prompt), reply=state.reply)
+                else model_turn_events(pool=self.pool, request=request, reply=state.reply, trace_parent=state.trace)
             )
             relay = self._relay(tokens)
             async for event in relay:
@@ -359,6 +362,34 @@ class ChatRun:
             raise
         finally:
             await _close(relay, tokens)
+            self._trace_end(root)
+
+    def _trace_start(self) -> RequestSpan:
+        """The request's root span: one trace per request, whichever door it came through."""
+        inp, state = self.inp, self.state
+        root = request_span(
+            "chat.request",
+            door=inp.source,
+            tenant=inp.tenant.slug,
+            request_id=state.request_id,
+            conversation_id=str(state.conversation_id) if state.conversation_id is not None else None,
+        )
+        state.trace = root.context
+        return root
+
+    def _trace_end(self, root: RequestSpan) -> None:
+        state = self.state
+        tokens_in, tokens_out = self.usage.prompt_tokens, self.usage.completion_tokens
+        root.set(
+            model=state.model or None,
+            adapter=state.adapter or None,
+            status=state.status,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            backend=state.reply.backend or None,
+            finish_reasons=[state.finish_reason] if state.status == Message.Status.COMPLETE else None,
+        )
+        root.end(error=state.error_code if state.status == Message.Status.ERROR else "")
 
 
 # Background finishes of runs whose ``Done`` was sent (the API door); held here so none is garbage-collected.

@@ -29,6 +29,7 @@ from chat.pipeline.text import (
     conversation_title,
     verdict_dict,
 )
+from chat.quality import answer_quality_record
 from chat.services import conversation_claim_generation, conversation_release_generation, knowledge_base_ids_validate
 from core.errors import (
     GuardrailBlocked,
@@ -71,7 +72,7 @@ def _setting(name: str, default: Any) -> Any:
 def stage(state: RunState, name: str, **attrs: Any) -> Iterator[Any]:
     """A sync stage: an OpenTelemetry span (which also observes ``portal_pipeline_stage_seconds``) and the run's
     timings."""
-    with stage_span(f"chat.{name}", **attrs) as span:
+    with stage_span(f"chat.{name}", parent=state.trace, **attrs) as span:
         try:
             yield span
         finally:
@@ -607,6 +608,16 @@ def finish(inp: ChatInput, state: RunState) -> None:
     state.finished = True
     if inp.conversation is None and not vault_empty(inp, state):
         _forget_request_vault(inp, state)
+    if state.status != "pending":
+        answer_quality_record(
+            tenant=inp.tenant.slug,
+            model=state.model,
+            adapter=state.adapter,
+            status=state.status,
+            error_code=state.error_code,
+            text=state.reply.text,
+            guard=state.guard,
+        )
 
 
 def vault_empty(inp: ChatInput, state: RunState) -> bool:

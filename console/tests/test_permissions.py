@@ -64,6 +64,13 @@ CASES = [
     Case("usage_csv", ADMIN, u("usage_csv")),
     Case("prices", ADMIN, u("prices")),
     Case("audit", ADMIN, u("audit")),
+    Case("feedback", ADMIN, u("feedback")),
+    Case(
+        "feedback_of_alpha", ADMIN, lambda cw: reverse("console:feedback") + f"?tenant={alpha(cw)}", tenant_scoped=True
+    ),
+    Case("feedback_csv", ADMIN, u("feedback_csv")),
+    Case("drift", ADMIN, u("drift")),
+    Case("drift_of_alpha", ADMIN, lambda cw: reverse("console:drift") + f"?tenant={alpha(cw)}", tenant_scoped=True),
     # department actions
     Case("tenant_create", STAFF, u("tenant_create"), "post", lambda cw: {"name": "Gamma"}),
     Case(

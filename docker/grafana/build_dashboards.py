@@ -56,6 +56,11 @@ def q(quantile: float, metric: str, by: str) -> str:
 
 TENANT = '{tenant=~"$tenant"}'
 
+
+def q_by(quantile: float, metric: str, by: str, selector: str = "") -> str:
+    return f"histogram_quantile({quantile}, sum by (le, {by}) (rate({metric}_bucket{selector}[$__rate_interval])))"
+
+
 DASHBOARDS: dict[str, tuple[str, str, list[Panel]]] = {
     "portal-latency": (
         "Portal · Latency",
@@ -211,6 +216,24 @@ DASHBOARDS: dict[str, tuple[str, str, list[Panel]]] = {
                 ],
             ),
             Panel(
+                "Monthly budget used by department",
+                [(f"max by (tenant) (portal_budget_used_ratio{TENANT})", "{{tenant}}")],
+                kind="bargauge",
+                unit="percentunit",
+                description="This month's settled cost over the department's budget (1 = spent).",
+                extra={"fieldConfig": {"defaults": {"unit": "percentunit", "min": 0, "max": 1.2}, "overrides": []}},
+            ),
+            Panel(
+                "Budget alerts in the range",
+                [
+                    (
+                        f"sum by (tenant, level) (increase(portal_budget_alerts_total{TENANT}[$__range]))",
+                        "{{tenant}}: {{level}}",
+                    )
+                ],
+                kind="stat",
+            ),
+            Panel(
                 "Cost and tokens by department (table)",
                 [
                     (f"sum by (tenant) (increase(portal_cost_total{TENANT}[$__range]))", "cost"),
@@ -268,6 +291,148 @@ DASHBOARDS: dict[str, tuple[str, str, list[Panel]]] = {
                 "PII entities by action in the range",
                 [("sum by (action) (increase(portal_pii_entities_total[$__range]))", "{{action}}")],
                 kind="bargauge",
+            ),
+        ],
+    ),
+    "portal-quality": (
+        "Portal · Answer quality and drift",
+        "Groundedness, abstentions, guard verdicts and thumbs up/down per department and model; embedding drift "
+        "and weak retrieval support per knowledge base.",
+        [
+            Panel(
+                "Groundedness median by department",
+                [(q_by(0.5, "portal_answer_groundedness", "tenant", TENANT), "{{tenant}}")],
+                unit="percentunit",
+            ),
+            Panel(
+                "Groundedness p10 / p50 by model",
+                [
+                    (q_by(0.1, "portal_answer_groundedness", "model", TENANT), "p10 {{model}}"),
+                    (q_by(0.5, "portal_answer_groundedness", "model", TENANT), "p50 {{model}}"),
+                ],
+                unit="percentunit",
+            ),
+            Panel(
+                "Turns by outcome",
+                [
+                    (
+                        f"sum by (outcome) (rate(portal_answers_total{TENANT}[$__rate_interval]))",
+                        "{{outcome}}",
+                    )
+                ],
+                unit="reqps",
+            ),
+            Panel(
+                "Abstention share by department and model",
+                [
+                    (
+                        'sum by (tenant, model) (rate(portal_answers_total{outcome="abstained", tenant=~"$tenant"}'
+                        "[$__rate_interval])) / sum by (tenant, model) "
+                        '(rate(portal_answers_total{outcome=~"answered|abstained", tenant=~"$tenant"}'
+                        "[$__rate_interval]))",
+                        "{{tenant}} / {{model}}",
+                    )
+                ],
+                unit="percentunit",
+            ),
+            Panel(
+                "Blocked and warned verdicts by department",
+                [
+                    (
+                        'sum by (tenant, stage, decision) (rate(portal_answer_verdicts_total{decision=~"block|warn", '
+                        'tenant=~"$tenant"}[$__rate_interval]))',
+                        "{{tenant}} {{stage}}: {{decision}}",
+                    )
+                ],
+                unit="reqps",
+            ),
+            Panel(
+                "Blocked share of questions by department",
+                [
+                    (
+                        'sum by (tenant) (rate(portal_answer_verdicts_total{stage="input", decision="block", '
+                        'tenant=~"$tenant"}[$__rate_interval])) / sum by (tenant) '
+                        '(rate(portal_answer_verdicts_total{stage="input", tenant=~"$tenant"}[$__rate_interval]))',
+                        "{{tenant}}",
+                    )
+                ],
+                unit="percentunit",
+            ),
+            Panel(
+                "Thumbs up and down by department and model",
+                [
+                    (
+                        f"sum by (tenant, model, rating) (increase(portal_answer_feedback_total{TENANT}[$__range]))",
+                        "{{tenant}} / {{model}}: {{rating}}",
+                    )
+                ],
+                kind="bargauge",
+            ),
+            Panel(
+                "Thumbs-down share",
+                [
+                    (
+                        'sum(increase(portal_answer_feedback_total{rating="down", tenant=~"$tenant"}[$__range])) '
+                        f"/ sum(increase(portal_answer_feedback_total{TENANT}[$__range]))",
+                        "down / all",
+                    )
+                ],
+                kind="stat",
+                unit="percentunit",
+                width=6,
+            ),
+            Panel(
+                "Weak-support searches",
+                [
+                    (
+                        'sum(increase(portal_retrieval_searches_total{support="weak", tenant=~"$tenant"}[$__range])) '
+                        f"/ sum(increase(portal_retrieval_searches_total{TENANT}[$__range]))",
+                        "weak / all",
+                    )
+                ],
+                kind="stat",
+                unit="percentunit",
+                width=6,
+            ),
+            Panel(
+                "Embedding drift: PSI by knowledge base",
+                [
+                    (
+                        f"max by (tenant, knowledge_base) (portal_embedding_drift_psi{TENANT})",
+                        "{{tenant}} kb {{knowledge_base}}",
+                    )
+                ],
+                description="Population stability index of the window's queries against the knowledge base's chunks "
+                "(over random projections); on-topic questions sit near 0.2, above 0.4 they moved.",
+            ),
+            Panel(
+                "Embedding drift: centroid distance by knowledge base",
+                [
+                    (
+                        f"max by (tenant, knowledge_base) (portal_embedding_drift_centroid_distance{TENANT})",
+                        "{{tenant}} kb {{knowledge_base}}",
+                    )
+                ],
+            ),
+            Panel(
+                "Weak retrieval support by knowledge base",
+                [
+                    (
+                        f"max by (tenant, knowledge_base) (portal_embedding_drift_weak_support_ratio{TENANT})",
+                        "{{tenant}} kb {{knowledge_base}}",
+                    )
+                ],
+                unit="percentunit",
+            ),
+            Panel(
+                "Searches by support",
+                [
+                    (
+                        f"sum by (tenant, support) (rate(portal_retrieval_searches_total{TENANT}[$__rate_interval]))",
+                        "{{tenant}}: {{support}}",
+                    )
+                ],
+                unit="reqps",
             ),
         ],
     ),

@@ -9,8 +9,23 @@ from typing import Any
 
 import pytest
 
-from guardrails.pii import NER_MAX_TOKEN_CHARS, NER_SEGMENT_CHARS, Finding, ner_segments, resolve_overlaps
+from guardrails.pii import (
+    NER_MAX_TOKEN_CHARS,
+    NER_SEGMENT_CHARS,
+    Finding,
+    ner_segments,
+    ner_token_budget,
+    resolve_overlaps,
+    select_within_budget,
+)
 from guardrails.policy import BUILTIN_ENTITIES, CustomPattern, ResolvedPolicy, compile_custom_pattern
+
+
+def unique_names_text(chars: int) -> str:
+    """Sentences that never repeat, dense with names and places (what the NER has the most work on)."""
+    from tests.hostile.corpus import unique_names_text as make
+
+    return make(chars)
 
 
 def timed(fn: Any, limit_s: float) -> tuple[Any, float]:
@@ -39,6 +54,13 @@ def timed(fn: Any, limit_s: float) -> tuple[Any, float]:
         pytest.param("-." * 50_000, 5, id="100k-punctuation"),
         pytest.param("x" * 100_000, 5, id="100k-one-token"),
         pytest.param("a\u200b\u0301" * 33_000, 5, id="100k-zero-width-and-combining"),
+        # one spaCy token per character or two: the NER's cost is per token (50,000 tokens took about 10 s)
+        pytest.param("a," * 4_000, 0.5, id="8k-letter-comma"),
+        pytest.param("Ab " * 2_666, 0.5, id="8k-capitalised-pairs"),
+        pytest.param("i g n o r e " * 8_333, 5, id="100k-spaced-letters"),
+        pytest.param("I G N O R E " * 8_333, 5, id="100k-spaced-capitals"),
+        pytest.param("Ab,Cd;" * 16_666, 5, id="100k-capitalised-punctuated"),
+        pytest.param(unique_names_text(100_000), 5, id="100k-unique-names-and-places"),
     ],
 )
 def test_ner_time_is_bounded_whatever_the_text_holds(analyzer: Any, text: str, budget_s: float) -> None:
@@ -50,6 +72,42 @@ def test_names_are_found_at_their_offsets_after_hostile_runs(analyzer: Any) -> N
     findings = analyzer.analyze(text, entities=["PERSON"])
     people = {text[f.start : f.end] for f in findings if f.entity_type == "PERSON"}
     assert {"Mary Johnson", "Peter Miller"} <= people
+
+
+def test_an_ordinary_message_is_read_whole_by_the_ner(analyzer: Any) -> None:
+    """The token budget leaves ordinary text alone: the last name of an 8,000-character message is still the NER's."""
+    prose = "The quarterly report covers travel costs, the new office plan and the budget review. " * 93
+    text = prose[:7_900] + " Yesterday Peter Miller flew to Lisbon."
+    assert len(text) <= 8_000
+    artifacts = analyzer.nlp_engine.process_text(text, "en")
+    found = {text[e.start_char : e.end_char] for e in artifacts.entities}
+    assert {"Peter Miller", "Lisbon"} <= found
+
+
+def test_over_budget_the_ner_reads_capitalised_segments_first_and_each_distinct_one_once() -> None:
+    counts = {"we met at noon": 600, "we met Anna Berg": 600, "we met at nine": 600, "Lisbon in May": 600}
+    chosen, skipped = select_within_budget(counts, budget=1_300)
+    assert chosen == ["we met Anna Berg", "Lisbon in May"] and skipped == 2
+    assert select_within_budget(counts, budget=2_400) == (list(counts), 0)
+    assert ner_token_budget(8_000) >= 0.25 * 8_000  # ordinary prose holds 0.17 to 0.23 tokens per character
+    assert ner_token_budget(100_000) < 100_000 * 0.25  # a bound for long texts, whatever they hold
+
+
+def test_repeated_text_is_read_by_the_ner_once(analyzer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    nlp = analyzer.nlp_engine.nlp["en"]
+    seen: list[int] = []
+    original = type(nlp).pipe
+
+    def counting_pipe(self: Any, texts: Any, **kwargs: Any) -> Any:
+        docs = list(texts)
+        seen.append(len(docs))
+        return original(self, docs, **kwargs)
+
+    monkeypatch.setattr(type(nlp), "pipe", counting_pipe)
+    text = "Dr. John Smith and Mary Ann O'Neil met in Paris.\n" * 2_000  # 100,000 characters, 67 segments
+    findings = analyzer.analyze(text, entities=["PERSON", "LOCATION"])
+    assert seen and sum(seen) <= 2
+    assert sum(1 for f in findings if text[f.start : f.end] == "Paris") == 2_000
 
 
 def test_segments_cover_the_text_with_its_offsets() -> None:
@@ -96,3 +154,21 @@ def test_a_pathological_custom_pattern_runs_in_linear_time(analyzer: Any) -> Non
 def test_patterns_re2_cannot_run_are_refused_with_the_reason(pattern: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         compile_custom_pattern(pattern)
+
+
+def test_known_vault_values_are_found_in_one_pass_whatever_the_vault_holds() -> None:
+    """A conversation's vault grows with every masked value; a pattern per value made 5,000 values over 100 KB take
+    9 s (each later message of the conversation paid it again)."""
+    from guardrails.services import _known_value_findings
+    from guardrails.vault import Mapping
+
+    mapping = Mapping()
+    for i in range(5_000):
+        mapping.placeholder_for("EMAIL_ADDRESS", f"user{i}@example{i % 97}.com")
+    mapping.placeholder_for("PERSON", "Anna Berg")
+    text = " ".join(f"user{i}@example{i % 97}.com" for i in range(0, 20_000, 3))[:100_000]
+    found, _ = timed(lambda: _known_value_findings(text, mapping, []), 2)
+    assert len(found) == len(range(0, 5_000, 3))  # every address of the vault in the text, each once
+    sample = "Met ANNA BERG, not annaberg nor xAnna Berg; anna berg."
+    spans = [sample[f.start : f.end] for f in _known_value_findings(sample, mapping, [])]
+    assert spans == ["ANNA BERG", "anna berg"]

@@ -131,3 +131,36 @@ def test_long_run_without_spaces_is_still_split():
     chunks = chunk_sections([Section(text="x" * 5000)], chunk_size=64, overlap=0)
     assert len(chunks) > 1
     assert all(count_tokens(c.text) <= 64 for c in chunks)
+
+
+def test_a_dense_run_without_spaces_is_cut_at_the_token_limit():
+    """A row of quotes is one token per character: character windows alone gave chunks of four times the limit."""
+    text = '"' * 5_000
+    chunks = chunk_sections([Section(text=text)], chunk_size=64, overlap=8)
+    assert all(c.token_count <= 64 for c in chunks)
+    assert sum(len(c.text) for c in chunks) >= len(text)
+
+
+def test_the_overlap_never_carries_a_long_run_into_every_chunk():
+    """A 200 KB line without spaces: the overlap is counted in characters too (it carried about 60 windows of
+    1,600 characters into every chunk, so 1 MB became 60 MB to tokenize)."""
+    text = "word" * 50_000
+    chunks = chunk_sections([Section(text=text)], chunk_size=400, overlap=60)
+    assert all(len(c.text) <= 400 * 10 for c in chunks)
+    assert len(text) <= sum(len(c.text) for c in chunks) <= 1.5 * len(text)
+
+
+def test_a_csv_header_cannot_multiply_the_text():
+    """Every value is labelled with its column's name: a 100,000-character header cell over many rows made the text
+    grow with the header times the rows (1 MB from 200 KB). Names are cut; labels stop once the text outgrows it."""
+    data = b'"' + b"h" * 100_000 + b'",b\n' + b"a,b\n" * 5_000
+    parsed = parse_document(data=data, filename="wide.csv")
+    text = parsed.sections[0].text
+    assert len(text) <= 4 * len(data)
+    assert text.startswith("h" * 64 + ": a; b: b\n")
+    assert text.endswith("\na; b")  # the last rows without labels, still every value
+
+
+def test_csv_rows_keep_their_labels_in_ordinary_files():
+    parsed = parse_document(data=b"name,city\nAnna,Oslo\nPeter,Lima\n", filename="people.csv")
+    assert parsed.sections[0].text == "name: Anna; city: Oslo\nname: Peter; city: Lima"

@@ -136,6 +136,14 @@ def text_cases() -> list[Case]:
         Case("markdown-links-100k", b"[a](" * 25_000),
         Case("fences-100k", b"```" * 33_333),
         Case("inline-code-100k", b"`a" * 50_000),
+        Case("backticks-100k", b"`" * 100_000),
+        Case("open-brackets-100k", b"[" * 100_000),
+        Case("image-openers-100k", b"![" * 50_000),
+        Case("definition-lines-100k", b"\n[" * 50_000),
+        Case("hidden-spans-100k", b'<span style="display:none">' * 3_703),
+        Case("letter-comma-100k", b"a," * 50_000),
+        Case("spaced-capitals-100k", b"I G N O R E " * 8_333),
+        Case("names-unique-100k", unique_names_text(100_000).encode()),
     ]
 
 
@@ -160,3 +168,111 @@ def file_cases() -> list[Case]:
         ),
         Case("csv-quotes", b'"' * 200_000 + b"\n" + b"a,b\n" * 10, "quotes.csv"),
     ]
+
+
+_SURNAMES = [
+    "Smith",
+    "Johnson",
+    "Garcia",
+    "Müller",
+    "Kowalski",
+    "Nguyen",
+    "O'Neil",
+    "Brown",
+    "Rossi",
+    "Dubois",
+    "Tanaka",
+    "Schmidt",
+    "Okafor",
+    "Silva",
+    "Novak",
+    "Berg",
+    "Jensen",
+    "Horvat",
+    "Costa",
+    "Ivanova",
+    "Larsen",
+    "Moreau",
+    "Kim",
+    "Patel",
+    "Haddad",
+    "Fischer",
+    "Romero",
+    "Weber",
+    "Sato",
+    "Lindqvist",
+]
+_PLACES = [
+    "Paris",
+    "Berlin",
+    "London",
+    "Warsaw",
+    "Austin",
+    "Madrid",
+    "Tokyo",
+    "Lagos",
+    "Oslo",
+    "Vienna",
+    "Chicago",
+    "Lisbon",
+    "Prague",
+    "Dublin",
+    "Nairobi",
+    "Lima",
+    "Seoul",
+    "Zagreb",
+    "Porto",
+    "Hamburg",
+]
+_GIVEN = [
+    "Anna",
+    "Peter",
+    "Maria",
+    "John",
+    "Olga",
+    "Ahmed",
+    "Chen",
+    "Lucia",
+    "Tomasz",
+    "Ingrid",
+    "Kofi",
+    "Priya",
+    "Mateo",
+    "Sofia",
+    "Yuki",
+    "Lars",
+    "Amara",
+    "Jonas",
+    "Elif",
+    "Hugo",
+    "Nadia",
+    "Omar",
+    "Greta",
+    "Felix",
+    "Rosa",
+    "Dmitri",
+    "Leila",
+    "Pablo",
+    "Hanna",
+    "Tariq",
+]
+_VERBS = ("met", "called", "wrote to", "visited", "thanked", "emailed", "interviewed", "replaced")
+_TIMES = ("on Monday", "in May", "last week", "at noon", "yesterday", "in 2019", "after lunch", "before the audit")
+
+
+def unique_names_text(chars: int) -> str:
+    """Sentences that never repeat (so nothing is read once for many), dense with names and places: the most work
+    for the NER per character of ordinary-looking text. Deterministic."""
+    out: list[str] = []
+    size = 0
+    i = 0
+    while size < chars:
+        a, b, c, d = i % 30, (i * 7 + 3) % 30, (i * 11 + 5) % 30, (i * 13 + 1) % 30
+        sentence = (
+            f"{_GIVEN[a]} {_SURNAMES[b]} {_VERBS[i % 8]} {_GIVEN[c]} {_SURNAMES[d]} in {_PLACES[i % 20]} "
+            f"{_TIMES[(i // 8) % 8]} (case {i}). "
+        )
+        out.append(sentence)
+        size += len(sentence)
+        i += 1
+    return "".join(out)[:chars]

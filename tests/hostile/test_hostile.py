@@ -34,19 +34,7 @@ def _within_budget(fn: Any) -> Any:
     return value
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(
-            c,
-            id=c.name,
-            marks=[pytest.mark.xfail(reason="known gap: the chunker's tokenizer on a 1 MB single line", strict=False)]
-            if c.name.startswith("single-line-1mb")
-            else [],
-        )
-        for c in FILES
-    ],
-)
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in FILES])
 def test_every_hostile_file_parses_or_is_refused_with_a_reason(case: Case) -> None:
     def parse() -> str:
         try:
@@ -93,19 +81,8 @@ def test_a_hostile_upload_ends_as_failed_or_indexed_and_the_next_file_is_indexed
     assert Document.objects.for_tenant(world.tenant).get(pk=ok.document.pk).status == "indexed"
 
 
-# Known gaps (issue 16 follow-up, docs/benchmarks.md "Hostile inputs"): the injection normaliser's spaced-letter and
-# code-fence views of a 100,000-character text take longer than the budget on this 2-core machine. They finish with a
-# result (never a stall), but over 15 s; kept visible as expected failures until the normaliser is bounded.
-SLOW_TEXTS = {"spaced-letters-100k", "fences-100k"}
-
-
-def _text_param(case: Case) -> Any:
-    marks = [pytest.mark.xfail(reason="over budget: injection normaliser on 100k text", strict=False)]
-    return pytest.param(case, id=case.name, marks=marks if case.name in SLOW_TEXTS else [])
-
-
 @pytest.mark.django_db
-@pytest.mark.parametrize("case", [_text_param(c) for c in TEXTS])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in TEXTS])
 def test_every_hostile_text_is_guarded_and_searched_within_budget(world: Any, case: Case, settings: Any) -> None:
     from guardrails.services import inspect_chunks, inspect_input, inspect_output, mask
     from knowledge.selectors import chunk_search
