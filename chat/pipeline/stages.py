@@ -51,7 +51,8 @@ from guardrails.services import (
     quote_untrusted,
 )
 from guardrails.streaming import OutputStream
-from knowledge.selectors import SEARCH_QUERY_MAX_CHARS, chunk_search
+from knowledge.selectors import SEARCH_QUERY_MAX_CHARS, SearchSupport, chunk_search_result
+from knowledge.support import support_score
 from tenants.models import Role, Tenant, role_at_least
 from tenants.selectors import tenant_get_current
 from tenants.services import audit_record
@@ -280,20 +281,33 @@ def mask_input(inp: ChatInput, plan: Plan, state: RunState) -> Masked:
 # 5 retrieve ---------------------------------------------------------------------------------------------
 
 
+def abstain_decision(support: SearchSupport) -> bool:
+    """The knowledge bases do not support an answer: their support score is under ``CHAT_ABSTAIN_BELOW``."""
+    return support_score(support) < settings.CHAT_ABSTAIN_BELOW
+
+
 def retrieve(inp: ChatInput, plan: Plan, state: RunState) -> list[tuple[dict[str, Any], str]]:
-    """The knowledge bases' best passages for the question, inspected and masked (see ``chunks_guard``)."""
+    """The knowledge bases' best passages for the question, inspected and masked (see ``chunks_guard``). When the
+    measured support is weak (``abstain_decision``) there are none and ``state.abstain`` is set: the answer then says
+    that the documents do not contain it, and cites nothing."""
     if not plan.kb_ids:
         return []
     with stage(state, "retrieve", knowledge_bases=len(plan.kb_ids)) as span:
-        hits = chunk_search(
+        result = chunk_search_result(
             tenant=inp.tenant,
             knowledge_base_ids=list(plan.kb_ids),
             query=plan.user_text[:SEARCH_QUERY_MAX_CHARS],  # a long question searches with its first part
-            k=int(_setting("CHAT_CONTEXT_CHUNKS", 4)),
+            k=settings.CHAT_CONTEXT_CHUNKS,
             role=inp.role,
         )
-        span.set(hits=len(hits))
-    if not hits:
+        hits = result.hits
+        score = support_score(result.support)
+        # the support of a question longer than the search text was measured on its first part only: not enough to
+        # refuse it
+        state.abstain = abstain_decision(result.support) and len(plan.user_text) <= SEARCH_QUERY_MAX_CHARS
+        state.guard["retrieval"] = {**result.support.as_dict(), "score": round(score, 4), "abstain": state.abstain}
+        span.set(hits=len(hits), support=round(score, 3), abstain=state.abstain)
+    if not hits or state.abstain:
         return []
     with stage(state, "chunk_guard"):
         return chunks_guard(inp.tenant, state, hits)
