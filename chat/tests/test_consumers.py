@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import pytest
@@ -244,50 +245,66 @@ FORMS = (
 )
 
 
-@pytest.fixture
-def greedy(monkeypatch: Any) -> None:
-    """The small model's answer fixed: greedy decoding, and a fixed canary (it is part of the prompt)."""
-    import functools
-
+async def test_pii_and_data_links_the_model_writes_never_reach_the_socket(engine_backend, world, kb, monkeypatch):
+    """Issues 17 and 22: the output guard acts while the answer streams. The department's system prompt gives the
+    model a phone number or an e-mail address, a document gives it a link that carries data; none reaches the socket,
+    and what streamed is the answer stored and the final text. A small model does not always copy: each case is
+    asked up to three times (greedy first, then sampled; the socket has no sampling options, so they are set on the
+    pipeline's input), every answer checked frame by frame."""
     import chat.consumers
     from chat.pipeline import ChatInput
 
-    monkeypatch.setattr(chat.consumers, "ChatInput", functools.partial(ChatInput, temperature=0.0, seed=1))
-    monkeypatch.setattr("chat.pipeline.run.canary_new", lambda: "cnry-5f0c2a9e7b1d4836")
-
-
-async def test_pii_and_data_links_the_model_writes_never_reach_the_socket(engine_backend, world, kb, greedy):
-    """Issues 17 and 22: the output guard acts while the answer streams. The department's system prompt gives the
-    model a phone number, a document gives it a link that carries data; neither reaches the socket, and what streamed
-    is the answer stored and the final text."""
+    monkeypatch.setattr("chat.pipeline.run.canary_new", lambda: "cnry-5f0c2a9e7b1d4836")  # part of the prompt
     await database_sync_to_async(indexed_document)(kb=kb, name="forms.md", text=FORMS, actor=world.admin)
 
-    def setup() -> tuple[Conversation, Conversation]:
-        world.tenant.system_prompt = "The helpdesk phone number is +46 70 123 45 67."
+    def setup(system_prompt: str, kb_ids: list[int]) -> Conversation:
+        world.tenant.system_prompt = system_prompt
         world.tenant.save(update_fields=["system_prompt"])
-        return _conversation(world, world.member, "member"), _conversation(world, world.member, "member", [kb.pk])
+        return _conversation(world, world.member, "member", kb_ids)
 
-    plain, grounded = await database_sync_to_async(setup)()
+    default_prompt = world.tenant.system_prompt
     cases = [
-        (plain, "What is the helpdesk phone number?", "[REDACTED:PHONE_NUMBER]", ("+46", "70 123", "45 67")),
-        (grounded, "Where is the travel form?", "[link removed]", ("collector.example", "Q3-numbers")),
+        (
+            "The helpdesk phone number is +46 70 123 45 67.",
+            [],
+            "What is the helpdesk phone number?",
+            "[REDACTED:PHONE_NUMBER]",
+            ("+46", "70 123", "45 67"),
+        ),
+        (
+            "The helpdesk e-mail address is kari.nordmann@example.org.",
+            [],
+            "What is the helpdesk e-mail address?",
+            "[REDACTED:EMAIL_ADDRESS]",
+            ("kari", "nordmann", "example.org"),
+        ),
+        (default_prompt, [kb.pk], "Where is the travel form?", "[link removed]", ("collector.example", "Q3-numbers")),
     ]
-    for conv, question, marker, secrets in cases:
-        comm, connected = await ws_open(world.member, conv.pk, tenant=world.tenant)
-        assert connected
-        await comm.send_json_to({"type": "send", "text": question, "max_tokens": 48})
-        frames = await collect(comm)
-        await comm.disconnect()
-        tokens = [f["text"] for f in frames if f["type"] == "token"]
-        received = ""
-        for token in tokens:
-            received += token
-            assert not any(secret in received for secret in secrets), received
-        done = frames[-1]
-        assert done["type"] == "done" and marker in done["text"], done  # the model wrote it; it was removed
-        answer = await database_sync_to_async(
-            lambda conv=conv: Message.objects.for_tenant(world.tenant).get(conversation=conv, role="assistant")
-        )()
-        assert answer.text == done["text"] == received
-        assert not any(secret in answer.masked_text for secret in secrets)  # nor in the next turn's history
-        assert 0 < sum(answer.guardrails["output"]["stream"]["lag_tokens"]) <= answer.tokens_out  # each sent once
+    for system_prompt, kb_ids, question, marker, secrets in cases:
+        answers = []
+        for temperature, seed in ((0.0, 1), (0.3, 2), (0.3, 3)):
+            monkeypatch.setattr(
+                chat.consumers, "ChatInput", functools.partial(ChatInput, temperature=temperature, seed=seed)
+            )
+            conv = await database_sync_to_async(setup)(system_prompt, kb_ids)
+            comm, connected = await ws_open(world.member, conv.pk, tenant=world.tenant)
+            assert connected
+            await comm.send_json_to({"type": "send", "text": question, "max_tokens": 48})
+            frames = await collect(comm)
+            await comm.disconnect()
+            received = ""
+            for token in (f["text"] for f in frames if f["type"] == "token"):
+                received += token
+                assert not any(secret in received for secret in secrets), received
+            done = frames[-1]
+            assert done["type"] == "done", done
+            answer = await database_sync_to_async(
+                lambda conv=conv: Message.objects.for_tenant(world.tenant).get(conversation=conv, role="assistant")
+            )()
+            assert answer.text == done["text"] == received
+            assert not any(secret in answer.masked_text for secret in secrets)  # nor in the next turn's history
+            assert 0 < sum(answer.guardrails["output"]["stream"]["lag_tokens"]) <= answer.tokens_out  # sent once
+            answers.append(received)
+            if marker in received:  # the model wrote it, and it was removed before it left
+                break
+        assert marker in answers[-1], answers
