@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: run test install engine system-deps test-oidc-provider lint typecheck format migrations-check imports check ci bench-pool bench-retrieval bench-guard train-injection bench-injection-families bench-chat bench-sso bench-gateway bench-hostile clean
+.PHONY: run test install engine system-deps test-oidc-provider lint typecheck format migrations-check imports check ci bench-pool bench-retrieval bench-guard train-injection bench-injection-families bench-chat bench-sso bench-gateway bench-hostile bench-answers clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -76,6 +76,10 @@ bench-pool: install engine
 
 bench-retrieval: install engine
 	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_retrieval.py
+
+# Grounded answers on the QA set in bench/answers (real retrieval, the real engine with the test-suite model)
+bench-answers: install engine
+	@PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-bench-var.XXXXXX) $(BIN)/python bench/bench_answers.py $(BENCH_ARGS)
 
 bench-guard: install
 	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_guard.py

@@ -16,8 +16,9 @@ one translator (``error_response``); a used-up quota, a key over its rate and a 
 ``Retry-After``; ``param`` comes from the typed error (``details["param"]``), never from its message.
 
 Extra fields (ignored by OpenAI clients unless asked for): the request may name ``knowledge_bases: [ids]`` to ground
-the answer; the response then carries ``citations`` (in the non-streaming body, and in the first and the last chunk
-of a stream) and ``warnings`` (guardrail notes a person should see).
+the answer; the response then carries ``citations``: the passages the answer used (in the non-streaming body and the
+last chunk of a stream; the first chunk lists the passages the model was given) and ``warnings`` (guardrail notes a
+person should see). When the knowledge bases do not support an answer, it says so and cites nothing.
 """
 
 from __future__ import annotations
@@ -366,8 +367,12 @@ async def _stream_events(events: AsyncGenerator[Any, None], first: Any, frame: _
             if isinstance(event, Token) and event.text:
                 yield frame.chunk({"content": event.text})
             elif isinstance(event, Done):
+                # the first chunk offered the passages the model saw; the last names those the answer used
                 yield frame.chunk(
-                    {}, _finish_reason(event.finish_reason), citations=citations, warnings=list(event.warnings)
+                    {},
+                    _finish_reason(event.finish_reason),
+                    citations=_public_citations(event.citations),
+                    warnings=list(event.warnings),
                 )
                 yield _sse(frame.usage_chunk(event.usage))
                 yield b"data: [DONE]\n\n"
@@ -395,11 +400,8 @@ def _failure(event: Failed) -> UpstreamError:
 
 async def _complete(events: AsyncGenerator[Any, None], first: Any, frame: _Completion) -> JsonResponse:
     event: Any = first
-    citations: list[dict[str, Any]] = []
     try:
         while not isinstance(event, Done | Failed):
-            if isinstance(event, Citations):
-                citations = _public_citations(event.citations)
             event = await events.__anext__()
     finally:
         await events.aclose()
@@ -421,7 +423,7 @@ async def _complete(events: AsyncGenerator[Any, None], first: Any, frame: _Compl
                 }
             ],
             "usage": _usage(event.usage),
-            "citations": citations or _public_citations(event.citations),
+            "citations": _public_citations(event.citations),  # the passages the answer used
             "warnings": list(event.warnings),
         }
     )

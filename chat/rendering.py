@@ -51,15 +51,16 @@ def render_markdown(text: str, *, citations: list[dict[str, Any]] | None = None,
 
 
 def document_url(citation: dict[str, Any]) -> str:
-    """Where a citation points: the document (and page) in the knowledge app. Uses a document page when the
-    knowledge app has one, else the knowledge base's document list scrolled to the document's row."""
+    """Where a citation points: the document's page, opened at the cited passage (highlighted), or at its page when
+    the citation names no passage; else the knowledge base's document list scrolled to the document's row."""
     page = citation.get("page")
-    kb_id, doc_id = citation.get("knowledge_base_id"), citation.get("document_id")
+    kb_id, doc_id, chunk_id = citation.get("knowledge_base_id"), citation.get("document_id"), citation.get("chunk_id")
     query = f"?document={doc_id}" + (f"&page={page}" if page else "")
     try:
-        return reverse("knowledge:document", kwargs={"kb_id": kb_id, "doc_id": doc_id}) + (
-            f"?page={page}#page-{page}" if page else ""
-        )
+        url = reverse("knowledge:document", kwargs={"kb_id": kb_id, "doc_id": doc_id})
+        if isinstance(chunk_id, int):
+            return f"{url}?chunk={chunk_id}#chunk-{chunk_id}"
+        return url + (f"#page-{page}" if page else "")
     except NoReverseMatch:
         pass
     try:

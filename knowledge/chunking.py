@@ -4,6 +4,12 @@ Token counts come from the embedding model's own WordPiece tokenizer (``tokenize
 with the ``tokenizers`` library: no torch needed). Text is split on paragraphs, then lines, sentences, words and,
 for a pathological run without spaces, characters; pieces are merged up to ``chunk_size`` tokens and consecutive
 chunks share about ``overlap`` tokens.
+
+Two rules keep every chunk answerable on its own:
+- a short section that only heads others (a document's title with its policy id, owner and date; the text before the
+  first heading) is never a chunk of its own: it is merged into the section it heads (``LEAD_MAX_TOKENS``);
+- a section of records (CSV, ``Section.rows``) is split between lines only, without overlap, so every chunk starts at
+  a row; its heading (the CSV header) goes with every chunk.
 """
 
 from __future__ import annotations
@@ -166,6 +172,21 @@ def _pieces(
     return _split_chars(text, limit)
 
 
+def _rows(text: str, limit: int) -> list[tuple[str, int]]:
+    """One piece per line (a record), each ending with its newline; a line over ``limit`` is split further."""
+    lines = _split_keep(text, "\n")
+    short = [line for line in lines if len(line) <= limit * MAX_CHARS_PER_TOKEN]
+    counts = dict(zip(short, _count_parts(short), strict=True))
+    out: list[tuple[str, int]] = []
+    for line in lines:
+        count = counts.get(line)
+        if count is not None and _cost(line, count) <= limit:
+            out.append((line, count))
+        else:
+            out.extend(_pieces(line, limit, ROW_SEPARATORS[1:], tokens=count))
+    return out
+
+
 _WS = re.compile(r"[ \t]+")
 
 
@@ -198,10 +219,40 @@ def _emit(drafts: list[ChunkDraft], window: list[tuple[str, int]], section: Sect
         )
 
 
+# A section this short (in tokens) that heads the next one is merged into it rather than indexed alone.
+LEAD_MAX_TOKENS = 48
+HEADING_SEPARATOR = " › "
+ROW_SEPARATORS = ("\n", "; ", ", ", " ")
+
+
+def _heads(lead: Section, section: Section) -> bool:
+    """``lead`` heads ``section``: the text before any heading, or a section whose heading is an ancestor of the
+    next one's, on the same page."""
+    if lead.page != section.page or lead.rows or section.rows:
+        return False
+    return not lead.heading or section.heading.startswith(lead.heading + HEADING_SEPARATOR)
+
+
+def _merge_leads(sections: list[Section]) -> list[Section]:
+    """Short leading sections (a title block: policy id, owner, date) become the start of the section they head."""
+    out: list[Section] = []
+    for index, section in enumerate(sections):
+        nxt = sections[index + 1] if index + 1 < len(sections) else None
+        short = (
+            len(section.text) <= LEAD_MAX_TOKENS * MAX_CHARS_PER_TOKEN and count_tokens(section.text) <= LEAD_MAX_TOKENS
+        )
+        if nxt is not None and _heads(section, nxt) and short:
+            sections[index + 1] = Section(text=section.text + "\n\n" + nxt.text, page=nxt.page, heading=nxt.heading)
+            continue
+        out.append(section)
+    return out
+
+
 def chunk_sections(sections: list[Section], *, chunk_size: int = 400, overlap: int = 60) -> list[ChunkDraft]:
-    """Chunks of about ``chunk_size`` tokens (heading included) with ``overlap`` tokens shared between neighbours.
-    Consecutive sections with the same heading and page are merged before splitting. Sizes are costs (``_cost``):
-    tokens, or characters / MAX_CHARS_PER_TOKEN when that is more."""
+    """Chunks of about ``chunk_size`` tokens (heading included) with ``overlap`` tokens shared between neighbours
+    (none between rows). Consecutive sections with the same heading and page are merged before splitting, and short
+    title blocks into the section they head. Sizes are costs (``_cost``): tokens, or characters /
+    MAX_CHARS_PER_TOKEN when that is more."""
     chunk_size = max(int(chunk_size), 16)
     overlap = max(0, min(int(overlap), chunk_size // 2))
     merged: list[Section] = []
@@ -209,18 +260,24 @@ def chunk_sections(sections: list[Section], *, chunk_size: int = 400, overlap: i
         text = section.text.strip()
         if not text:
             continue
-        if merged and merged[-1].heading == section.heading and merged[-1].page == section.page:
-            merged[-1] = Section(text=merged[-1].text + "\n\n" + text, page=section.page, heading=section.heading)
+        last = merged[-1] if merged else None
+        if last is not None and (last.heading, last.page, last.rows) == (section.heading, section.page, section.rows):
+            merged[-1] = Section(
+                text=last.text + "\n\n" + text, page=section.page, heading=section.heading, rows=last.rows
+            )
         else:
-            merged.append(Section(text=text, page=section.page, heading=section.heading))
+            merged.append(Section(text=text, page=section.page, heading=section.heading, rows=section.rows))
+    merged = _merge_leads(merged)
     drafts: list[ChunkDraft] = []
     for section in merged:
         heading_tokens = count_tokens(section.heading) + 1 if section.heading else 0
         budget = max(chunk_size - heading_tokens, chunk_size // 2)
         window: list[tuple[str, int]] = []
         size = 0
+        carry = 0 if section.rows else overlap  # rows: every chunk starts at a row
+        pieces = _rows(section.text, budget) if section.rows else _pieces(section.text, budget)
 
-        for piece, tokens in _pieces(section.text, budget):
+        for piece, tokens in pieces:
             cost = _cost(piece, tokens)
             if window and size + cost > budget:
                 _emit(drafts, window, section)
@@ -229,11 +286,13 @@ def chunk_sections(sections: list[Section], *, chunk_size: int = 400, overlap: i
                 carried_size = 0
                 for prev in reversed(window):
                     prev_cost = _cost(*prev)
-                    if carried_size + prev_cost > overlap:
+                    if carried_size + prev_cost > carry:
+                        if carry == 0:
+                            break
                         # take the trailing sentences of a piece too large to carry whole
-                        room = max(overlap - carried_size, 1)
+                        room = max(carry - carried_size, 1)
                         for sub in reversed(_pieces(prev[0], room, SEPARATORS[2:], tokens=prev[1])):
-                            if carried_size + _cost(*sub) > overlap:
+                            if carried_size + _cost(*sub) > carry:
                                 break
                             carried.insert(0, sub)
                             carried_size += _cost(*sub)

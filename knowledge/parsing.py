@@ -33,6 +33,7 @@ class Section:
     text: str
     page: int | None = None
     heading: str = ""
+    rows: bool = False  # one record per line (CSV): chunks start at a line and carry no partial-line overlap
 
 
 @dataclass
@@ -511,6 +512,7 @@ def parse_html(data: bytes, filename: str = "") -> ParsedDocument:
     root = soup.find("main") or soup.find("article") or soup.body or soup
     sections: list[Section] = []
     heading = title[:300]
+    path: list[tuple[int, str]] = []  # (level, title) of the enclosing headings
     lines: list[str] = []
     current: list[str] = []
 
@@ -538,7 +540,11 @@ def parse_html(data: bytes, filename: str = "") -> ParsedDocument:
                 continue
             if child.name in _HEADINGS:
                 flush()
-                heading = " ".join(child.get_text(" ").split())[:300] or heading
+                name = " ".join(child.get_text(" ").split())[:300]
+                if name:
+                    level = int(child.name[1])
+                    path[:] = [*(p for p in path if p[0] < level), (level, name)]
+                    heading = " › ".join(t for _, t in path)[:300]
                 continue
             block = child.name in _HTML_BLOCKS
             if block:
@@ -595,8 +601,95 @@ def parse_markdown(data: bytes, filename: str = "") -> ParsedDocument:
 
 
 def parse_text(data: bytes, filename: str = "") -> ParsedDocument:
-    text = _clean(decode_text(data))
-    return ParsedDocument(detected_type="text", sections=[Section(text=text)])
+    """Plain text, with headings found in its structure (``text_sections``)."""
+    return ParsedDocument(detected_type="text", sections=text_sections(_clean(decode_text(data))))
+
+
+_NUMBERED = re2.compile(
+    r"^(\d{1,3}(?:\.\d{1,3}){1,3}\.?|\d{1,3}[.)]|[A-Z]\.|(?:Section|Article|Chapter|Part) \d{1,3}[.:]?)\s+\S"
+)
+_HEADING_MAX_CHARS = 80
+_HEADING_MAX_WORDS = 10
+_SHORT_HEADING_CHARS = 50  # hard-wrapped paragraphs open with lines longer than this
+_SHORT_HEADING_WORDS = 7
+_SHORT = 100  # marks a short-line heading (level 2) until the text is known to hold several
+
+
+def _heading_level(line: str, before: str, after: str) -> int:
+    """The level (1, 2, 3...) of ``line`` as a plain-text heading, or 0 when it is body text. ``before`` and
+    ``after`` are the neighbouring lines (blank: "").
+
+    A heading is a line underlined with ``===`` (level 1) or ``---`` (level 2); a numbered line (``2.``, ``2.1``,
+    ``Section 3``) standing alone or in capitals; a line in capitals after a blank line; or a short line without end
+    punctuation that opens a longer paragraph after a blank line (level 2, kept only when the text has several).
+    Headings are short and never end like a sentence."""
+    if not line or len(line) > _HEADING_MAX_CHARS or len(line.split()) > _HEADING_MAX_WORDS:
+        return 0
+    if after and len(after) >= 3 and set(after) <= {"="}:
+        return 1
+    if after and len(after) >= 3 and set(after) <= {"-"}:
+        return 2
+    if line[-1] in ".,;:!?" or not any(ch.isalpha() for ch in line):
+        return 0
+    if before:  # a heading follows a blank line (or opens the text)
+        return 0
+    numbered = _NUMBERED.match(line)
+    letters = [ch for ch in line if ch.isalpha()]
+    if numbered is not None:
+        dots = numbered.group(1).rstrip(".)").count(".")
+        return 2 + dots if (not after or line.upper() == line) else 0
+    if len(letters) >= 3 and all(ch.isupper() for ch in letters):
+        return 2
+    short = len(line) <= _SHORT_HEADING_CHARS and len(line.split()) <= _SHORT_HEADING_WORDS
+    if short and line[0].isupper() and len(after) > len(line) + 10:
+        return 2 + _SHORT
+    return 0
+
+
+def text_sections(text: str) -> list[Section]:
+    """Split plain text at the headings its layout shows (see ``_heading_level``); the first heading, when it opens
+    the text, is the title above all others. Text without any heading stays one section."""
+    lines = text.split("\n")
+    found: dict[int, int] = {}
+    for i, line in enumerate(lines):
+        before = lines[i - 1] if i > 0 else ""
+        after = lines[i + 1] if i + 1 < len(lines) else ""
+        level = _heading_level(line, before, after)
+        if level:
+            found[i] = level
+    # a short line opening a paragraph is a heading only when the text has several (a lone one is a first line)
+    several = sum(1 for level in found.values() if level > _SHORT) >= 2
+    found = {i: level - _SHORT if level > _SHORT else level for i, level in found.items() if several or level < _SHORT}
+    if not found:
+        return [Section(text=text)]
+    first = min(found)
+    if not any(line.strip() for line in lines[:first]):
+        found[first] = 0  # the title
+    sections: list[Section] = []
+    path: list[tuple[int, str]] = []
+    body: list[str] = []
+
+    def flush() -> None:
+        chunk = "\n".join(body).strip()
+        if chunk:
+            sections.append(Section(text=chunk, heading=" › ".join(t for _, t in path)[:300]))
+        body.clear()
+
+    skip = False
+    for i, line in enumerate(lines):
+        if skip:
+            skip = False
+            continue
+        if i in found:
+            flush()
+            level = found[i]
+            path[:] = [*(p for p in path if p[0] < level), (level, line)]
+            nxt = lines[i + 1] if i + 1 < len(lines) else ""
+            skip = len(nxt) >= 3 and set(nxt) <= {"=", "-"}  # the underline
+            continue
+        body.append(line)
+    flush()
+    return sections
 
 
 CSV_LABEL_CHARS = 64
@@ -645,7 +738,8 @@ def parse_csv(data: bytes, filename: str = "") -> ParsedDocument:
         if parts:
             lines.append("; ".join(parts))
             size += len(lines[-1]) + 1
-    sections = [Section(text="\n".join(lines), heading=", ".join(header)[:300] if header else "")] if lines else []
+    heading = ", ".join(header)[:300] if header else ""
+    sections = [Section(text="\n".join(lines), heading=heading, rows=True)] if lines else []
     return ParsedDocument(detected_type="csv", sections=sections)
 
 

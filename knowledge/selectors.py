@@ -8,6 +8,10 @@ Retrieval (see ARCHITECTURE.md, "Retrieval"):
   frequency from the tsvector, chunk length, and document frequencies kept per knowledge base at ingestion and
   deletion;
 - the two lists fused by Reciprocal Rank Fusion.
+
+``chunk_search_result`` also measures how well the knowledge bases support the query (``SearchSupport``): the best
+dense similarity, the best BM25 score, how much of the query's IDF weight the passages hold, and whether the dense
+and lexical lists agree on their best passages. ``knowledge.support`` turns these into one support score.
 """
 
 from __future__ import annotations
@@ -49,6 +53,44 @@ class SearchHit:
     snippet: str
     knowledge_base_name: str = ""
     ordinal: int = 0
+
+
+@dataclass(frozen=True)
+class SearchSupport:
+    """How well the searched knowledge bases support a query (measured, not guessed).
+
+    ``dense``: the best cosine similarity of any chunk to the query (0 when no dense list ran);
+    ``bm25``: the best BM25 score; ``coverage``: the largest share of the query's IDF weight held by one of the
+    returned passages; ``bm25_share``: the best BM25 score over the most any chunk could score for the query (every
+    term, each weighing as in ``coverage``, at saturation), so that it reads alike in a small and a large knowledge
+    base; ``top_coverage``: the same for the first
+    passage; ``agreement``: the share of the dense list's best 3 passages that are also among the lexical list's
+    best 3; ``terms``: the number of distinct query terms after stemming and stop words."""
+
+    dense: float = 0.0
+    bm25: float = 0.0
+    bm25_share: float = 0.0
+    coverage: float = 0.0
+    top_coverage: float = 0.0
+    agreement: float = 0.0
+    terms: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "dense": round(self.dense, 4),
+            "bm25": round(self.bm25, 4),
+            "bm25_share": round(self.bm25_share, 4),
+            "coverage": round(self.coverage, 4),
+            "top_coverage": round(self.top_coverage, 4),
+            "agreement": round(self.agreement, 4),
+            "terms": self.terms,
+        }
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[SearchHit]
+    support: SearchSupport
 
 
 # --- knowledge bases and documents ------------------------------------------------------------------------
@@ -97,6 +139,55 @@ def document_chunk_text_list(*, document: Document) -> list[str]:
         .order_by("ordinal")
         .values_list("text", flat=True)
     )
+
+
+@dataclass(frozen=True)
+class DocumentSegment:
+    """A part of a document as its page shows it: a chunk's text less the overlap it shares with the chunk before
+    (``lead`` is that shared text, shown once, at the end of the previous segment)."""
+
+    chunk_id: int
+    ordinal: int
+    heading: str
+    page: int | None
+    text: str
+    lead: str = ""
+
+
+def _overlap(previous: str, current: str) -> int:
+    """Characters at the start of ``current`` that repeat the end of ``previous`` (the chunker's overlap)."""
+    probe = current[:40]
+    if not probe:
+        return 0
+    start = previous.rfind(probe)
+    while start >= 0:
+        tail = previous[start:]
+        if current.startswith(tail):
+            return len(tail)
+        start = previous.rfind(probe, 0, start)
+    return 0
+
+
+def document_segments(*, document: Document) -> list[DocumentSegment]:
+    """The document's indexed chunks in reading order, each without the text it repeats from the one before, so that
+    the segments read as the document; ``lead`` keeps the repeated text for a highlighted chunk."""
+    rows = (
+        Chunk.objects.for_tenant(document.tenant_id)
+        .filter(document_id=document.pk)
+        .order_by("ordinal")
+        .values_list("id", "ordinal", "heading", "page", "text")
+    )
+    segments: list[DocumentSegment] = []
+    previous = ""
+    for chunk_id, ordinal, heading, page, text in rows:
+        cut = _overlap(previous, text) if previous else 0
+        segments.append(
+            DocumentSegment(
+                chunk_id=chunk_id, ordinal=ordinal, heading=heading, page=page, text=text[cut:], lead=text[:cut]
+            )
+        )
+        previous = text
+    return segments
 
 
 def document_list(*, knowledge_base: KnowledgeBase) -> QuerySet[Document]:
@@ -163,24 +254,35 @@ def _dense_part(
     return sql, params
 
 
-def _lexical_part(*, tenant_id: int, kbs: list[KnowledgeBase], query: str, n: int) -> tuple[str, dict[str, Any]] | None:
-    """BM25 candidates: statistics of the query's terms over the searched knowledge bases, then one scoring query."""
-    kb_ids = [kb.pk for kb in kbs]
+def _idf(total: int, df: int) -> float:
+    return math.log(1.0 + (total - df + 0.5) / (df + 0.5))
+
+
+def _query_terms(*, tenant_id: int, kbs: list[KnowledgeBase], query: str) -> dict[str, int]:
+    """The query's lexemes with their document frequency over the searched knowledge bases (0: no chunk has it)."""
     with connection.cursor() as cur:
         cur.execute(
-            "SELECT term, sum(df) FROM knowledge_knowledgebaseterm "
-            "WHERE tenant_id = %s AND knowledge_base_id = ANY(%s) AND df > 0 "
-            "AND term = ANY(tsvector_to_array(to_tsvector(%s::regconfig, %s))) GROUP BY term",
-            [tenant_id, kb_ids, TS_CONFIG, query],
+            "SELECT q.term, coalesce(sum(t.df), 0) FROM unnest(tsvector_to_array(to_tsvector(%s::regconfig, %s))) "
+            "AS q(term) LEFT JOIN knowledge_knowledgebaseterm t ON t.term = q.term AND t.tenant_id = %s "
+            "AND t.knowledge_base_id = ANY(%s) AND t.df > 0 GROUP BY q.term",
+            [TS_CONFIG, query, tenant_id, [kb.pk for kb in kbs]],
         )
-        dfs = {str(t): int(df) for t, df in cur.fetchall()}
+        return {str(t): int(df) for t, df in cur.fetchall()}
+
+
+def _lexical_part(
+    *, tenant_id: int, kbs: list[KnowledgeBase], terms: dict[str, int], n: int
+) -> tuple[str, dict[str, Any]] | None:
+    """BM25 candidates: statistics of the query's terms over the searched knowledge bases, then one scoring query."""
+    kb_ids = [kb.pk for kb in kbs]
+    dfs = {t: df for t, df in terms.items() if df > 0}
     total = sum(kb.bm25_chunk_count for kb in kbs)
     length = sum(kb.bm25_total_length for kb in kbs)
     if not dfs or total <= 0:
         return None
     avgdl = max(length / total, 1.0)
     ordered = sorted(dfs, key=lambda t: (dfs[t], t))
-    idfs = [math.log(1.0 + (total - dfs[t] + 0.5) / (dfs[t] + 0.5)) for t in ordered]
+    idfs = [_idf(total, dfs[t]) for t in ordered]
     # candidates: chunks holding at least one of the rarer terms, within a postings budget (the most common terms
     # alone cannot lift a chunk into the top n while enough chunks hold rarer ones); every query term is scored.
     budget = settings.KNOWLEDGE_LEXICAL_POSTINGS_BUDGET
@@ -298,11 +400,75 @@ def chunk_search(
 ) -> list[SearchHit]:
     """Rank the chunks of the readable knowledge bases among ``knowledge_base_ids`` (None: all readable) for
     ``query``. Ids of other tenants or of knowledge bases the role may not read are ignored (fail closed)."""
+    return chunk_search_result(
+        tenant=tenant,
+        knowledge_base_ids=knowledge_base_ids,
+        query=query,
+        k=k,
+        role=role,
+        mode=mode,
+        candidates=candidates,
+    ).hits
+
+
+def _coverage(terms: dict[str, int], total: int, held: Iterable[str]) -> float:
+    """The share of the query's IDF weight among ``held`` terms. A term no chunk holds weighs as much as the rarest
+    term that one chunk holds (its own IDF would grow with the corpus and swamp the others in a small one)."""
+    weights = {t: _idf(max(total, 1), max(df, 1)) for t, df in terms.items()}
+    whole = sum(weights.values())
+    if whole <= 0:
+        return 0.0
+    present = set(held)
+    return sum(w for t, w in weights.items() if t in present) / whole
+
+
+def _support(
+    *, lists: dict[str, list[tuple[int, float]]], terms: dict[str, int], total: int, fused_ids: list[int]
+) -> SearchSupport:
+    dense_lists = [ranked for src, ranked in lists.items() if src != "lex"]
+    lexical = lists.get("lex", [])
+    dense = max((1.0 - dist for ranked in dense_lists for _, dist in ranked[:1]), default=0.0)
+    bm25 = lexical[0][1] if lexical else 0.0
+    dense_best = sorted((dist, cid) for ranked in dense_lists for cid, dist in ranked[:3])[:3]
+    lexical_best = {cid for cid, _ in lexical[:3]}
+    agreement = sum(1 for _, cid in dense_best if cid in lexical_best) / 3.0 if dense_best else 0.0
+    held: dict[int, list[str]] = {}
+    if fused_ids and terms:
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT id, tsvector_to_array(search) FROM knowledge_chunk WHERE id = ANY(%s)", [list(fused_ids)]
+            )
+            held = {int(cid): list(lexemes) for cid, lexemes in cur.fetchall()}
+    coverages = [_coverage(terms, total, held.get(cid, [])) for cid in fused_ids]
+    ceiling = sum(_idf(max(total, 1), max(df, 1)) for df in terms.values()) * (BM25_K1 + 1.0)
+    return SearchSupport(
+        dense=float(dense),
+        bm25=float(bm25),
+        bm25_share=float(bm25) / ceiling if ceiling > 0 else 0.0,
+        coverage=max(coverages, default=0.0),
+        top_coverage=coverages[0] if coverages else 0.0,
+        agreement=agreement,
+        terms=len(terms),
+    )
+
+
+def chunk_search_result(
+    *,
+    tenant: Tenant,
+    knowledge_base_ids: Iterable[int] | None,
+    query: str,
+    k: int = 8,
+    role: str,
+    mode: str = "hybrid",
+    candidates: int | None = None,
+) -> SearchResult:
+    """``chunk_search`` with the measured support of the knowledge bases for the query (``SearchSupport``)."""
     if mode not in MODES:
         raise InvalidInput(f"Unknown search mode '{mode}'.")
     query = (query or "").strip()
+    nothing = SearchResult(hits=[], support=SearchSupport())
     if not query or k <= 0:
-        return []
+        return nothing
     if len(query) > SEARCH_QUERY_MAX_CHARS:
         raise InvalidInput(f"The search text is too long (at most {SEARCH_QUERY_MAX_CHARS:,} characters).")
     k = min(int(k), 200)
@@ -312,7 +478,7 @@ def chunk_search(
         readable = readable.filter(pk__in=wanted)
     kbs = list(readable)
     if not kbs:
-        return []
+        return nothing
     n = candidates or max(2 * k, settings.KNOWLEDGE_SEARCH_CANDIDATES)
     dense_parts: list[Part] = []
     queried: dict[str, tuple[str, list[int], list[float]]] = {}  # label → (model, knowledge bases, query vector)
@@ -338,8 +504,9 @@ def chunk_search(
                     exact=exact,
                 )
             )
+    terms = _query_terms(tenant_id=tenant.pk, kbs=kbs, query=query)
     lexical_part = (
-        _lexical_part(tenant_id=tenant.pk, kbs=kbs, query=query, n=n) if mode in ("hybrid", "lexical") else None
+        _lexical_part(tenant_id=tenant.pk, kbs=kbs, terms=terms, n=n) if mode in ("hybrid", "lexical") else None
     )
     parts = dense_parts + ([lexical_part] if lexical_part is not None else [])
     rows = _run_parts(parts, hnsw_ef) if parts else []
@@ -363,8 +530,9 @@ def chunk_search(
         fused = lists.get("lex", [])
     fused = fused[:k]
     if not fused:
-        return []
+        return nothing
     ids = [cid for cid, _ in fused]
+    support = _support(lists=lists, terms=terms, total=sum(kb.bm25_chunk_count for kb in kbs), fused_ids=ids)
     chunks = {
         c.pk: c
         for c in Chunk.objects.for_tenant(tenant)
@@ -402,7 +570,7 @@ def chunk_search(
                 ordinal=chunk.ordinal,
             )
         )
-    return hits
+    return SearchResult(hits=hits, support=support)
 
 
 def document_chunk_texts(

@@ -27,6 +27,7 @@ urlpatterns = [
     path("<kid:kb_id>/search", views.kb_search, name="search"),
     path("<kid:kb_id>/settings", views.kb_settings, name="settings"),
     path("<kid:kb_id>/delete", views.kb_delete, name="delete"),
+    path("<kid:kb_id>/documents/<kid:doc_id>/", views.document_page, name="document"),
     path("<kid:kb_id>/documents/<kid:doc_id>/delete", views.document_delete, name="document_delete"),
     path("<kid:kb_id>/documents/<kid:doc_id>/reindex", views.document_reindex, name="document_reindex"),
     path("<kid:kb_id>/documents/<kid:doc_id>/cancel", views.document_cancel, name="document_cancel"),

@@ -146,6 +146,53 @@ def kb_upload(request: HttpRequest, kb_id: int) -> HttpResponse:
     return _documents_partial(request, kb, membership, duplicates=duplicates, uploaded=True)
 
 
+@require_GET
+@page_errors
+def document_page(request: HttpRequest, kb_id: int, doc_id: int) -> HttpResponse:
+    """A document as indexed, in reading order; ``?chunk=<id>`` highlights a cited passage (the page opens there)."""
+    membership, kb = _kb(request, kb_id)
+    doc = selectors.document_get(knowledge_base=kb, document_id=doc_id)
+    segments = selectors.document_segments(document=doc)
+    try:
+        cited = int(request.GET.get("chunk", ""))
+    except ValueError:
+        cited = None
+    cited_index = next((i for i, seg in enumerate(segments) if seg.chunk_id == cited), None)
+    blocks = []
+    lead_shown = False
+    for index, seg in enumerate(segments):
+        nxt = segments[index + 1] if index + 1 < len(segments) else None
+        # the text a highlighted chunk shares with the one before is shown once: at the end of that one, highlighted
+        shared = ""
+        body = seg.text
+        if nxt is not None and cited_index == index + 1 and nxt.lead and seg.text.endswith(nxt.lead):
+            shared, body = nxt.lead, seg.text[: len(seg.text) - len(nxt.lead)]
+            lead_shown = True
+        previous = segments[index - 1] if index else None
+        blocks.append(
+            {
+                "segment": seg,
+                "body": body,
+                "shared": shared,
+                "prefix": seg.lead if index == cited_index and not lead_shown else "",
+                "cited": index == cited_index,
+                "new_heading": seg.heading if previous is None or previous.heading != seg.heading else "",
+                "new_page": seg.page if seg.page and (previous is None or previous.page != seg.page) else None,
+            }
+        )
+    return render(
+        request,
+        "knowledge/document.html",
+        {
+            "kb": kb,
+            "doc": doc,
+            "blocks": blocks,
+            "cited": cited_index is not None,
+            "may_upload": kb.may_upload(membership.role),
+        },
+    )
+
+
 @require_POST
 @page_errors
 def document_delete(request: HttpRequest, kb_id: int, doc_id: int) -> HttpResponse:

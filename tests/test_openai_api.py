@@ -160,7 +160,8 @@ def test_grounded_answer_returns_citations(world, keys, live_portal, grounded_kb
     chunks = list(stream)
     assert chunks[0].model_extra["citations"][0]["document_name"] == "canteen.md"
     finish_chunk = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
-    assert finish_chunk.model_extra["citations"] == chunks[0].model_extra["citations"]
+    used = finish_chunk.model_extra["citations"]  # the passages the answer used, among those the model was given
+    assert all(c in chunks[0].model_extra["citations"] for c in used)
 
 
 def test_a_client_disconnect_settles_the_request(world, keys, live_portal):  # noqa: F811
@@ -255,7 +256,9 @@ CALLERS = ("anonymous", "revoked", "expired", "other_tenant", "viewer", "member"
 
 
 def _chat_body(kb: Any) -> dict[str, Any]:
-    return {"model": MODEL, "messages": ASK, "max_tokens": 2, "temperature": 0, "knowledge_bases": [kb.pk]}
+    # a question the knowledge base answers, and room for an answer that uses (and so cites) its passage
+    question = [{"role": "user", "content": "When does the cafeteria open?"}]
+    return {"model": MODEL, "messages": question, "max_tokens": 12, "temperature": 0, "knowledge_bases": [kb.pk]}
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from chat.models import Message
 from chat.pipeline import stages
 from chat.pipeline.events import ChatInput, Citations, Done, Failed, PipelineEvent, Started, Token, Usage
 from chat.pipeline.state import Masked, Plan, Prompt, RunState
-from chat.pipeline.text import PLACEHOLDER_RE, StreamUnmasker
+from chat.pipeline.text import ABSTAIN_TEXT, PLACEHOLDER_RE, StreamUnmasker, citations_used
 from core.errors import ApplicationError
 from core.logging import request_id_var, tenant_id_var, user_id_var
 from core.tracing import RequestSpan, request_span
@@ -335,15 +335,23 @@ class ChatRun:
         await asyncio.shield(run_blocking(self._guard_and_finish)(masked, prompt))
         return self._done()
 
-    def _guard_and_finish(self, masked: Masked, prompt: Prompt) -> None:
+    def _guard(self, masked: Masked, prompt: Prompt) -> None:
+        """The output guard, then the citations the answer used (its [n], else its sentences' attribution; none when
+        it abstains)."""
         stages.output_inspect(self.inp, masked, prompt, self.state)
+        self.state.citations = citations_used(
+            self.state.reply.text, self.state.citations, prompt.sources, question=masked.user
+        )
+
+    def _guard_and_finish(self, masked: Masked, prompt: Prompt) -> None:
+        self._guard(masked, prompt)
         self.state.status = Message.Status.COMPLETE
         stages.finish(self.inp, self.state)
 
     def _guard_and_promise(self, masked: Masked, prompt: Prompt) -> None:
         """One thread hop after the last token: the output guard, then the journal entry of the settlement that
         follows the client's ``Done``."""
-        stages.output_inspect(self.inp, masked, prompt, self.state)
+        self._guard(masked, prompt)
         self.state.status = Message.Status.COMPLETE
         stages.settlement_promise(self.inp, self.state)
 
@@ -366,7 +374,11 @@ class ChatRun:
         try:
             plan, masked, prompt = await run_blocking(self._prepare)()
             request = self._request(plan, prompt)
-            tokens = model_turn_events(pool=self.pool, request=request, reply=state.reply, trace_parent=state.trace)
+            tokens = (
+                _abstention(state.reply)
+                if state.abstain
+                else model_turn_events(pool=self.pool, request=request, reply=state.reply, trace_parent=state.trace)
+            )
             relay = self._relay(tokens)
             async for event in relay:
                 yield event
@@ -439,6 +451,12 @@ async def finishes_wait(*, grace_s: float = 10.0) -> bool:
         return True
     _, pending = await asyncio.wait(mine, timeout=grace_s)
     return not pending
+
+
+async def _abstention(reply: Any) -> AsyncGenerator[str, None]:
+    """The answer when the knowledge bases do not support one: said by the pipeline, the engine is not called."""
+    reply.text, reply.finish = ABSTAIN_TEXT, "stop"
+    yield ABSTAIN_TEXT
 
 
 async def _close(*generators: Any) -> None:

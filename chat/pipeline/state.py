@@ -80,3 +80,4 @@ class RunState:
     finishing: bool = False  # a finish is running (another one returns at once)
     promise: str = ""  # the settlement journal entry of a run finished after its ``Done``
     trace: Any = None  # the request's root span context (core.tracing.request_span): every stage's span is its child
+    abstain: bool = False  # the knowledge bases do not support an answer: the pipeline abstains, no engine call

@@ -157,7 +157,7 @@ def test_answer_renders_as_sanitized_markdown_with_footnotes(client, world, chat
     footnote = html.split(f'id="cite-{answer.pk}-1"', 1)[1].split("</li>", 1)[0]
     kb = chat_world["kb"]
     assert "handbook.pdf, page 3" in footnote
-    assert f'href="/knowledge/{kb.pk}/?document=7&amp;page=3#doc-7"' in footnote
+    assert f'href="/knowledge/{kb.pk}/documents/7/?chunk=9#chunk-9"' in footnote  # the document page, at the passage
 
 
 def test_badge_when_groundedness_is_low_or_a_guard_warned(client, world, chat_world):

@@ -74,7 +74,7 @@ def _assert_bm25_stats_consistent(kb: KnowledgeBase) -> None:
             "Leave",
             None,
         ),
-        ("travel.html", files.HTML, "html", "Hotel costs are reimbursed", "Expenses", None),
+        ("travel.html", files.HTML, "html", "Hotel costs are reimbursed", "Travel policy › Expenses", None),
         ("onboarding.md", files.MARKDOWN, "markdown", "VPN account", "Onboarding › Accounts", None),
         ("notes.txt", b"The cafeteria opens at eight.", "text", "cafeteria", "", None),
         ("people.csv", files.CSV, "csv", "Carol", "name, role, office", None),

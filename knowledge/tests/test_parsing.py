@@ -44,7 +44,7 @@ def test_html_main_text_without_scripts_or_navigation():
     assert "Keep receipts" in text
     for junk in ("alert", "color:red", "Home", "Jobs", "Copyright"):
         assert junk not in text
-    assert [s.heading for s in parsed.sections] == ["Travel policy", "Expenses"]
+    assert [s.heading for s in parsed.sections] == ["Travel policy", "Travel policy › Expenses"]  # the heading path
 
 
 def test_markdown_heading_path_and_code_fences():

@@ -297,7 +297,10 @@ def test_employee_chats_with_the_knowledge_base(session_factory, portal):
     page.get_by_test_id("composer-input").fill("")
 
     # stop while it writes
-    page.get_by_test_id("composer-input").fill("Write a long story about a train journey through the Alps.")
+    # (about the documents: a question they do not support is answered at once, with nothing to stop)
+    page.get_by_test_id("composer-input").fill(
+        "Write a long story about the daily meal allowance on business trips and about booking trains."
+    )
     page.get_by_test_id("send").click()
     page.wait_for_function(
         "() => { const el = document.querySelector('.msg-assistant.streaming [data-testid=answer]');"
