@@ -121,3 +121,25 @@ def assert_error_body(response: Any, status: int) -> None:
     body = response.json_body
     assert isinstance(body, dict) and set(body) == {"code", "message", "details"}, body
     assert body["message"]
+
+
+def v1_stream_body(url: str, key: str, *, max_tokens: int = 4) -> str:
+    """One streamed ``/v1/chat/completions`` answer to "Say hello." over real HTTP; the raw SSE body."""
+    import httpx
+    from django.conf import settings
+
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={
+            "model": settings.LLAMA_MODEL_NAME,
+            "messages": [{"role": "user", "content": "Say hello."}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "stream": True,
+        },
+        timeout=120,
+    ) as response:
+        assert response.status_code == 200
+        return response.read().decode()

@@ -14,13 +14,11 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
-from django.conf import settings
 from django.db.backends.signals import connection_created
 
 from inference_pool.models import Backend
-from tests.api_harness import ApiKeys, make_api_keys, pool_backend  # noqa: F401
+from tests.api_harness import ApiKeys, make_api_keys, pool_backend, v1_stream_body  # noqa: F401
 from tests.live_server import finishes_settled, live_portal  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.engine]
@@ -60,33 +58,15 @@ def every_query() -> Iterator[EveryQuery]:
         connection_created.disconnect(dispatch_uid="test-every-query")
 
 
-def _stream(url: str, key: str) -> str:
-    with httpx.stream(
-        "POST",
-        f"{url}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {key}"},
-        json={
-            "model": settings.LLAMA_MODEL_NAME,
-            "messages": [{"role": "user", "content": "Say hello."}],
-            "max_tokens": 4,
-            "temperature": 0,
-            "stream": True,
-        },
-        timeout=120,
-    ) as response:
-        assert response.status_code == 200
-        return response.read().decode()
-
-
 def test_one_v1_request_stays_within_its_query_budget(world, pool_backend: Backend, live_portal, every_query, settings):  # noqa: F811
     # the router re-reads the registry in the background every POOL_REFRESH_INTERVAL seconds, whatever the traffic:
     # not a cost of a request (this router is created by this test's server, after this setting)
     settings.POOL_REFRESH_INTERVAL = 3600
     keys: ApiKeys = make_api_keys(world)
-    _stream(live_portal.url, keys["member"])  # warm: the caches, the router's snapshot, the key's last-use stamp
+    v1_stream_body(live_portal.url, keys["member"])  # warm: the caches, the router's snapshot, the key's last-use stamp
     finishes_settled()
     every_query.active = True
-    body = _stream(live_portal.url, keys["member"])
+    body = v1_stream_body(live_portal.url, keys["member"])
     finishes_settled()  # persistence and settlement follow the [DONE]: they count too
     every_query.active = False
     assert body.endswith("data: [DONE]\n\n")

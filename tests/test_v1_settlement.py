@@ -31,7 +31,7 @@ from chat.tasks import quota_sweep
 from inference_pool.models import Backend
 from tenants.models import QuotaCounter, QuotaReservation, UsageRecord
 from tenants.settlements import journal, settlement_replay
-from tests.api_harness import ApiKeys, make_api_keys, pool_backend  # noqa: F401
+from tests.api_harness import ApiKeys, make_api_keys, pool_backend, v1_stream_body  # noqa: F401
 from tests.engine import free_port
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
@@ -80,32 +80,17 @@ def portal_process(pool_backend: Backend) -> Iterator[tuple[str, subprocess.Pope
 
 def _stream(url: str, key: str) -> tuple[str, dict[str, Any]]:
     """A streamed answer; returns its text and the usage of its last chunk, once ``[DONE]`` arrived."""
-    with httpx.stream(
-        "POST",
-        f"{url}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {key}"},
-        json={
-            "model": settings.LLAMA_MODEL_NAME,
-            "messages": [{"role": "user", "content": "Say hello."}],
-            "max_tokens": 6,
-            "temperature": 0,
-            "stream": True,
-        },
-        timeout=120,
-    ) as response:
-        assert response.status_code == 200
-        text, usage = "", None
-        for line in response.iter_lines():
-            if line == "data: [DONE]":
-                assert usage is not None
-                return text, usage
-            if line.startswith("data: "):
-                chunk = json.loads(line.removeprefix("data: "))
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                for choice in chunk.get("choices", []):
-                    text += choice["delta"].get("content") or ""
-    raise AssertionError("the stream ended without [DONE]")
+    body = v1_stream_body(url, key, max_tokens=6)
+    assert body.endswith("data: [DONE]\n\n"), "the stream ended without [DONE]"
+    text, usage = "", None
+    for line in body.splitlines():
+        if line.startswith("data: {"):
+            chunk = json.loads(line.removeprefix("data: "))
+            usage = chunk.get("usage") or usage
+            for choice in chunk.get("choices", []):
+                text += choice["delta"].get("content") or ""
+    assert usage is not None
+    return text, usage
 
 
 def _lock_the_usage_table() -> psycopg.Connection[Any]:
