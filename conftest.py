@@ -35,3 +35,13 @@ def _fresh_local_caches():  # type: ignore[no-untyped-def]
 
 
 pytest_plugins = ["tests.fixtures", "tests.sso_providers"]
+
+
+@pytest.fixture(autouse=True)
+def _answers_settled():  # type: ignore[no-untyped-def]
+    """An answer the /v1 door persists after its [DONE] (on a thread of its own) is settled before the test's
+    database is rolled back or flushed, so that it never lands in, or holds a connection into, the next test."""
+    yield
+    from tests.live_server import finishes_settled
+
+    finishes_settled(timeout=30.0)

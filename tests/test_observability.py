@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -29,6 +28,7 @@ from core.logging import JsonFormatter, RedactingFilter, RequestContextFilter, r
 from core.metrics import metrics_refresh_state
 from core.metrics_views import worker_metrics_serve
 from core.tracing import stage_span, tracing_configure, tracing_shutdown
+from tests.live_server import finishes_settled
 
 TOKEN = "scrape-token-0123456789abcdef"
 OUTSIDE = "203.0.113.7"  # TEST-NET-3: never in the default allowed networks
@@ -598,12 +598,8 @@ def test_metrics_after_one_chat_request_and_one_ingestion(llama_server, world, c
     refused = client.post("/v1/chat/completions", data=body, content_type="application/json", **headers)
     assert refused.status_code == 429, refused.content
 
-    # the /v1 door settles after the client's last chunk (in the background): wait for the answer's usage record
-    from tenants.models import UsageRecord
-
-    deadline = time.monotonic() + 30
-    while not UsageRecord.objects.for_tenant(world.tenant).exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # the /v1 door settles after the client's last chunk (on a thread of its own): wait for the settlement
+    finishes_settled()
     after = scrape()
     for family in text_string_to_metric_families(after):
         if family.name in ISSUE_METRICS:

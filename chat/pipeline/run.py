@@ -9,12 +9,13 @@ by default, a fake one in fast tests.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -288,12 +289,14 @@ class ChatRun:
         # shielded: a second cancellation (a closing socket) must not interrupt the bookkeeping
         await asyncio.shield(run_blocking(stages.finish)(self.inp, self.state))
 
-    async def _finish_retrying(self) -> None:
-        """The background finish of a run whose ``Done`` was sent: retried while the database is away; what is
-        still not settled after the last try is settled from the journal by the quota sweep."""
+    def _finish_retrying(self) -> None:
+        """The background finish of a run whose ``Done`` was sent (on a thread of its own, so that no event loop's
+        end can cancel it): retried while the database is away; what is still not settled after the last try is
+        settled from the journal by the quota sweep."""
         for attempt, pause in enumerate((*FINISH_RETRY_PAUSES, None)):
+            close_old_connections()
             try:
-                await run_blocking(stages.finish)(self.inp, self.state)
+                stages.finish(self.inp, self.state)
                 return
             except Exception:
                 if pause is None:
@@ -303,12 +306,16 @@ class ChatRun:
                     )
                     return
                 logger.warning("persisting an answer failed; retrying", exc_info=True)
-                await asyncio.sleep(pause)
+                time.sleep(pause)
+            finally:
+                close_old_connections()
 
     def _finish_in_background(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._finish_retrying(), name=f"finish-{self.request_id}")
-        _FINISHING.add(task)
-        task.add_done_callback(_FINISHING.discard)
+        context = contextvars.copy_context()  # the request's log fields and trace travel with it
+        future = _finish_executor().submit(context.run, self._finish_retrying)
+        with _finishing_lock:
+            _FINISHING.add(future)
+        future.add_done_callback(_finished)
 
     async def _conclude(self, masked: Masked, prompt: Prompt) -> PipelineEvent:
         """Stages 8-10 once the engine stopped: a failure keeps the partial answer; else the output guard."""
@@ -433,24 +440,42 @@ class ChatRun:
         root.end(error=state.error_code if state.status == Message.Status.ERROR else "")
 
 
-# Background finishes of runs whose ``Done`` was sent (the API door); held here so none is garbage-collected.
-_FINISHING: set[asyncio.Task[None]] = set()
+# Background finishes of runs whose ``Done`` was sent (the API door): threads of their own, not event-loop tasks, so
+# that neither the end of a loop (a test client's, a worker's) nor a closing socket can cancel the bookkeeping.
+_FINISHING: set[Future[None]] = set()
+_finishing_lock = threading.Lock()
+_finish_pool: ThreadPoolExecutor | None = None
 FINISH_RETRY_PAUSES = (0.2, 1.0, 3.0)
+
+
+def _finish_executor() -> ThreadPoolExecutor:
+    global _finish_pool
+    if _finish_pool is None:
+        with _executor_lock:
+            if _finish_pool is None:
+                _finish_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chat-finish")
+    return _finish_pool
+
+
+def _finished(future: Future[None]) -> None:
+    with _finishing_lock:
+        _FINISHING.discard(future)
 
 
 def finishes_pending() -> int:
     """How many answers of this process are still being persisted and settled after their stream ended."""
-    return len(_FINISHING)
+    with _finishing_lock:
+        return len(_FINISHING)
 
 
 async def finishes_wait(*, grace_s: float = 10.0) -> bool:
-    """Wait for this event loop's background finishes (a graceful shutdown); False if some are still running."""
-    loop = asyncio.get_running_loop()
-    mine = [t for t in list(_FINISHING) if t.get_loop() is loop]
-    if not mine:
+    """Wait for this process's background finishes (a graceful shutdown); False if some are still running."""
+    with _finishing_lock:
+        pending = [asyncio.wrap_future(f) for f in _FINISHING]
+    if not pending:
         return True
-    _, pending = await asyncio.wait(mine, timeout=grace_s)
-    return not pending
+    _, still = await asyncio.wait(pending, timeout=grace_s)
+    return not still
 
 
 async def _abstention(reply: Any) -> AsyncGenerator[str, None]:

@@ -23,6 +23,7 @@ from chat.services import conversation_create
 from chat.tests.conftest import collect, indexed_document, ws_open
 from core.tracing import tracing_configure, tracing_shutdown
 from tenants.services import api_key_create
+from tests.live_server import finishes_settled
 
 pytestmark = [pytest.mark.engine, pytest.mark.django_db(transaction=True)]
 
@@ -158,6 +159,7 @@ def _v1(client: Any, key: str, content: str) -> Any:
         HTTP_AUTHORIZATION=f"Bearer {key}",
     )
     assert response.status_code == 200, response.content
+    finishes_settled()  # the door persists the answer (the chat.persist span) after the client's last byte
     return response.json()
 
 
