@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 engine: $(STAMP)
-	@PIP="$(BIN)/python -m pip" scripts/prepare_engine.sh >/dev/null
+	@PORTAL_MODEL=smollm2 PIP="$(BIN)/python -m pip" scripts/prepare_engine.sh >/dev/null
 
 system-deps:
 	@scripts/install_system_deps.sh
@@ -27,11 +27,18 @@ system-deps:
 test-oidc-provider:
 	@scripts/install_test_oidc_provider.sh
 
+# The embedded model (portal/settings.py, PORTAL_MODEL): `make run` defaults to qwen (Qwen2.5-Coder-1.5B-Instruct,
+# 1.1 GB, downloaded and verified at the first run), the suite and the benchmarks to smollm2 (SmolLM2-135M, fast);
+# `PORTAL_MODEL=smollm2 make run`, `PORTAL_MODEL=/path/model.gguf make run` or `PORTAL_MODEL=qwen make bench-answers`.
+RUN_MODEL = PORTAL_MODEL=$${PORTAL_MODEL:-qwen}
+BENCH_MODEL = PORTAL_MODEL=$${PORTAL_MODEL:-smollm2}
+
 run: install engine
-	@PYTHONUNBUFFERED=1 $(BIN)/python manage.py run_portal
+	@$(RUN_MODEL) PIP="$(BIN)/python -m pip" scripts/prepare_engine.sh >/dev/null
+	@$(RUN_MODEL) PYTHONUNBUFFERED=1 $(BIN)/python manage.py run_portal
 
 test: install engine system-deps test-oidc-provider
-	@PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-test-var.XXXXXX) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	@PORTAL_MODEL=smollm2 PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-test-var.XXXXXX) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # `make check`: every static check, in CI's order, stopping at the first that fails (about a minute).
 # `make ci` (what .ci/run runs): `make check`, then the suite.
@@ -72,14 +79,16 @@ migrations-check:
 	@PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-check-var.XXXXXX) $(BIN)/python manage.py makemigrations --check --dry-run
 
 bench-pool: install engine
-	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_pool.py
+	@$(BENCH_MODEL) PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_pool.py
 
 bench-retrieval: install engine
-	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_retrieval.py
+	@$(BENCH_MODEL) PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_retrieval.py
 
-# Grounded answers on the QA set in bench/answers (real retrieval, the real engine with the test-suite model)
+# Grounded answers on the QA set in bench/answers (real retrieval, the real engine with the test-suite model;
+# PORTAL_MODEL=qwen for the default model of `make run`)
 bench-answers: install engine
-	@PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-bench-var.XXXXXX) $(BIN)/python bench/bench_answers.py $(BENCH_ARGS)
+	@$(BENCH_MODEL) PIP="$(BIN)/python -m pip" scripts/prepare_engine.sh >/dev/null
+	@$(BENCH_MODEL) PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-bench-var.XXXXXX) $(BIN)/python bench/bench_answers.py $(BENCH_ARGS)
 
 bench-guard: install
 	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_guard.py
@@ -98,7 +107,7 @@ bench-injection-families: install
 	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_injection_families.py
 
 bench-chat: install
-	@PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_chat.py
+	@$(BENCH_MODEL) PORTAL_EPHEMERAL_DB=1 $(BIN)/python bench/bench_chat.py
 
 # LiteLLM's proxy, for comparison only, in its own virtualenv (never in the portal's); fetches nothing at run time
 LITELLM_VENV := var/litellm-venv
@@ -112,7 +121,7 @@ bench-gateway: install $(LITELLM_VENV)/.installed
 	@LITELLM_LOCAL_MODEL_COST_MAP=True $(BIN)/python bench/bench_gateway.py
 
 bench-sso: install system-deps test-oidc-provider
-	@PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-bench-var.XXXXXX) $(BIN)/python bench/bench_sso.py
+	@$(BENCH_MODEL) PORTAL_EPHEMERAL_DB=1 PORTAL_VAR_DIR=$$(mktemp -d /tmp/portal-bench-var.XXXXXX) $(BIN)/python bench/bench_sso.py
 
 clean:
 	rm -rf $(VENV) var

@@ -8,6 +8,8 @@ import os
 import pytest
 
 os.environ.setdefault("PORTAL_EPHEMERAL_DB", "1")
+# the suite runs on the small model (fast); `make run` defaults to qwen (portal/settings.py, PORTAL_MODEL)
+os.environ.setdefault("PORTAL_MODEL", "smollm2")
 
 
 @pytest.fixture(autouse=True)

@@ -121,7 +121,10 @@ class ManagedEngine:
         if not Path(self.spec.binary).is_file():
             raise EngineStartError(f"llama-server is not built at {self.spec.binary}; run `make engine`")
         if not Path(self.spec.model_path).is_file():
-            raise EngineStartError(f"the model file {self.spec.model_path} is missing; run `make engine`")
+            raise EngineStartError(
+                f"the model file {self.spec.model_path} is missing; `make run` fetches it (PORTAL_MODEL="
+                f"{getattr(settings, 'PORTAL_MODEL', 'smollm2')}), `make engine` the test suite's"
+            )
         if port_in_use(self.spec.host, self.spec.port):
             raise EngineStartError(
                 f"port {self.spec.port} is already in use; stop what runs there or set ENGINE_BASE_PORT"

@@ -37,6 +37,14 @@ def pool_stream(*, request: ChatRequest) -> AsyncIterator[PoolEvent]:
     return get_router().stream(request)
 
 
+def _base_model_defaults() -> dict[str, Any]:
+    """The embedded model's row (``settings.LLAMA_MODEL_INFO``, from ``PORTAL_MODEL``); a GGUF given by path records
+    its family only."""
+    info = dict(getattr(settings, "LLAMA_MODEL_INFO", {}) or {})
+    fields = ("family", "params_b", "context_length", "layers", "kv_heads", "head_dim")
+    return {key: info[key] for key in fields if key in info}
+
+
 def backend_sync_local() -> list[Backend]:
     """Register the managed local llama-server engines (``ENGINE_REPLICAS``) as Backend rows.
 
@@ -47,14 +55,7 @@ def backend_sync_local() -> list[Backend]:
     with transaction.atomic():
         base, _ = BaseModel.objects.get_or_create(
             name=settings.LLAMA_MODEL_NAME,
-            defaults={
-                "family": "SmolLM2",
-                "params_b": 0.135,
-                "context_length": 8192,
-                "layers": 30,
-                "kv_heads": 3,
-                "head_dim": 64,
-            },
+            defaults=_base_model_defaults(),
         )
         rows: list[Backend] = []
         for spec in specs:

