@@ -7,6 +7,8 @@ import base64
 import hashlib
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -203,3 +205,49 @@ def test_the_command_line_says_why_it_refuses(
 
     err = capsys.readouterr().err
     assert code == 1 and "[model] ERROR: REFUSED" in err and "deleted" in err and not dest.exists()
+
+
+# --- choosing the model (portal/settings.py, PORTAL_MODEL) -------------------------------------------------------
+
+SHOW_SETTINGS = (
+    "import json, portal.settings as s; print(json.dumps([s.LLAMA_MODEL_PATH, s.LLAMA_MODEL_NAME, s.ENGINE_SLOTS, "
+    "s.ENGINE_CONTEXT, s.CHAT_CONTEXT_CHUNKS, s.CACHE_DIR.as_posix()]))"
+)
+
+
+def _settings_with(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PORTAL_", "LLAMA_", "ENGINE_", "CHAT_"))}
+    # a DATABASE_URL that is only parsed: reading the settings starts no database
+    env = {**base, "DATABASE_URL": "postgres://u:p@127.0.0.1:9/x", "PORTAL_CACHE_DIR": str(tmp_path / "c"), **env}
+    return subprocess.run(
+        [sys.executable, "-c", SHOW_SETTINGS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("choice", "file", "name", "slots", "passages"),
+    [
+        (None, "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "qwen2.5-coder-1.5b-instruct", 2, 3),
+        ("qwen", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "qwen2.5-coder-1.5b-instruct", 2, 3),
+        ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct", 4, 4),
+    ],
+)
+def test_the_model_is_chosen_by_portal_model(tmp_path, choice, file, name, slots, passages) -> None:
+    proc = _settings_with(tmp_path, **({"PORTAL_MODEL": choice} if choice else {}))
+    assert proc.returncode == 0, proc.stderr
+    path, served, engine_slots, context, chunks, cache = json.loads(proc.stdout)
+    # the cached file lives outside the repository, under the cache directory scripts/prepare_engine.sh fills
+    assert path == f"{cache}/models/{file}" and not path.startswith(str(ROOT))
+    assert (served, engine_slots, context, chunks) == (name, slots, 8192, passages)
+    if served.startswith("qwen"):  # every passage fits in one slot beside the longest answer (400-token chunks)
+        assert context // engine_slots >= chunks * 450 + 512 + 400
+
+
+def test_a_gguf_path_is_a_model_and_anything_else_is_refused(tmp_path: Path) -> None:
+    proc = _settings_with(tmp_path, PORTAL_MODEL=str(tmp_path / "My-Model.Q8_0.gguf"))
+    assert proc.returncode == 0, proc.stderr
+    path, served, *_ = json.loads(proc.stdout)
+    assert path == str(tmp_path / "My-Model.Q8_0.gguf") and served == "my-model.q8_0"
+
+    proc = _settings_with(tmp_path, PORTAL_MODEL="gpt-5")
+    assert proc.returncode != 0 and "PORTAL_MODEL is malformed" in proc.stderr and "'gpt-5'" in proc.stderr
