@@ -459,13 +459,15 @@ LOGGING = {
     "filters": {
         "request_context": {"()": "core.logging.RequestContextFilter"},
         "redact": {"()": "core.logging.RedactingFilter"},
+        "connections": {"()": "core.logging.ConnectionLogFilter"},
     },
     "formatters": {"json": {"()": "core.logging.JsonFormatter"}, "text": {"()": "core.logging.TextFormatter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "text" if env.str("LOG_FORMAT", default="json") == "text" else "json",
-            "filters": ["request_context", "redact"],
+            # the connection filter first: it reads the server's message templates, which redaction formats
+            "filters": ([] if ACCESS_LOG else ["connections"]) + ["request_context", "redact"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
