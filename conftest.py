@@ -8,7 +8,7 @@ import os
 import pytest
 
 os.environ.setdefault("PORTAL_EPHEMERAL_DB", "1")
-# the suite runs on the small model (fast); `make run` defaults to qwen (portal/settings.py, PORTAL_MODEL)
+# the suite runs on the small model (fast), and so do the processes it starts; `make run` defaults to qwen
 os.environ.setdefault("PORTAL_MODEL", "smollm2")
 
 

@@ -10,6 +10,7 @@ Two topologies (see ARCHITECTURE.md):
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -284,7 +285,8 @@ EMBEDDED_MODELS: dict[str, dict[str, object]] = {
         "passages": 4,
     },
 }
-PORTAL_MODEL = env.str("PORTAL_MODEL", default="qwen").strip()
+# under pytest the default is the small model: pytest-django reads these settings before the root conftest.py runs
+PORTAL_MODEL = env.str("PORTAL_MODEL", default="smollm2" if "pytest" in sys.modules else "qwen").strip()
 if PORTAL_MODEL in EMBEDDED_MODELS:
     LLAMA_MODEL_INFO = EMBEDDED_MODELS[PORTAL_MODEL]
     _model_path = str(CACHE_DIR / "models" / str(LLAMA_MODEL_INFO["file"]))

@@ -206,10 +206,31 @@ def test_pool_sync_local_registers_the_managed_engines(llama_server, db, setting
         True,
     )
     assert row.health == "up" and row.base_model.name == MODEL
+    # the base model's row describes the configured model (PORTAL_MODEL=smollm2 in the suite)
+    assert (row.base_model.family, row.base_model.layers, row.base_model.kv_heads) == ("SmolLM2", 30, 3)
     settings.ENGINE_REPLICAS = 0
     call_command("pool_sync_local")
     row.refresh_from_db()
     assert row.enabled is False
+
+
+def test_pool_sync_local_records_the_chosen_models_shape(db, settings):
+    """With the default model (PORTAL_MODEL=qwen) the engine row's base model is Qwen's, with its KV shape (the
+    capacity planner reads it)."""
+    settings.ENGINE_REPLICAS = 1
+    settings.LLAMA_MODEL_NAME = "qwen2.5-coder-1.5b-instruct"
+    settings.LLAMA_MODEL_INFO = settings.EMBEDDED_MODELS["qwen"]
+    call_command("pool_sync_local")
+    (row,) = Backend.objects.all()
+    base = row.base_model
+    assert (base.name, base.family, base.layers, base.kv_heads, base.head_dim) == (
+        "qwen2.5-coder-1.5b-instruct",
+        "Qwen2.5-Coder",
+        28,
+        2,
+        128,
+    )
+    assert row.served_name == "qwen2.5-coder-1.5b-instruct"
 
 
 def test_engine_health_reports_registered_backends_and_served_models(shared, settings):
