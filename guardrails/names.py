@@ -33,7 +33,8 @@ import regex
 
 _UPPER = r"A-Z\u00c0-\u00d6\u00d8-\u00de\u0100-\u024f"  # Latin capitals incl. accented ones
 _LOWER = r"a-z\u00df-\u00f6\u00f8-\u00ff\u0100-\u024f"
-NAME_WORD = rf"[{_UPPER}][{_LOWER}'\u2019\-]+"
+# A capitalised word, with the prefixes that capitalise a name's second part ("McDonald", "LeBatelier", "O'Neil").
+NAME_WORD = rf"(?:(?:Mc|Mac|Le|La|De|Di|Du|Da|Van|Von|Fitz|O'|O\u2019)(?=[{_UPPER}]))?[{_UPPER}][{_LOWER}'\u2019\-]+"
 INITIAL = rf"[{_UPPER}]\.?"
 
 
@@ -108,7 +109,7 @@ _STREET_AFTER = re.compile(
 # A PERSON followed by a company suffix is (part of) an organisation: "Davis, Reynolds and Hall Orchestra".
 _ORG_SUFFIXES = _words(
     """Inc Ltd LLC GmbH AG SE Corp Corporation Company Co Group Orchestra Incorporated PLC LLP Partners Associates
-    Holdings Foundation University Bank Industries Solutions Systems Consulting"""
+    Holdings Foundation University Bank Industries Solutions Systems Consulting Sons Brothers Bros"""
 )
 _ORG_AFTER = re.compile(  # one separator before every word, each word atomic: no exponential backtracking
     r"^(?:(?:,[ \t]*|[ \t]+)[A-Z][\w'\-]*+)*(?:,?[ \t]+(?:and|&)[ \t]+[A-Z][\w'\-]*+)?[ \t]*,?[ \t]*(?:"
@@ -306,13 +307,33 @@ def list_mate_spans(text: str, people: Iterable[tuple[int, int]]) -> list[tuple[
 
 
 _WORD_BEFORE = regex.compile(rf"(?:({NAME_WORD})|{_PARTICLE})[ \t]+$")
-_WORD_AFTER = regex.compile(rf"^[ \t]+(?:{_PARTICLE}[ \t]+)?({NAME_WORD})(?![\w\-])")
+_WORD_AFTER = regex.compile(rf"^[ \t]+(?:{INITIAL}[ \t]+)?(?:{_PARTICLE}[ \t]+)?({NAME_WORD})(?![\w\-])")
+_WORD_REST = regex.compile(r"(?:\w|-(?=\w)|['\u2019](?=\w)(?![sS]\b))+")
+_POSSESSOR = regex.compile(rf"{NAME_WORD}(?:'s|\u2019s)[ \t]+(?={NAME_WORD})")
+_LEADING_PARTICLE = regex.compile(rf"{_PARTICLE}[ \t]")
 
 
 def extend(text: str, start: int, end: int) -> tuple[int, int]:
     """Widen a name to the parts around it, so that no part stays in clear: a known given name before it ("Freja"
     of "Freja Nilsson" when the NER saw only "Nilsson"), a particle and name after it, a capitalised name word
-    after it that is not a street or company word. At most four words in all."""
+    after it that is not a street or company word. At most four words in all. A span cut inside a word ("Hauta"
+    of "Hauta-aho") takes the whole word; a span that starts with a possessor drops it ("Pave's Irena Bílá"); a
+    name that begins with a particle takes the name word before it ("Maika van de Noort")."""
+    while start > 0 and (
+        text[start - 1].isalnum() or (text[start - 1] in "-'\u2019" and text[start - 2 : start - 1].isalpha())
+    ):
+        start -= 1
+    if start < end < len(text) and text[end - 1].isalnum():
+        rest = _WORD_REST.match(text, end, min(len(text), end + 40))
+        if rest is not None:
+            end = rest.end()
+    possessor = _POSSESSOR.match(text, start, end)
+    if possessor is not None:
+        start = possessor.end()
+    if _LEADING_PARTICLE.match(text, start, end):
+        m = _WORD_BEFORE.search(text, max(0, start - 40), start)
+        if m is not None and m.group(1) is not None and is_name_word(m.group(1)):
+            start = m.start()
     for _ in range(2):
         m = _WORD_BEFORE.search(text, max(0, start - 40), start)
         if m is None or len(text[m.start() : end].split()) > 4:
@@ -370,6 +391,30 @@ def single_given_name_spans(text: str) -> list[tuple[int, int]]:
             continue  # "Avenida Pedro Ulisses 888", "Cinzia and Hammarvägen 15": a street named after someone
         spans.append(m.span(1))
     return spans
+
+
+# Where a word is a place: after a locative preposition ("in Victoria", "the city of Florence") or before a region
+# or postcode ("Austin, TX", "Florence, Italy 50100").
+_LOCATIVE_BEFORE = regex.compile(
+    r"(?i:\b(?:in|at|from|near|into|via|across|around|outside|inside|towards?|through|visit(?:ed|ing|s)?|"
+    r"from[ \t]+[^\n,.;]{1,40}[ \t]+to|"
+    r"(?:city|town|state|province|county|region|capital|country|village|island|republic|kingdom|port) of))[ \t]+$"
+)
+_PLACE_AFTER = regex.compile(rf"^,[ \t]*(?:[A-Z]{{2}}\b|[{_UPPER}][{_LOWER}]+[ \t]*(?:\d|$))", regex.MULTILINE)
+
+
+def person_despite_place(text: str, start: int, end: int) -> bool:
+    """A known given name that the NER calls a place is still a person's name unless its context is a place's: the
+    small NER labels "Mette", "Rebecca" and "Magnus" places in "The true gender of Mette …", "Why is Rebecca so
+    impulsive?"."""
+    words = text[start:end].split()
+    if not words or words[0].lower() not in given_names() or words[0].lower() in _NATIONALITIES:
+        return False
+    if _LOCATIVE_BEFORE.search(text, max(0, start - 30), start):
+        return False  # "in Victoria", "from Austin to Charlotte"
+    if _PLACE_BEFORE.search(text[max(0, start - 40) : start]):
+        return False  # "flew to Charlotte"
+    return _PLACE_AFTER.match(text, end, min(len(text), end + 40)) is None
 
 
 MAX_NAME_CHARS = 80  # longer PERSON spans are run-on matches, not names
@@ -431,6 +476,64 @@ _ANY_DIGIT = re.compile(r"\d")
 _NEXT_WORD = re.compile(r"^[ \t]+([A-Z][\w'\-]*)")
 
 
+# Address blocks: the line after a street or unit line is a town ("Suite 321\nLONDON"), the line before a postcode
+# or region line is one too ("Cite Belle Vue\nTunisia 99827", "USS Mahler\nFPO AA 70489"); on a street line, what
+# follows the house number is the street ("5112 39 Rue Ibn El-Jazzar"). A crossing ("the corner of Dalbraut 99 and
+# Frederikke Coves", "Maarit and Hersnapvej 75") names streets.
+_UNIT_LINE = regex.compile(
+    r"^[ \t>?*\-]*(?:Suite|Ste\.?|Apt\.?|Apartment|Unit|Flat|Floor|Room|P\.?O\.? Box)[ \t]*\d", regex.I
+)
+_POSTCODE_LINE = regex.compile(
+    rf"[ \t>?*\-]*(?:,[ \t]*[A-Z]{{2,3}}\b"
+    rf"|(?:[{_UPPER}][\w.'\-]*,?[ \t]+){{1,3}}\d{{3,6}}(?:[ \t\-]?\d{{2,4}})?[ \t]*[.,]?[ \t]*$)"
+)
+_MAX_LINE = 300  # lines longer than this are prose, not address blocks (and the search stays bounded)
+_CORNER_BEFORE = regex.compile(r"(?i:\bcorner of\b[^\n]{0,60}\band)[ \t]+$")
+_AND_STREET_AFTER = regex.compile(r"[ \t]+and[ \t]+(?:[\w.'\-]+[ \t]+){0,4}?\d+[a-zA-Z]?\b")
+
+
+def _line_at(text: str, position: int) -> tuple[int, int] | None:
+    """(start, end) of the line holding ``position``, None when it is longer than _MAX_LINE."""
+    start = text.rfind("\n", max(0, position - _MAX_LINE), position) + 1
+    if start == 0 and position > _MAX_LINE:
+        return None
+    end = text.find("\n", position, position + _MAX_LINE)
+    if end == -1:
+        end = len(text)
+        if end - position > _MAX_LINE:
+            return None
+    return start, end
+
+
+def in_address(text: str, start: int, end: int) -> bool:
+    """True when a span is a town, street or crossing of an address block (see above)."""
+    if _CORNER_BEFORE.search(text, max(0, start - 90), start):
+        return True
+    after = _AND_STREET_AFTER.match(text, end, min(len(text), end + 60))
+    if after is not None and _STREET_IN_LINE.search(text, end, after.end()):
+        return True
+    if "\n" not in text[max(0, start - _MAX_LINE) : end + _MAX_LINE]:
+        return False
+    line = _line_at(text, start)
+    if line is None:
+        return False
+    line_start, line_end = line
+    own = text[line_start:line_end]
+    if _ADDRESS_LINE.match(own) and any(ch.isdigit() for ch in text[line_start:start]):
+        return True
+    if line_start > 0:
+        previous = _line_at(text, line_start - 1)
+        if previous is not None:
+            above = text[previous[0] : previous[1]]
+            if _ADDRESS_LINE.match(above) or _UNIT_LINE.match(above):
+                return True
+    if line_end < len(text) and not _ANY_DIGIT.search(own):  # a line of words only, above a postcode line
+        following = _line_at(text, line_end + 1)
+        if following is not None and _POSTCODE_LINE.match(text, following[0], following[1]):
+            return True
+    return False
+
+
 def not_a_name(text: str, start: int, end: int) -> bool:
     """True when a PERSON span is a street, a company, a number, an honorific or a field label, not a person."""
     span = text[start:end]
@@ -450,6 +553,8 @@ def not_a_name(text: str, start: int, end: int) -> bool:
         and _PLACE_BEFORE.search(place_window)
         and not has_known_given_name(span)
     ):
+        return True
+    if in_address(text, start, end):
         return True
     next_word = _NEXT_WORD.match(after)
     if next_word is not None and next_word.group(1) in _ORG_WORDS:  # "Victoria Station", "Lincoln Center"
