@@ -57,7 +57,10 @@ _NOT_NAME_WORDS = _words(
     service agent bot operator caller customer user guest moderator host speaker everyone everybody all team folks
     guys there both again world friends colleagues alle zusammen todos wszystkim kollegen allihopa hej hallo hola
     professor doctor nurse officer captain president chair lead owner status action todo update reminder
-    question answer ticket issue case priority re ok okay sure great perfect done noted"""
+    question answer ticket issue case priority re ok okay sure great perfect done noted salesperson salesman
+    saleswoman engineer developer designer consultant analyst accountant architect cinematographer photographer
+    producer editor writer author teacher lawyer attorney driver cleaner technician specialist coordinator
+    supervisor executive ceo cto cfo founder chairman secretary clerk cashier receptionist intern trainee"""
 )
 HONORIFICS = ("mr", "mrs", "ms", "mx", "dr", "prof", "sir", "madam", "miss", "herr", "frau")
 
@@ -367,6 +370,91 @@ _NATIONALITIES = _words(
 _STREET_IN_LINE = regex.compile(
     rf"(?i:\b(?:{_STREET_TYPE_WORDS}|rua|avenida|avda|u|ul|ulica|gatan|vej)\b\.?|\w{_STREET_SUFFIX}\b)"
 )
+# --- text typed in lower case ("hi lukas, ask freja", "my name is vitoria") -------------------------------------
+# Everyday words that never start a name in such text, beside the spaCy stop words and the not-a-name words.
+_COMMON_LOWER = _words(
+    """today tomorrow yesterday tonight now later soon morning afternoon evening night week weekend month year time
+    day days please thanks thx ok okay yes yeah yep no nope sure maybe well just still also too very really much
+    many more most some any every each other another same new old good great nice bad best better sorry hello hi
+    hey bye see call email mail send sent meet meeting help need want know think said says told ask asked get got
+    give gave make made take took go went come came back home work office here there everyone team guys folks all
+    both thing things way lot bit song songs version novel story concert book music band album life people person
+    man woman guy girl boy kid kids baby family friend friends lives lived works worked flew went came left met
+    wrote sang spent began told called moved shouted arrived says said has had was is will would can could"""
+)
+_AMBIGUOUS_LOWER = _words("grant jack chad buck rusty hunter mason carter taylor parker dean wade will mark nan")
+_LOWER_WORD = regex.compile(rf"(?<![\w\-.@/#])([{_LOWER}][{_LOWER}'\u2019\-]+)(?![\w\-@]|\.\w)")
+_LOWER_INITIAL = regex.compile(rf"[ \t]+([{_LOWER}])\.?[ \t]+")
+_ENGLISH_ENDINGS = ("ing", "ed", "ly", "tion", "ness", "ment", "able", "ful", "less", "ous", "ive", "est")
+# After these a name follows, in any case: "my name is vitoria", "everyone calls me borna", "follow up with eva".
+_INTRODUCER = regex.compile(
+    r"(?:\bmy name is|\bname is|\bname:|\bnamed|\bcalls? me|\bmaiden name is|\bsurname is|\bfollow up with|"
+    r"\bspeak (?:to|with)|\btalk (?:to|with)|\bask|\btell|\bping|\bcc|^dear|^hi|^hello|^hey|^hej|^hallo|^hola|"
+    r"\bthanks,?|\bregards,?)[ \t]+$",
+    regex.MULTILINE,
+)
+
+
+@functools.cache
+def _english_stop_words() -> frozenset[str]:
+    from spacy.lang.en.stop_words import STOP_WORDS  # small module; imported when lower-case text first comes
+
+    return frozenset(STOP_WORDS)
+
+
+def _common_lower(word: str) -> bool:
+    w = word.lower()
+    return (
+        w in _NOT_NAME_WORDS
+        or w in _COMMON_LOWER
+        or w in _english_stop_words()
+        or (len(w) > 5 and w.endswith(_ENGLISH_ENDINGS))
+    )
+
+
+def lower_case_text(text: str) -> bool:
+    """Text typed in lower case: words, almost none of them capitalised (the pronoun "I" aside)."""
+    words = _WORD_RUN.findall(text)
+    letters = [w for w in words if w[0].isalpha()]
+    if len(letters) < 2:
+        return False
+    capitalised = sum(1 for w in letters if w[0].isupper() and w not in ("I", "I'm"))
+    return capitalised * 30 <= len(letters)
+
+
+def true_case(text: str) -> str | None:
+    """For text typed in lower case, a copy of the same length in which likely names are capitalised, for the NER and
+    the name signals to read: known given names, one or two words after an introduction ("my name is vitoria",
+    "follow up with patricia desrosiers"), and the word after a capitalised given name unless it is an everyday word
+    ("eva kleist lives at …"). None for other text."""
+    if not lower_case_text(text):
+        return None
+    known = given_names()
+    chars = list(text)
+    name_end = -10  # where the last given name or introduced word ends: the word after it may be its surname
+
+    for m in _LOWER_WORD.finditer(text):
+        word, start, end = m.group(1), m.start(1), m.end(1)
+        w = word.lower()
+        if len(w) >= 3 and w in known and w not in _AMBIGUOUS_LOWER and not _common_lower(w):
+            chars[start] = chars[start].upper()
+            name_end = end
+            continue
+        if _common_lower(w):
+            continue
+        between = text[name_end:start]
+        initial = _LOWER_INITIAL.fullmatch(between)
+        if initial is not None:  # "benjamin a seiler", "hyuuma t. maida": the initial and the surname
+            chars[name_end + initial.start(1)] = chars[name_end + initial.start(1)].upper()
+        if initial is not None or between in (" ", "\t"):
+            chars[start] = chars[start].upper()
+            name_end = -10
+        elif _INTRODUCER.search(text, max(0, start - 30), start):
+            chars[start] = chars[start].upper()
+            name_end = end
+    return "".join(chars)
+
+
 _SINGLE_WORD = regex.compile(rf"(?<![\w\-.@/])({NAME_WORD})(?![\w\-@]|\.\w)")
 
 

@@ -774,16 +774,27 @@ class PiiAnalyzer:
         if not wanted:
             return []
         needs_ner = any(e in NER_ENTITIES for e in wanted)
-        artifacts = self.nlp_engine.process_text(text, LANGUAGE) if needs_ner else None
+        # text typed in lower case: the analysis reads a copy with likely names capitalised (same offsets; e-mail
+        # addresses, links and words with digits are left as they are); a department's own patterns read the text
+        cased = names.true_case(text) if "PERSON" in wanted else None
+        artifacts = self.nlp_engine.process_text(cased or text, LANGUAGE) if needs_ner else None
         if artifacts is None:
             artifacts = self.nlp_engine.pattern_artifacts(text)
         results = self.engine.analyze(
-            text=text,
+            text=cased or text,
             language=LANGUAGE,
             entities=wanted,
             nlp_artifacts=artifacts,
-            ad_hoc_recognizers=ad_hoc or None,
+            ad_hoc_recognizers=None if cased else ad_hoc or None,
         )
+        if cased and ad_hoc and custom_types & set(wanted):  # a department's own patterns read the text as it is
+            results += self.engine.analyze(
+                text=text,
+                language=LANGUAGE,
+                entities=sorted(custom_types & set(wanted)),
+                nlp_artifacts=artifacts,
+                ad_hoc_recognizers=ad_hoc,
+            )
         placeholders = [(m.start(), m.end()) for m in PLACEHOLDER_RE.finditer(text)] if "<" in text else []
         findings = [
             Finding(r.entity_type, r.start, r.end, float(r.score))
@@ -794,7 +805,7 @@ class PiiAnalyzer:
         ]
         if "PERSON" in wanted:
             places = artifacts.places if isinstance(artifacts, NerArtifacts) else ()
-            findings = _with_names(text, findings, placeholders=placeholders, places=places)
+            findings = _with_names(cased or text, findings, placeholders=placeholders, places=places)
         return resolve_overlaps(findings)
 
 
