@@ -505,6 +505,37 @@ def person_despite_place(text: str, start: int, end: int) -> bool:
     return _PLACE_AFTER.match(text, end, min(len(text), end + 40)) is None
 
 
+# --- surnames known by their endings ------------------------------------------------------------------------
+# Nordic, Slavic, Baltic, Greek and Romanian surnames are made with a few endings; with a capitalised word before
+# them these and some broader ones ("-sen", "-berg", "-mann", "-ov") make a name the small NER often misses:
+# "Elínborg Guðmundsdóttir", "Dobrosław Tomaszewski", "Amadeo Vitorović", "Tünde Hoffmann".
+_STRONG_SURNAME = (
+    r"(?:ss[oø]n|d[oó]tt[ie]r|ski|ska|cki|cka|dzki|dzka|wicz|czyk|czak|ovi[cć]|evi[cć]|ovich|evich|ovna|evna|enko|"
+    r"chuk|sk[yýá]|ov[aá]|ev[aá]|ovs?ky|poulos|akis|escu)"
+)
+_BROAD_SURNAME = r"(?:s?son|sen|str[oö]m|[qk]vist|berg|gren|holm|lund|quist|mann|ov|ev|ova|eva|ić|uk|yk|ak|ek|ez)"
+_SURNAME = regex.compile(
+    rf"(?<![\w\-])(?:({NAME_WORD})[ \t]+(?:{INITIAL}[ \t]+)?)?"
+    rf"([{_UPPER}][{_LOWER}'\-]*?(?:({_STRONG_SURNAME})|{_BROAD_SURNAME}))(?![\w\-])"
+)
+
+
+def surname_spans(text: str) -> list[tuple[int, int]]:
+    """A capitalised word with a surname ending, and the capitalised word before it (the given name, known or not);
+    alone only with one of the unambiguous endings ("Ásgeirsdóttir", "Živković")."""
+    spans = []
+    for m in _SURNAME.finditer(text):
+        first, last = m.group(1), m.group(2)
+        if not is_name_word(last) or last.lower() in _NATIONALITIES:
+            continue
+        if first is not None and (not is_name_word(first) or _common_lower(first)):
+            first = None
+        if first is None and m.group(3) is None:
+            continue
+        spans.append((m.start(1) if first is not None else m.start(2), m.end(2)))
+    return spans
+
+
 MAX_NAME_CHARS = 80  # longer PERSON spans are run-on matches, not names
 _MAX_REPEATED_KEYS = 64
 _NAME_WORD_RE = regex.compile(NAME_WORD)
@@ -593,6 +624,14 @@ def _line_at(text: str, position: int) -> tuple[int, int] | None:
     return start, end
 
 
+# Streets named before their name ("Via Nuova", "Rue Ibn El-Jazzar", "ul. Długa") and ships of a military address
+# ("USNS Sekerková", "USS Mahler").
+_STREET_OR_SHIP_BEFORE = regex.compile(
+    r"(?<![\w\-])(?:Via|Viale|Piazza|Rue|Calle|Carrer|Avenida|Avda\.?|Rua|Rúa|Plaza|Ulica|ul\.|al\.|USS|USNS|USNV|USCGC)"
+    r"[ \t]+$"
+)
+
+
 def in_address(text: str, start: int, end: int) -> bool:
     """True when a span is a town, street or crossing of an address block (see above)."""
     if _CORNER_BEFORE.search(text, max(0, start - 90), start):
@@ -642,7 +681,7 @@ def not_a_name(text: str, start: int, end: int) -> bool:
         and not has_known_given_name(span)
     ):
         return True
-    if in_address(text, start, end):
+    if in_address(text, start, end) or _STREET_OR_SHIP_BEFORE.search(text, max(0, start - 12), start):
         return True
     next_word = _NEXT_WORD.match(after)
     if next_word is not None and next_word.group(1) in _ORG_WORDS:  # "Victoria Station", "Lincoln Center"

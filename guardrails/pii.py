@@ -815,6 +815,7 @@ GIVEN_NAME_SCORE = 0.45
 MENTION_SCORE = 0.5
 LIST_MATE_SCORE = 0.4
 SINGLE_GIVEN_NAME_SCORE = 0.4
+SURNAME_SCORE = 0.4
 
 
 def _merge_people(findings: list[Finding]) -> list[Finding]:
@@ -884,6 +885,7 @@ def _with_names(
             for s, e in names.given_name_spans(text)
             if not known_name_vetoed(s, e)
         ),
+        *(Finding("PERSON", s, e, SURNAME_SCORE) for s, e in names.surname_spans(text) if not vetoed(s, e)),
         *(
             Finding("PERSON", s, e, SINGLE_GIVEN_NAME_SCORE)
             for s, e in names.single_given_name_spans(text)
