@@ -25,6 +25,7 @@ Bypass"), a house number before or a number after on the same line, a company su
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -57,7 +58,7 @@ _NOT_NAME_WORDS = _words(
     service agent bot operator caller customer user guest moderator host speaker everyone everybody all team folks
     guys there both again world friends colleagues alle zusammen todos wszystkim kollegen allihopa hej hallo hola
     professor doctor nurse officer captain president chair lead owner status action todo update reminder
-    question answer ticket issue case priority re ok okay sure great perfect done noted salesperson salesman
+    question answer ticket issue case priority re ok okay sure great perfect done noted god salesperson salesman
     saleswoman engineer developer designer consultant analyst accountant architect cinematographer photographer
     producer editor writer author teacher lawyer attorney driver cleaner technician specialist coordinator
     supervisor executive ceo cto cfo founder chairman secretary clerk cashier receptionist intern trainee"""
@@ -221,6 +222,12 @@ _PEOPLE_LABELS = (
 )
 # "Attendees: Freja Nilsson, Lukas Berg and Agnieszka": every item of a list after a label that lists people.
 _PEOPLE_LIST = regex.compile(rf"^[ \t>*\-]*(?i:{_PEOPLE_LABELS})[ \t]*:[ \t]*([^\n]+)$", regex.MULTILINE)
+# Plural nouns that only people take, anywhere in a line: "our 3 founders: Kónya, Becker and Vasquez".
+_PEOPLE_NOUNS = (
+    r"founders|co-founders|founded by|authors|written by|speakers|panelists|organi[sz]ers|signed by|witnesses|"
+    r"winners|nominees|candidates|employees|colleagues|teammates|guests|hosts"
+)
+_PEOPLE_LIST_INLINE = regex.compile(rf"\b(?i:{_PEOPLE_NOUNS})[ \t]*:[ \t]*([^\n]+)$", regex.MULTILINE)
 _LIST_SEPARATOR = regex.compile(r"[ \t]*(?:[,;/]|\b(?:and|und|och|og|i|y|e|&)\b)[ \t]*")
 _LIST_ITEM = regex.compile(rf"[ \t]*({NAMES})[ \t]*(?:\([^)\n]{{0,40}}\)|<[^>\n]{{0,80}}>)?[ \t]*")
 # "- Freja Nilsson (HR)", "2. Lukas": a bullet or numbered line that starts with a known given name.
@@ -259,7 +266,7 @@ def mention_spans(text: str) -> list[tuple[int, int]]:
     for m in _SIGNATURE.finditer(text):
         if _all_name_words(m.group(2)) and (m.group(1) != "-" or has_known_given_name(m.group(2))):
             spans.append(m.span(2))
-    for m in _PEOPLE_LIST.finditer(text):
+    for m in itertools.chain(_PEOPLE_LIST.finditer(text), _PEOPLE_LIST_INLINE.finditer(text)):
         position, end = m.start(1), m.end(1)
         while position < end:
             item = _LIST_ITEM.match(text, position, end)
@@ -533,6 +540,41 @@ def surname_spans(text: str) -> list[tuple[int, int]]:
         if first is None and m.group(3) is None:
             continue
         spans.append((m.start(1) if first is not None else m.start(2), m.end(2)))
+    return spans
+
+
+# --- what only people do ----------------------------------------------------------------------------------------
+# A capitalised word before a verb of speech or of a person's doings ("Zak shouted at Scott", "Ley began writing",
+# "Shovda is very reliable"), after a verb of speech ("said Maslin to Antonio", "asked Lukas"), or called at the
+# start of a sentence ("Warrane, can I please speak to your boss?"). Organisations and places the NER saw veto it
+# ("Google said"), as do everyday words.
+_PERSON_VERBS = (
+    r"said|says|asked|asks|replied|replies|shouted|whispered|told|tells|wrote|explained|added|laughed|smiled|cried|"
+    r"apologi[sz]ed|promised|complained|insisted|admitted|agreed|decided|thinks|believes|feels|"
+    r"began (?:writing|working|studying|singing)|had given|has given|spent (?:a|one|two|three|\d+) "
+    r"(?:year|years|month|months|week|weeks)|will be (?:talking|speaking|presenting)|is (?:very |always |so )?"
+    r"(?:reliable|helpful|kind|friendly|nice|impulsive|late|sick|ill|absent|on leave|on vacation|out of office)"
+)
+_PERSON_BEFORE_VERB = regex.compile(rf"(?<![\w\-])({NAME_WORD})(?=[ \t]+(?:{_PERSON_VERBS})\b)")
+_VERB_BEFORE_PERSON = regex.compile(
+    rf"\b(?:said|asked|told|replied|thanked|emailed|messaged|texted|phoned|heard|met|ask|tell|thank)[ \t]+"
+    rf"({NAME_WORD})(?![\w\-])"
+)
+_VOCATIVE = regex.compile(
+    rf"(?:^|(?<=[.!?][ \t]{{1,3}}))({NAME_WORD}),[ \t]+(?=(?:can|could|would|will|please|do|did|are|have|thanks|"
+    rf"thank|I|we|you)\b)",
+    regex.MULTILINE,
+)
+
+
+def predicate_spans(text: str) -> list[tuple[int, int]]:
+    """Names announced by what they do or by being called (see the patterns above)."""
+    spans = []
+    for pattern in (_PERSON_BEFORE_VERB, _VERB_BEFORE_PERSON, _VOCATIVE):
+        for m in pattern.finditer(text):
+            word = m.group(1)
+            if is_name_word(word) and not _common_lower(word) and word.lower() not in _NATIONALITIES:
+                spans.append(m.span(1))
     return spans
 
 

@@ -472,9 +472,10 @@ PLACE_LABELS = frozenset({"GPE", "LOC", "FAC"})
 
 
 class NerArtifacts(NlpArtifacts):
-    """Presidio's artifacts plus the character spans the NER labelled as places."""
+    """Presidio's artifacts plus the character spans the NER labelled as places and as organisations."""
 
     places: Sequence[tuple[int, int]] = ()
+    organisations: Sequence[tuple[int, int]] = ()
 
 
 NER_SEGMENT_CHARS = 1_500  # what one spaCy call sees at most
@@ -632,6 +633,7 @@ class TrimmedSpacyNlpEngine(SpacyNlpEngine):
             language=language,
         )
         artifacts.places = [(e.start_char, e.end_char) for e in found if e.raw_label in PLACE_LABELS]
+        artifacts.organisations = [(e.start_char, e.end_char) for e in found if e.raw_label == "ORG"]
         return artifacts
 
     def pattern_artifacts(self, text: str) -> NlpArtifacts:
@@ -804,8 +806,14 @@ class PiiAnalyzer:
             and not any(r.start < pe and r.end > ps for ps, pe in placeholders)  # our own <PERSON_1> markers
         ]
         if "PERSON" in wanted:
-            places = artifacts.places if isinstance(artifacts, NerArtifacts) else ()
-            findings = _with_names(cased or text, findings, placeholders=placeholders, places=places)
+            ner = artifacts if isinstance(artifacts, NerArtifacts) else None
+            findings = _with_names(
+                cased or text,
+                findings,
+                placeholders=placeholders,
+                places=ner.places if ner else (),
+                organisations=ner.organisations if ner else (),
+            )
         return resolve_overlaps(findings)
 
 
@@ -816,6 +824,7 @@ MENTION_SCORE = 0.5
 LIST_MATE_SCORE = 0.4
 SINGLE_GIVEN_NAME_SCORE = 0.4
 SURNAME_SCORE = 0.4
+PREDICATE_SCORE = 0.4
 
 
 def _merge_people(findings: list[Finding]) -> list[Finding]:
@@ -845,6 +854,7 @@ def _with_names(
     *,
     placeholders: Sequence[tuple[int, int]],
     places: Sequence[tuple[int, int]],
+    organisations: Sequence[tuple[int, int]] = (),
 ) -> list[Finding]:
     """Add the name signals (not over a placeholder, nor over a place the NER saw unless a chat handle, greeting,
     sign-off or list names a known given name: the small NER calls "Agnieszka" a place), reject PERSON spans that
@@ -886,6 +896,11 @@ def _with_names(
             if not known_name_vetoed(s, e)
         ),
         *(Finding("PERSON", s, e, SURNAME_SCORE) for s, e in names.surname_spans(text) if not vetoed(s, e)),
+        *(
+            Finding("PERSON", s, e, PREDICATE_SCORE)
+            for s, e in names.predicate_spans(text)
+            if not vetoed(s, e) and not overlaps(s, e, organisations)
+        ),
         *(
             Finding("PERSON", s, e, SINGLE_GIVEN_NAME_SCORE)
             for s, e in names.single_given_name_spans(text)
