@@ -61,7 +61,9 @@ _NOT_NAME_WORDS = _words(
     question answer ticket issue case priority re ok okay sure great perfect done noted god salesperson salesman
     saleswoman engineer developer designer consultant analyst accountant architect cinematographer photographer
     producer editor writer author teacher lawyer attorney driver cleaner technician specialist coordinator
-    supervisor executive ceo cto cfo founder chairman secretary clerk cashier receptionist intern trainee"""
+    supervisor executive ceo cto cfo founder chairman secretary clerk cashier receptionist intern trainee herr frau
+    grüßen grüße gruß hälsningar hilsen pozdrawiam saludos atentamente terveisin sehr geehrter geehrte liebe lieber
+    hei moi cześć witam"""
 )
 HONORIFICS = ("mr", "mrs", "ms", "mx", "dr", "prof", "sir", "madam", "miss", "herr", "frau")
 
@@ -214,7 +216,9 @@ _SIGN_OFF = regex.compile(
     rf"^[ \t>]*(?i:{_SIGN_OFFS})[ \t]*[,!.]?[ \t]*(?:\n[ \t>]*){{0,2}}({NAMES})[ \t]*[,.]?[ \t]*$", regex.MULTILINE
 )
 # "-- Lukas", "/Freja", "— Agnieszka Nowak" alone on a line; "- Lukas" only for a known given name (else a bullet).
-_SIGNATURE = regex.compile(rf"^[ \t>]*(--|/|—|–|-)[ \t]*({NAMES})[ \t]*$", regex.MULTILINE)
+_SIGNATURE = regex.compile(
+    rf"(?:^[ \t>]*(--|/|—|–|-)|(?<=\S[ \t]{{1,3}})(/|--|—))[ \t]*({NAMES})[ \t]*$", regex.MULTILINE
+)  # alone on its line, or "/Ingrid" and "-- Lukas" ending a line of text
 _PEOPLE_LABELS = (
     r"cc|bcc|to|from|attendees|participants|present|absent|apologies|invitees|members|assignees?|assigned to|"
     r"owners?|reviewers?|approvers?|approved by|reported by|requested by|raised by|contacts?|on call|on-call|"
@@ -264,8 +268,8 @@ def mention_spans(text: str) -> list[tuple[int, int]]:
             if _all_name_words(m.group(1)):
                 spans.append(m.span(1))
     for m in _SIGNATURE.finditer(text):
-        if _all_name_words(m.group(2)) and (m.group(1) != "-" or has_known_given_name(m.group(2))):
-            spans.append(m.span(2))
+        if _all_name_words(m.group(3)) and (m.group(1) != "-" or has_known_given_name(m.group(3))):
+            spans.append(m.span(3))
     for m in itertools.chain(_PEOPLE_LIST.finditer(text), _PEOPLE_LIST_INLINE.finditer(text)):
         position, end = m.start(1), m.end(1)
         while position < end:
@@ -588,7 +592,8 @@ def _is_word_char(text: str, i: int) -> bool:
 
 
 def repeated_spans(text: str, names: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Other occurrences of found names and of their words (three letters or more), case-sensitive, whole words.
+    """Other occurrences of found names and of their words, whole words: as written, and in any case ("lukas",
+    "LUKAS") for a word of three letters or more that is not an everyday word (a found "Will" leaves "will" alone).
 
     Plain substring search per name (at most 64 names of at most 80 characters): linear in the text, whatever it
     holds; overlapping results (a full name and its first word) are left to the caller's overlap resolution."""
@@ -599,26 +604,34 @@ def repeated_spans(text: str, names: Iterable[tuple[int, int]]) -> list[tuple[in
             keys.add(span)
             keys.update(w for w in _NAME_WORD_RE.findall(span) if len(w) > 1 and is_name_word(w))
     found = []
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a character whose lower case is longer: offsets would shift
+        lowered = text
     for key in sorted(keys, key=len, reverse=True)[:_MAX_REPEATED_KEYS]:
-        i = text.find(key)
+        any_case = " " not in key and len(key) >= 3 and key.lower() not in _AMBIGUOUS_LOWER and not _common_lower(key)
+        haystack, needle = (lowered, key.lower()) if any_case else (text, key)
+        i = haystack.find(needle)
         while i != -1:
-            j = i + len(key)
+            j = i + len(needle)
             if not _is_word_char(text, i - 1) and not _is_word_char(text, j):
                 found.append((i, j))
-            i = text.find(key, j)
+            i = haystack.find(needle, j)
     return found
 
 
 def trim(text: str, start: int, end: int) -> tuple[int, int]:
-    """Keep a name on one line ("Jürgen\nCC" → "Jürgen") and drop trailing unit words a name pattern ran into:
-    "Diana Usamov Suite" (913 ...) → "Diana Usamov"."""
+    """Keep a name on one line ("Jürgen\nCC" → "Jürgen"), drop trailing unit words a name pattern ran into
+    ("Diana Usamov Suite" (913 ...) → "Diana Usamov") and leading greetings and titles ("Hej Søren" → "Søren")."""
     newline = text.find("\n", start, end)
     if newline != -1:
         end = newline if text[start:newline].strip() else end
     words = list(_NON_BLANK.finditer(text[start:end]))
     while len(words) > 1 and words[-1].group().strip(".,") in _UNIT_WORDS:
         words.pop()
-    return (start, start + words[-1].end()) if words else (start, end)
+    first = 0
+    while first < len(words) - 1 and not is_name_word(words[first].group()):
+        first += 1  # "Hej Søren", "Herr Müller", "Dear Lukas": the greeting or title is not the name
+    return (start + words[first].start(), start + words[-1].end()) if words else (start, end)
 
 
 # After a verb of going, living or working and a preposition comes a place or an employer, not a person: "flew to

@@ -277,6 +277,7 @@ _ADDRESS_AFTER = re.compile(
     r"^\s*,?\s*(?:(?:[A-Z\u00c0-\u024f][\w'\-]*|[a-z]{1,3})\s+){0,3}"
     r"(?:St|Street|Str|Road|Rd|Avenue|Ave|Drive|Lane|Ln|Close|Way|Blvd|Boulevard|Court|Ct|Place|Pl|Square|"
     r"Terrace|Highway|Hwy|Parkway|Straße|Strasse|Gasse|Weg|Platz|Allee|Ring|Rue|Via|Calle|Suite|Apt)\b"
+    r"|^\s*,?\s*(?:[a-z\u00df-\u024f][\w'\-]*\s+){1,3}(?i:street|road|avenue|drive|lane|boulevard|way)\b"
 )
 
 
@@ -291,13 +292,14 @@ def _in_address(text: str, start: int, end: int) -> bool:
 _DOC_WORDS = (
     r"invoice|order|ticket|case|lot|batch|ref|reference|item|sku|serial|part|article|document|contract|claim|"
     r"shipment|tracking|delivery|receipt|quote|quotation|incident|booking|reservation|voucher|rechnung|bestellung|"
-    r"auftrag|charge|faktura|ordernr|zamówienie|zamowienie|pedido|factura|albarán|albaran|lote|partia"
+    r"auftrag|charge|faktura|ordernr|zamówienie|zamowienie|pedido|factura|albarán|albaran|lote|partia|"
+    r"licen[cs]e|passport|zip|postcode|postal|plz|postnummer|postnr"
 )
 _DOC_ABBREVIATIONS = r"INV|SO|PO|RMA|REF|INC|CHG|REQ|ART|DOC|LOT|SKU|PRJ|WO|TKT|CS"  # upper case only
 _DOC_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9]{0,9}[\-/#_.:]?$")
 _DOC_CONTEXT = re.compile(
     rf"(?:\b(?i:{_DOC_WORDS})|\b(?:{_DOC_ABBREVIATIONS}))"
-    r"(?:[ \t]*(?i:no\.?|nr\.?|number|num\.?|id|#|n[º°o]\.?|:))*[ \t:#.\-]*$"
+    r"(?:[ \t]*(?i:no\.?|nr\.?|number|num\.?|id|#|n[º°o]\.?|:|code|is|was))*[ \t:#.\-]*$"
 )
 
 
