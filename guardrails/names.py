@@ -63,7 +63,8 @@ _NOT_NAME_WORDS = _words(
     producer editor writer author teacher lawyer attorney driver cleaner technician specialist coordinator
     supervisor executive ceo cto cfo founder chairman secretary clerk cashier receptionist intern trainee herr frau
     grüßen grüße gruß hälsningar hilsen pozdrawiam saludos atentamente terveisin sehr geehrter geehrte liebe lieber
-    hei moi cześć witam"""
+    hei moi cześć witam mit freundlichen vielen dank danke und med vänliga venlig vennlig muchas gracias un saludo
+    z poważaniem"""
 )
 HONORIFICS = ("mr", "mrs", "ms", "mx", "dr", "prof", "sir", "madam", "miss", "herr", "frau")
 
@@ -252,6 +253,27 @@ def has_known_given_name(span: str) -> bool:
     return any(w.lower() in known for w in span.split())
 
 
+def listed_people_spans(text: str) -> list[tuple[tuple[int, int], int]]:
+    """The items of a people list ("Attendees: …", "our 3 founders: …"), each with the number of items in its list
+    (a list of several people outweighs the NER calling one of them a place)."""
+    out: list[tuple[tuple[int, int], int]] = []
+    for m in itertools.chain(_PEOPLE_LIST.finditer(text), _PEOPLE_LIST_INLINE.finditer(text)):
+        position, end = m.start(1), m.end(1)
+        items: list[tuple[int, int]] = []
+        while position < end:
+            item = _LIST_ITEM.match(text, position, end)
+            if item is None:
+                break
+            if _all_name_words(item.group(1)):
+                items.append(item.span(1))
+            separator = _LIST_SEPARATOR.match(text, item.end(), end)
+            if separator is None or separator.end() == item.end():
+                break
+            position = separator.end()
+        out.extend((span, len(items)) for span in items)
+    return out
+
+
 def mention_spans(text: str) -> list[tuple[int, int]]:
     """Names in chat handles, greetings, sign-offs, signatures, people lists and bullets (see the patterns above).
     A time-stamped handle, a greeting, a sign-off and a people list are enough on their own; a handle without a
@@ -270,18 +292,7 @@ def mention_spans(text: str) -> list[tuple[int, int]]:
     for m in _SIGNATURE.finditer(text):
         if _all_name_words(m.group(3)) and (m.group(1) != "-" or has_known_given_name(m.group(3))):
             spans.append(m.span(3))
-    for m in itertools.chain(_PEOPLE_LIST.finditer(text), _PEOPLE_LIST_INLINE.finditer(text)):
-        position, end = m.start(1), m.end(1)
-        while position < end:
-            item = _LIST_ITEM.match(text, position, end)
-            if item is None:
-                break
-            if _all_name_words(item.group(1)):
-                spans.append(item.span(1))
-            separator = _LIST_SEPARATOR.match(text, item.end(), end)
-            if separator is None or separator.end() == item.end():
-                break
-            position = separator.end()
+    spans.extend(span for span, _ in listed_people_spans(text))
     for m in _BULLET.finditer(text):
         if _all_name_words(m.group(1)) and m.group(1).split()[0].lower() in given_names():
             spans.append(m.span(1))
@@ -389,7 +400,7 @@ _COMMON_LOWER = _words(
     many more most some any every each other another same new old good great nice bad best better sorry hello hi
     hey bye see call email mail send sent meet meeting help need want know think said says told ask asked get got
     give gave make made take took go went come came back home work office here there everyone team guys folks all
-    both thing things way lot bit song songs version novel story concert book music band album life people person
+    both thing things way lot bit ping song songs version novel story concert book music band album life people person
     man woman guy girl boy kid kids baby family friend friends lives lived works worked flew went came left met
     wrote sang spent began told called moved shouted arrived says said has had was is will would can could"""
 )

@@ -898,6 +898,11 @@ def _with_names(
             if not known_name_vetoed(s, e)
         ),
         *(Finding("PERSON", s, e, SURNAME_SCORE) for s, e in names.surname_spans(text) if not vetoed(s, e)),
+        *(  # a list of several people outweighs the NER calling one of them a place
+            Finding("PERSON", s, e, MENTION_SCORE)
+            for (s, e), items in names.listed_people_spans(text)
+            if items >= 2 and not overlaps(s, e, placeholders)
+        ),
         *(
             Finding("PERSON", s, e, PREDICATE_SCORE)
             for s, e in names.predicate_spans(text)
