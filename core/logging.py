@@ -42,6 +42,19 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
+class ConnectionLogFilter(logging.Filter):
+    """Drops the server's line per WebSocket handshake and per open/close (uvicorn and websockets write them at INFO
+    on ``uvicorn.error``): access lines in all but name, off like the HTTP access log unless ``ACCESS_LOG`` is on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not record.name.startswith("uvicorn"):
+            return True
+        msg = record.msg
+        if not isinstance(msg, str):
+            return True
+        return not (msg in ("connection open", "connection closed") or msg.startswith('%s - "WebSocket %s" '))
+
+
 # --- Redaction ------------------------------------------------------------------------------------------
 def _luhn_ok(digits: str) -> bool:
     total = 0

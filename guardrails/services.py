@@ -654,3 +654,10 @@ def guardrail_policy_update(
         },
     )
     return policy
+
+
+def guard_models_warm() -> None:
+    """Load the guards' models (spaCy for PII, the injection classifier) and run each once, so that the first
+    question after a start does not wait for them (the web process calls this at startup, in a thread)."""
+    injection.get_classifier().logits(["Hello, can you summarise our travel policy?"])
+    get_analyzer().analyze("Hello Anna Berg, write to anna.berg@example.com.", entities=["PERSON", "EMAIL_ADDRESS"])

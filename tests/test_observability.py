@@ -272,9 +272,25 @@ def json_lines(settings) -> Any:
 
 def test_logging_settings_wire_context_and_redaction(settings):
     console = settings.LOGGING["handlers"]["console"]
-    assert console["filters"] == ["request_context", "redact"]
+    assert console["filters"] == ["connections", "request_context", "redact"]  # ACCESS_LOG is off by default
     assert settings.LOGGING["filters"]["redact"]["()"] == "core.logging.RedactingFilter"
     assert console["formatter"] == "json"
+
+
+def test_socket_handshakes_are_not_logged_while_access_logging_is_off(json_lines):
+    """uvicorn and websockets write a line per WebSocket handshake, open and close on ``uvicorn.error``: 600 lines
+    for 200 chat sockets. They are access lines; the server's own messages and warnings still come through."""
+    server = logging.getLogger("uvicorn.error")
+    server.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:53386", "/ws/chat/199/")
+    server.info('%s - "WebSocket %s" 403', "127.0.0.1:53390", "/ws/chat/7/")
+    server.info("connection open")
+    server.info("connection closed")
+    server.info("Uvicorn running on %s", "http://127.0.0.1:8000")
+    server.warning("connection closed")
+    assert [(line["level"], line["msg"]) for line in json_lines()] == [
+        ("INFO", "Uvicorn running on http://127.0.0.1:8000"),
+        ("WARNING", "connection closed"),
+    ]
 
 
 @pytest.mark.urls(__name__)
