@@ -434,6 +434,12 @@ def _common_lower(word: str) -> bool:
     )
 
 
+def any_case(word: str) -> bool:
+    """Whether a found name word is matched in any case elsewhere ("lukas", "LUKAS"): three letters or more and not
+    an everyday word ("Will", "Mark", "Grant" are matched only as written)."""
+    return " " not in word and len(word) >= 3 and word.lower() not in _AMBIGUOUS_LOWER and not _common_lower(word)
+
+
 def lower_case_text(text: str) -> bool:
     """Text typed in lower case: words, almost none of them capitalised (the pronoun "I" aside)."""
     words = _WORD_RUN.findall(text)
@@ -619,8 +625,7 @@ def repeated_spans(text: str, names: Iterable[tuple[int, int]]) -> list[tuple[in
     if len(lowered) != len(text):  # a character whose lower case is longer: offsets would shift
         lowered = text
     for key in sorted(keys, key=len, reverse=True)[:_MAX_REPEATED_KEYS]:
-        any_case = " " not in key and len(key) >= 3 and key.lower() not in _AMBIGUOUS_LOWER and not _common_lower(key)
-        haystack, needle = (lowered, key.lower()) if any_case else (text, key)
+        haystack, needle = (lowered, key.lower()) if any_case(key) else (text, key)
         i = haystack.find(needle)
         while i != -1:
             j = i + len(needle)
