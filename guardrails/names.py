@@ -88,8 +88,8 @@ _ORG_WORDS = _words(
     Church Temple Mosque Synagogue Castle Palace"""
 )
 
-_NAME_LINE = regex.compile(
-    rf"^[ \t>?*\-]*({NAME_WORD}|{INITIAL})((?:[ \t]+(?:{NAME_WORD}|{INITIAL})){{1,3}})[ \t]*$", regex.MULTILINE
+_NAME_LINE = re.compile(
+    rf"^[ \t>?*\-]*({NAME_WORD}|{INITIAL})((?:[ \t]+(?:{NAME_WORD}|{INITIAL})){{1,3}})[ \t]*$", re.MULTILINE
 )
 # An address line: a house number, a few words and then a street type or another number that ends the line
 # ("12 Harbour View Road", "4 Kirkegata", "4844 Søndergade 52"), or a box. "2024 revenue grew by 4%" is not one.
@@ -191,8 +191,8 @@ _PARTICLE = r"(?:van|von|der|den|de|del|della|da|di|af|av|zu|la|le)"
 NAMES = rf"{NAME_WORD}(?:[ \t]+(?:{_PARTICLE}[ \t]+)?{NAME_WORD}){{0,2}}"
 _TIMESTAMP = r"(?:\[[0-9:.\-/ T]{4,25}\]|\(\d{1,2}:\d{2}(?::\d{2})?\)|\d{1,2}:\d{2}(?::\d{2})?)"
 # "[09:14] Freja: …", "09:14 <Lukas Berg> …", "Freja: …" (without a time stamp only for a known given name).
-_HANDLE = regex.compile(
-    rf"^[ \t>*\-]*(?:({_TIMESTAMP})[ \t]*(?:[\-|][ \t]*)?)?(?:<|@)?({NAMES})(?:>|[ \t]*:)[ \t]*\S", regex.MULTILINE
+_HANDLE = re.compile(
+    rf"^[ \t>*\-]*(?:({_TIMESTAMP})[ \t]*(?:[\-|][ \t]*)?)?(?:<|@)?({NAMES})(?:>|[ \t]*:)[ \t]*\S", re.MULTILINE
 )
 _GREETINGS = (
     r"hi|hello|hey|dear|hej|hejsan|hei|moi|hallo|moin|servus|hola|buenos d[ií]as|cze[sś][cć]|witam|witaj|"
@@ -226,17 +226,17 @@ _PEOPLE_LABELS = (
     r"teilnehmer|anwesend|deltagare|deltagere|deltakere|osallistujat|uczestnicy|obecni|asistentes|participantes"
 )
 # "Attendees: Freja Nilsson, Lukas Berg and Agnieszka": every item of a list after a label that lists people.
-_PEOPLE_LIST = regex.compile(rf"^[ \t>*\-]*(?i:{_PEOPLE_LABELS})[ \t]*:[ \t]*([^\n]+)$", regex.MULTILINE)
+_PEOPLE_LIST = re.compile(rf"^[ \t>*\-]*(?i:{_PEOPLE_LABELS})[ \t]*:[ \t]*([^\n]+)$", re.MULTILINE)
 # Plural nouns that only people take, anywhere in a line: "our 3 founders: Kónya, Becker and Vasquez".
 _PEOPLE_NOUNS = (
     r"founders|co-founders|founded by|authors|written by|speakers|panelists|organi[sz]ers|signed by|witnesses|"
     r"winners|nominees|candidates|employees|colleagues|teammates|guests|hosts"
 )
-_PEOPLE_LIST_INLINE = regex.compile(rf"\b(?i:{_PEOPLE_NOUNS})[ \t]*:[ \t]*([^\n]+)$", regex.MULTILINE)
+_PEOPLE_LIST_INLINE = re.compile(rf"\b(?i:{_PEOPLE_NOUNS})[ \t]*:[ \t]*([^\n]+)$", re.MULTILINE)
 _LIST_SEPARATOR = regex.compile(r"[ \t]*(?:[,;/]|\b(?:and|und|och|og|i|y|e|&)\b)[ \t]*")
 _LIST_ITEM = regex.compile(rf"[ \t]*({NAMES})[ \t]*(?:\([^)\n]{{0,40}}\)|<[^>\n]{{0,80}}>)?[ \t]*")
 # "- Freja Nilsson (HR)", "2. Lukas": a bullet or numbered line that starts with a known given name.
-_BULLET = regex.compile(rf"^[ \t]*(?:[-*•·]|\d{{1,2}}[.)])[ \t]+({NAMES})(?=[ \t]*(?:[,(:\-–—]|$))", regex.MULTILINE)
+_BULLET = re.compile(rf"^[ \t]*(?:[-*•·]|\d{{1,2}}[.)])[ \t]+({NAMES})(?=[ \t]*(?:[,(:\-–—]|$))", re.MULTILINE)
 
 
 _PARTICLE_RE = regex.compile(_PARTICLE)
@@ -275,7 +275,8 @@ def listed_people_spans(text: str) -> list[tuple[tuple[int, int], int]]:
 
 
 def mention_spans(text: str) -> list[tuple[int, int]]:
-    """Names in chat handles, greetings, sign-offs, signatures, people lists and bullets (see the patterns above).
+    """Names in chat handles, greetings, sign-offs, signatures and bullets (see the patterns above; people lists are
+    ``listed_people_spans``).
     A time-stamped handle, a greeting, a sign-off and a people list are enough on their own; a handle without a
     time stamp and a bullet need a known given name, unless two other speakers of the text have one (a
     dialogue: "Ubbe: …\nNicole: …\nJohn: …")."""
@@ -292,7 +293,6 @@ def mention_spans(text: str) -> list[tuple[int, int]]:
     for m in _SIGNATURE.finditer(text):
         if _all_name_words(m.group(3)) and (m.group(1) != "-" or has_known_given_name(m.group(3))):
             spans.append(m.span(3))
-    spans.extend(span for span, _ in listed_people_spans(text))
     for m in _BULLET.finditer(text):
         if _all_name_words(m.group(1)) and m.group(1).split()[0].lower() in given_names():
             spans.append(m.span(1))
@@ -542,25 +542,29 @@ _STRONG_SURNAME = (
     r"chuk|sk[yýá]|ov[aá]|ev[aá]|ovs?ky|poulos|akis|escu)"
 )
 _BROAD_SURNAME = r"(?:s?son|sen|str[oö]m|[qk]vist|berg|gren|holm|lund|quist|mann|ov|ev|ova|eva|ić|uk|yk|ak|ek|ez)"
-_SURNAME = regex.compile(
-    rf"(?<![\w\-])(?:({NAME_WORD})[ \t]+(?:{INITIAL}[ \t]+)?)?"
-    rf"([{_UPPER}][{_LOWER}'\-]*?(?:({_STRONG_SURNAME})|{_BROAD_SURNAME}))(?![\w\-])"
+_STRONG_END = re.compile(rf"{_STRONG_SURNAME}$")
+_SURNAME_END = re.compile(rf"(?:{_STRONG_SURNAME}|{_BROAD_SURNAME})$")
+_CAPITALISED = re.compile(  # a possessive "'s" is not part of the word
+    rf"(?<![\w\-])[{_UPPER}][{_LOWER}]+(?:-[{_LOWER}]+|['\u2019](?![sS]\b)[{_LOWER}]+)*(?![\w\-]|['\u2019]\w\w)"
 )
+_GIVEN_BEFORE = regex.compile(rf"(?<![\w\-])({NAME_WORD})[ \t]+(?:{INITIAL}[ \t]+)?$")
 
 
 def surname_spans(text: str) -> list[tuple[int, int]]:
     """A capitalised word with a surname ending, and the capitalised word before it (the given name, known or not);
     alone only with one of the unambiguous endings ("Ásgeirsdóttir", "Živković")."""
     spans = []
-    for m in _SURNAME.finditer(text):
-        first, last = m.group(1), m.group(2)
-        if not is_name_word(last) or last.lower() in _NATIONALITIES:
+    for m in _CAPITALISED.finditer(text):  # every capitalised word, its ending tested alone (linear, no backtracking)
+        last = m.group(0)
+        if _SURNAME_END.search(last) is None or not is_name_word(last) or last.lower() in _NATIONALITIES:
             continue
+        before = _GIVEN_BEFORE.search(text, max(0, m.start() - 40), m.start())
+        first = before.group(1) if before is not None else None
         if first is not None and (not is_name_word(first) or _common_lower(first)):
             first = None
-        if first is None and m.group(3) is None:
+        if first is None and _STRONG_END.search(last) is None:
             continue
-        spans.append((m.start(1) if first is not None else m.start(2), m.end(2)))
+        spans.append((before.start(1) if before is not None and first is not None else m.start(), m.end()))
     return spans
 
 
@@ -705,11 +709,12 @@ _STREET_OR_SHIP_BEFORE = regex.compile(
 
 def in_address(text: str, start: int, end: int) -> bool:
     """True when a span is a town, street or crossing of an address block (see above)."""
-    if _CORNER_BEFORE.search(text, max(0, start - 90), start):
+    if "corner" in text[max(0, start - 90) : start].lower() and _CORNER_BEFORE.search(text, max(0, start - 90), start):
         return True
-    after = _AND_STREET_AFTER.match(text, end, min(len(text), end + 60))
-    if after is not None and _STREET_IN_LINE.search(text, end, after.end()):
-        return True
+    if text.startswith(" and ", end):
+        after = _AND_STREET_AFTER.match(text, end, min(len(text), end + 60))
+        if after is not None and _STREET_IN_LINE.search(text, end, after.end()):
+            return True
     if "\n" not in text[max(0, start - _MAX_LINE) : end + _MAX_LINE]:
         return False
     line = _line_at(text, start)

@@ -901,7 +901,8 @@ def _with_names(
         *(  # a list of several people outweighs the NER calling one of them a place
             Finding("PERSON", s, e, MENTION_SCORE)
             for (s, e), items in names.listed_people_spans(text)
-            if items >= 2 and not overlaps(s, e, placeholders)
+            if not overlaps(s, e, placeholders)
+            and (items >= 2 or names.has_known_given_name(text[s:e]) or not vetoed(s, e))
         ),
         *(
             Finding("PERSON", s, e, PREDICATE_SCORE)
