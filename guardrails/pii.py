@@ -512,8 +512,9 @@ class NerEntity:
 
 def ner_segments(text: str) -> list[tuple[int, str]]:
     """``(offset, segment)`` pieces of at most NER_SEGMENT_CHARS covering ``text``, cut at a line end, else a
-    sentence end, else a space; inside, runs without spaces that hold no letter (punctuation, numbers) are blanked
-    and every longer run gets a space every NER_MAX_TOKEN_CHARS characters. Lengths are kept, so offsets stay
+    sentence end, else a space; inside, runs without spaces that hold neither letter nor digit (punctuation) and runs
+    without a letter longer than a phone number are blanked, and every longer run gets a space every
+    NER_MAX_TOKEN_CHARS characters. Lengths are kept, so offsets stay
     those of ``text``."""
     chars: list[str] | None = None
     for match in _NO_LETTER_RUN.finditer(text):  # no letter, no name or place: one space token instead of many
