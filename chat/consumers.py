@@ -27,6 +27,7 @@ from chat.pipeline import ChatInput, ChatRun, Citations, Done, Failed, Started, 
 from chat.selectors import conversation_get
 from chat.services import conversation_set_options
 from core.errors import ApplicationError, InvalidInput, NotFound
+from core.localcache import generations_per_request
 from identity import realtime
 from tenants.auth import Caller, caller_from_scope
 
@@ -169,18 +170,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         max_tokens = content.get("max_tokens")
         if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
             raise InvalidInput("max_tokens is a whole number.")
-        caller = await database_sync_to_async(self._caller_for_turn)(content)
-        inp = ChatInput(
-            tenant=caller.tenant,
-            role=caller.role,
-            user=caller.user,
-            conversation=self.conversation,
-            text=text,
-            regenerate=regenerate,
-            max_tokens=max_tokens,
-        )
-        self.run = ChatRun(inp)
-        self.task = asyncio.create_task(self._generate(self.run))
+        with generations_per_request():  # the turn's in-process cache lookups: one round trip (the task copies it)
+            caller = await database_sync_to_async(self._caller_for_turn)(content)
+            inp = ChatInput(
+                tenant=caller.tenant,
+                role=caller.role,
+                user=caller.user,
+                conversation=self.conversation,
+                text=text,
+                regenerate=regenerate,
+                max_tokens=max_tokens,
+            )
+            self.run = ChatRun(inp)
+            self.task = asyncio.create_task(self._generate(self.run))
 
     async def _generate(self, run: ChatRun) -> None:
         events = run.stream()

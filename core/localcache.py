@@ -10,6 +10,10 @@ also clears its own entries at once. Reading the generation is one cache round t
 ``strict=False`` caches may read the generation at most every ``GENERATION_MEMO_S`` seconds per process (a change
 then applies within that time elsewhere; at once in the process that made it); security decisions use strict caches.
 
+Within one request (``generations_per_request``: every HTTP request, every chat turn) the generations are read
+once, all caches in one round trip, at the request's first lookup: a change committed before the request began
+applies to it; one committed while it runs applies from the next request on.
+
 Entries also expire after ``ttl`` seconds, so a missed bump (a cache outage) heals by itself. With the local-memory
 cache backend (no ``REDIS_URL``) the generation is per process: fine for the one web process of the embedded default;
 run several web processes only with a shared cache.
@@ -19,7 +23,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
 from django.core.cache import cache
@@ -47,6 +53,13 @@ class LocalCache(Generic[V]):
         now = time.monotonic()
         if not self.strict and now - self._memo[0] < GENERATION_MEMO_S:
             return self._memo[1]
+        snapshot = _request_generations.get()
+        if snapshot is not None:
+            if not snapshot:
+                snapshot.update(_read_generations())
+            gen = snapshot.get(self._key)
+            if gen is not None:
+                return gen
         try:
             gen = cache.get(self._key)
             if gen is None:
@@ -56,6 +69,8 @@ class LocalCache(Generic[V]):
         except Exception:  # the shared cache is down: serve nothing from memory (fail closed)
             return object()
         self._memo = (now, gen)
+        if snapshot is not None:
+            snapshot[self._key] = gen
         return gen
 
     # entries --------------------------------------------------------------------------------------------------
@@ -92,6 +107,36 @@ class LocalCache(Generic[V]):
 
 
 _REGISTRY: dict[str, LocalCache[Any]] = {}
+
+# The generations read for the running request (see ``generations_per_request``); None outside one. The dict is
+# shared by the request's threads (contexts are copied into them, the dict is not), filled at its first lookup.
+_request_generations: ContextVar[dict[str, Any] | None] = ContextVar("localcache_generations", default=None)
+_SNAPSHOT_FILLED = "localcache:snapshot"  # a marker entry: the request's one read has happened
+
+
+def _read_generations() -> dict[str, Any]:
+    """Every cache's generation in one round trip (missing ones are read, and created, one by one later)."""
+    try:
+        found = cache.get_many([c._key for c in _REGISTRY.values()])
+    except Exception:  # the shared cache is down: each cache fails closed on its own read
+        found = {}
+    found[_SNAPSHOT_FILLED] = True
+    return found
+
+
+@contextmanager
+def generations_per_request() -> Iterator[None]:
+    """Within this block (one request, one chat turn), every cache reads its generation from one snapshot taken at
+    the first lookup: one cache round trip instead of one per cache. Inside an enclosing block, that one's snapshot
+    is used."""
+    if _request_generations.get() is not None:
+        yield
+        return
+    token = _request_generations.set({})
+    try:
+        yield
+    finally:
+        _request_generations.reset(token)
 
 
 def local_caches_clear() -> None:

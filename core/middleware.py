@@ -7,6 +7,7 @@ from collections.abc import Callable
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
+from core.localcache import generations_per_request
 from core.logging import request_id_var, tenant_id_var, user_id_var
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -34,7 +35,8 @@ class RequestContextMiddleware:
         tenant_token = tenant_id_var.set(None)
         user_token = user_id_var.set(None)
         try:
-            response = self.get_response(request)
+            with generations_per_request():  # the in-process caches' generations: one round trip per request
+                response = self.get_response(request)
         finally:
             request_id_var.reset(rid_token)
             tenant_id_var.reset(tenant_token)
@@ -48,7 +50,8 @@ class RequestContextMiddleware:
         tenant_token = tenant_id_var.set(None)
         user_token = user_id_var.set(None)
         try:
-            response = await self.get_response(request)  # type: ignore[misc]
+            with generations_per_request():  # the in-process caches' generations: one round trip per request
+                response = await self.get_response(request)  # type: ignore[misc]
         finally:
             request_id_var.reset(rid_token)
             tenant_id_var.reset(tenant_token)

@@ -29,6 +29,7 @@ from chat.pipeline.events import ChatInput, Citations, Done, Failed, PipelineEve
 from chat.pipeline.state import Masked, Plan, Prompt, RunState
 from chat.pipeline.text import ABSTAIN_TEXT, PLACEHOLDER_RE, StreamUnmasker, citations_used
 from core.errors import ApplicationError
+from core.localcache import generations_per_request
 from core.logging import request_id_var, tenant_id_var, user_id_var
 from core.tracing import RequestSpan, request_span
 from guardrails.output import CanaryWatch, canary_new
@@ -157,17 +158,18 @@ class ChatRun:
     def _prepare(self) -> tuple[Plan, Masked, Prompt]:
         """Stages 1-6 (blocking work, run in one worker thread): everything before the engine is called."""
         inp, state = self.inp, self.state
-        with stages.stage(state, "authorize"):
-            plan = stages.authorize(inp, state)
-        stages.quota_reserve(state, stages.quota_early_bound(inp, plan))
-        stages.input_inspect(inp, plan, state)
-        masked = stages.mask_input(inp, plan, state)
-        passages = stages.retrieve(inp, plan, state)
-        with stages.stage(state, "prompt"):
-            prompt = stages.prompt_build(inp, plan, masked, passages, canary=state.canary)
-            stages.prompt_reserve(state, plan, prompt)
-            stages.persist_begin(inp, plan, masked, state)
-            stages.output_open(inp, masked, state)
+        with generations_per_request():  # the door's snapshot of the cache generations, or one taken here
+            with stages.stage(state, "authorize"):
+                plan = stages.authorize(inp, state)
+            stages.quota_reserve(state, stages.quota_early_bound(inp, plan))
+            stages.input_inspect(inp, plan, state)
+            masked = stages.mask_input(inp, plan, state)
+            passages = stages.retrieve(inp, plan, state)
+            with stages.stage(state, "prompt"):
+                prompt = stages.prompt_build(inp, plan, masked, passages, canary=state.canary)
+                stages.prompt_reserve(state, plan, prompt)
+                stages.persist_begin(inp, plan, masked, state)
+                stages.output_open(inp, masked, state)
         return plan, masked, prompt
 
     def _request(self, plan: Plan, prompt: Prompt) -> ChatRequest:
