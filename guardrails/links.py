@@ -8,9 +8,8 @@ that is long or holds a long segment; a bare host or a short path (``https://exa
 A host is allowed when it equals an allowed entry or is a subdomain of one (``example.com`` allows
 ``docs.example.com``); relative links and ``mailto:`` are not fetched and stay.
 
-``LinkStreamFilter`` applies the same to a token stream: it emits everything except an unfinished link tail (an
-open ``[``/``![``, a ``](`` without its ``)``, an ``<http…`` autolink, a URL that may still grow), so streamed
-output equals the filtered whole text, and at most a link's length is held back. Pure functions, no I/O.
+Streaming answers are filtered by ``guardrails.streaming.OutputStream``, which applies the same rules. Pure
+functions, no I/O.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import re2
 
 MAX_PLAIN_PATH = 48  # a path longer than this (or with a segment of 24+ characters) is treated as carrying data
 MAX_PLAIN_SEGMENT = 24
-MAX_HOLD = 2048  # an open "[" further back than this is not a link any more: it is released
 REMOVED_IMAGE = "[image removed]"
 REMOVED_LINK = "[link removed]"
 
@@ -156,94 +154,3 @@ def strip_exfil_links(text: str, *, allowed_hosts: Iterable[str]) -> LinkResult:
     work = _HTML_ATTR_RE.sub(attr, work)
     work = _BARE_URL_RE.sub(bare, work)
     return LinkResult(text=work, removed=removed)
-
-
-# --- streaming ------------------------------------------------------------------------------------------------
-_PARTIAL_SCHEME_RE = re.compile(r"(?:(?<![\w/])(?:h|ht|htt|https?|https?:|https?:/|/))$", re.IGNORECASE)
-_OPEN_URL_RE = re.compile(r"(?:(?<![\w/])(?:https?:)?//" + _URL_CHARS + r"*|<(?:https?:)?/*[^<>\s]*)$", re.I)
-_OPEN_ATTR_RE = re.compile(r"""<[a-zA-Z][^<>]*$""")
-
-
-def _hold_from(buffer: str) -> int:
-    """Index from which the buffer's tail may still become (part of) a link; len(buffer) when nothing is open."""
-    n = len(buffer)
-    cut = n - 1 if buffer.endswith("!") else n  # a "!" may become "!["
-    m = _OPEN_URL_RE.search(buffer)
-    if m:
-        cut = min(cut, m.start())
-        # A URL that may still grow inside a link destination, a definition or an attribute: hold the whole
-        # construct, from its "[" (or "<"), not just the URL.
-        head = buffer[: m.start()].rstrip(" \t")
-        if head.endswith(("(", "]:")):
-            opener = head.rfind("[", max(0, len(head) - MAX_HOLD))
-            if opener != -1:
-                cut = min(cut, opener - 1 if opener > 0 and buffer[opener - 1] == "!" else opener)
-        elif head.endswith(("=", '="', "='")):
-            opener = head.rfind("<", max(0, len(head) - MAX_HOLD))
-            if opener != -1:
-                cut = min(cut, opener)
-    m = _PARTIAL_SCHEME_RE.search(buffer)
-    if m:
-        cut = min(cut, m.start())
-    m = _OPEN_ATTR_RE.search(buffer[-MAX_HOLD:])
-    if m:
-        cut = min(cut, n - min(n, MAX_HOLD) + m.start())
-    # An open "[" (or "![") whose link is not finished yet: no "]" after it, or "](" without ")", or "]" at the very
-    # end (a "(" or ":" may follow).
-    window_start = max(0, n - MAX_HOLD)
-    depth_start = None
-    i = n - 1
-    while i >= window_start:
-        if buffer[i] == "[":
-            rest = buffer[i:]
-            close = rest.find("]")
-            if close == -1:
-                depth_start = i
-            else:
-                after = rest[close + 1 :]
-                unfinished_url = after.startswith("(") and ")" not in after
-                unfinished_ref = after.startswith("[") and "]" not in after[1:]
-                if after == "" or unfinished_url or unfinished_ref:
-                    depth_start = i
-            if depth_start is not None:
-                if depth_start > 0 and buffer[depth_start - 1] == "!":
-                    depth_start -= 1
-                cut = min(cut, depth_start)
-                break
-        if buffer[i] == "\n" and i < n - 1 and buffer[i + 1] == "\n":
-            break  # links do not span paragraphs
-        i -= 1
-    return cut
-
-
-class LinkStreamFilter:
-    """Incremental ``strip_exfil_links``: ``feed`` returns what may be sent now, ``flush`` the rest at the end."""
-
-    def __init__(self, *, allowed_hosts: Iterable[str]) -> None:
-        self.allowed = normalize_hosts(allowed_hosts)
-        self.pending = ""
-        self.removed = 0
-        self._line_start = True  # whether ``pending`` starts at the beginning of a line
-
-    def _emit(self, text: str) -> str:
-        result = strip_exfil_links(text, allowed_hosts=self.allowed)
-        self.removed += result.removed
-        return result.text
-
-    def feed(self, chunk: str) -> str:
-        self.pending += chunk
-        cut = _hold_from(self.pending)
-        # Reference definitions are whole lines: keep a line that starts like one until it ends.
-        line_start = self.pending.rfind("\n", 0, cut) + 1
-        at_line_start = line_start > 0 or self._line_start
-        tail = self.pending[line_start:]
-        if at_line_start and re.match(r"[ ]{0,3}\[", tail) and "\n" not in tail and len(tail) < MAX_HOLD:
-            cut = min(cut, line_start)
-        ready, self.pending = self.pending[:cut], self.pending[cut:]
-        if ready:
-            self._line_start = ready.endswith("\n")
-        return self._emit(ready) if ready else ""
-
-    def flush(self) -> str:
-        ready, self.pending = self.pending, ""
-        return self._emit(ready) if ready else ""

@@ -24,7 +24,7 @@ from django.utils import timezone
 from core.errors import ApplicationError, GuardrailBlocked, GuardrailUnavailable, InvalidInput
 from core.metrics import GUARDRAIL_DECISIONS, PII_ENTITIES
 from guardrails import injection
-from guardrails.links import LinkStreamFilter, strip_exfil_links
+from guardrails.links import strip_exfil_links
 from guardrails.models import GuardrailPolicy, PiiVault
 from guardrails.output import canary_leaked, groundedness, sanitize_markdown
 from guardrails.pii import Finding, get_analyzer, resolve_overlaps
@@ -583,12 +583,6 @@ def output_stream_verdict(
         counts=counts,
         reasons=tuple(reasons),
     )
-
-
-def output_link_filter(*, tenant: Tenant) -> LinkStreamFilter:
-    """A streaming link guard for one answer: ``feed(delta)`` returns what may be sent now (an unfinished link
-    tail is held back), ``flush()`` the rest; data-carrying links to hosts not allowed are removed."""
-    return LinkStreamFilter(allowed_hosts=link_hosts(policy=guardrail_policy_get(tenant=tenant)))
 
 
 # --- policy ---------------------------------------------------------------------------------------------------

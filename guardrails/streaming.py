@@ -408,10 +408,10 @@ class OutputStream:
             return ""
         context = self._context
         self._context = (context + segment)[-self._context_chars :]
-        if _PLAIN.fullmatch(segment) is not None:  # lowercase prose: nothing to sanitize, redact or analyse
+        if _PLAIN.fullmatch(segment) is not None:  # lowercase prose: nothing to sanitize or analyse
             if segment.strip(" \t"):
                 self._code.line_start = False
-            return self._emit(segment)
+            return self._emit(self._known_names(segment))  # a name redacted before, written in lower case
         text = self._markup(segment, open_url)
         text = self._known_names(text)
         plain = PLACEHOLDER_RE.sub(" ", text) if "<" in text else text  # the user's own values, masked
@@ -488,8 +488,11 @@ class OutputStream:
         new = {p for p in parts if len(p) >= 3 and names.is_name_word(p)} - self._known
         if new:
             self._known |= new
-            alternatives = "|".join(re.escape(p) for p in sorted(self._known, key=len, reverse=True))
-            self._known_re = re.compile(r"(?<!\w)(?:" + alternatives + r")(?!\w)")
+            ordered = sorted(self._known, key=len, reverse=True)
+            any_case = "|".join(re.escape(p) for p in ordered if names.any_case(p))
+            as_written = "|".join(re.escape(p) for p in ordered if not names.any_case(p))
+            alternatives = "|".join(a for a in (f"(?i:{any_case})" if any_case else "", as_written) if a)
+            self._known_re = re.compile(r"(?<!\w)(?:" + alternatives + r")(?!\w)")  # "lukas" after "Lukas Berg"
 
     def _may_hold_name(self, context: str, text: str) -> bool:
         """A capitalised word that may be (part of) a name: a known given name anywhere; another name word unless it

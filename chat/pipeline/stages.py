@@ -51,6 +51,7 @@ from guardrails.services import (
     quote_untrusted,
 )
 from guardrails.streaming import OutputStream
+from guardrails.types import OutputVerdict
 from knowledge.selectors import SEARCH_QUERY_MAX_CHARS, SearchSupport, chunk_search_result
 from knowledge.support import support_score
 from tenants.models import Role, Tenant, role_at_least
@@ -493,6 +494,28 @@ def output_inspect(inp: ChatInput, masked: Masked, prompt: Prompt, state: RunSta
             sources=prompt.sources[: len(state.citations)],
             canary_leaked=canary_cut,
         )
+    _record_output(state, output, verdict)
+
+
+def output_unfinished(inp: ChatInput, state: RunState) -> None:
+    """The output guard's record of an answer that ended without its verdict (stopped, failed, an error): what it
+    removed from the part that was sent is audited and stored as for a complete answer (no groundedness: the
+    answer is not whole). Done once; nothing when the guard was never opened."""
+    output = state.output
+    if output is None or "output" in state.guard:
+        return
+    with stage(state, "output_guard"):
+        verdict = output_stream_verdict(
+            tenant=inp.tenant,
+            scope_key=state.scope_key,
+            stream=output,
+            sources=[],
+            canary_leaked=bool(state.guard.pop("canary_leaked", False)),
+        )
+    _record_output(state, output, verdict)
+
+
+def _record_output(state: RunState, output: OutputStream, verdict: OutputVerdict) -> None:
     state.guard["output"] = {
         "decision": verdict.decision,
         "groundedness": None if verdict.groundedness is None else round(float(verdict.groundedness), 3),
@@ -558,6 +581,7 @@ def _audit(inp: ChatInput, state: RunState, tokens_in: int, tokens_out: int) -> 
             "citations": len(state.citations),
             "input_decision": (state.guard.get("input") or {}).get("decision", ""),
             "output_decision": (state.guard.get("output") or {}).get("decision", ""),
+            "output_redacted": (state.guard.get("output") or {}).get("redacted", {}),
             "pii_masked": state.mask_counts,
         },
     )
@@ -615,6 +639,8 @@ def finish(inp: ChatInput, state: RunState) -> None:
     tokens_in, tokens_out = state.reply.counts(prompt_estimate=-(-state.prompt_chars // 4))
     lease, reservation = state.lease, state.quota.reservation
     try:
+        if state.status != "pending":
+            output_unfinished(inp, state)  # a complete answer's verdict is in already (``output_inspect``)
         with stage(state, "persist"), transaction.atomic():
             _persist_answer(inp, state, tokens_in, tokens_out)
             if state.lease and state.conversation_id is not None:

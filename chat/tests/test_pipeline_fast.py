@@ -226,6 +226,82 @@ async def test_a_stop_keeps_the_partial_answer_settles_usage_and_closes_the_engi
     assert conversation.generating_since is None  # the one-generation lease was given back
 
 
+def _redaction_records(world: Any, message_id: int | None) -> tuple[Message, list[Any], Any]:
+    from tenants.models import AuditEvent
+
+    answer = Message.objects.for_tenant(world.tenant).get(pk=message_id)
+    redactions = list(
+        AuditEvent.objects.filter(tenant=world.tenant, action="guardrail.pii_redact", details__stage="output")
+    )
+    completion = AuditEvent.objects.filter(tenant=world.tenant, action="chat.completion").latest("id")
+    return answer, redactions, completion
+
+
+async def test_a_failed_answers_redactions_are_recorded_and_audited_like_a_complete_ones(world):
+    """Issue 17: what the output guard removed from an answer that then failed is stored with the message and
+    audited (``guardrail.pii_redact``, and in the completion's audit event), as for a complete answer."""
+    conv = await database_sync_to_async(_conversation)(world)
+    pool = FakePool(["Mail ", "kari.nordmann", "@example.org", " now", " and", " more"], fail_after=5)
+    run = ChatRun(
+        ChatInput(tenant=world.tenant, role="member", user=world.member, conversation=conv, text="Who?"), pool=pool
+    )
+    events = await _events(run)
+    failed = events[-1]
+    assert isinstance(failed, Failed) and failed.text == "Mail [REDACTED:EMAIL_ADDRESS] now and"
+    answer, redactions, completion = await database_sync_to_async(_redaction_records)(world, failed.message_id)
+    assert answer.status == "error" and answer.text == failed.text
+    output = answer.guardrails["output"]
+    assert output["decision"] == "warn" and output["redacted"] == {"EMAIL_ADDRESS": 1}
+    assert output["groundedness"] is None  # a partial answer is not scored
+    assert [r.details["entities"] for r in redactions] == [{"EMAIL_ADDRESS": 1}]
+    assert completion.details["status"] == "error" and completion.details["output_redacted"] == {"EMAIL_ADDRESS": 1}
+    assert completion.details["output_decision"] == "warn" and "kari" not in str(completion.details)
+
+
+async def test_a_stopped_answers_redactions_are_recorded_and_audited_like_a_complete_ones(world):
+    conv = await database_sync_to_async(_conversation)(world)
+    pool = StallingPool(["Call ", "+46 70 123 45 67", " or ", "mail ", "kari.nordmann@example.org", " today ", "or"])
+    run = ChatRun(
+        ChatInput(tenant=world.tenant, role="member", user=world.member, conversation=conv, text="Go."), pool=pool
+    )
+    released = asyncio.Event()
+    seen: list[str] = []
+
+    async def consume() -> None:
+        async for event in run.stream():
+            if isinstance(event, Token):
+                seen.append(event.text)
+                if "today" in "".join(seen):
+                    released.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(released.wait(), timeout=30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert run.status == "stopped" and "kari" not in run.text and "+46" not in run.text
+    answer, redactions, completion = await database_sync_to_async(_redaction_records)(world, run.message_id)
+    assert answer.status == "stopped" and answer.text == run.text == "".join(seen)
+    counts = {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1}
+    assert answer.guardrails["output"]["redacted"] == counts and answer.guardrails["output"]["decision"] == "warn"
+    assert [r.details["entities"] for r in redactions] == [counts]
+    assert completion.details["status"] == "stopped" and completion.details["output_redacted"] == counts
+
+
+async def test_a_complete_answers_audit_event_carries_the_output_redactions(world):
+    conv = await database_sync_to_async(_conversation)(world)
+    pool = FakePool(["Write", " to", " kari.nordmann", "@example.org", " now", "."])
+    run = ChatRun(
+        ChatInput(tenant=world.tenant, role="member", user=world.member, conversation=conv, text="Who?"), pool=pool
+    )
+    done = (await _events(run))[-1]
+    assert isinstance(done, Done)
+    answer, redactions, completion = await database_sync_to_async(_redaction_records)(world, done.message_id)
+    assert answer.guardrails["output"]["redacted"] == {"EMAIL_ADDRESS": 1}
+    assert completion.details["status"] == "complete" and completion.details["output_redacted"] == {"EMAIL_ADDRESS": 1}
+    assert len(redactions) == 1  # recorded once, by the verdict
+
+
 LEAKY = [
     "Sure",
     "!",

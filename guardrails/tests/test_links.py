@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from core.errors import InvalidInput
-from guardrails.links import LinkStreamFilter, carries_data, is_exfil_url, normalize_hosts, strip_exfil_links
+from guardrails.links import carries_data, is_exfil_url, normalize_hosts, strip_exfil_links
 from guardrails.selectors import guardrail_policy_get
-from guardrails.services import guardrail_policy_update, inspect_output, output_link_filter
+from guardrails.services import guardrail_policy_update, inspect_output
 from tests.api_harness import api_call, api_keys, assert_error_body  # noqa: F401  (api_keys: a fixture)
 
 ALLOWED = ["intranet.example.com", "*.wiki.example.org"]
@@ -79,34 +77,6 @@ def test_no_allowed_hosts_removes_every_data_link_but_keeps_plain_ones():
     assert strip_exfil_links(text, allowed_hosts=[]).text == "See [docs](https://docs.example.com/guide) and search."
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_streaming_equals_the_whole_text(seed):
-    rng = random.Random(seed)
-    stream = LinkStreamFilter(allowed_hosts=ALLOWED)
-    out, i = [], 0
-    while i < len(ANSWER):
-        k = rng.randint(1, 12)
-        out.append(stream.feed(ANSWER[i : i + k]))
-        i += k
-    out.append(stream.flush())
-    assert "".join(out) == EXPECTED
-    assert stream.removed == 7
-
-
-def test_streaming_holds_back_only_the_unfinished_link():
-    stream = LinkStreamFilter(allowed_hosts=[])
-    assert stream.feed("The answer is 42. ") == "The answer is 42. "
-    assert stream.feed("See ![x](https://evil.example/p.png?d=") == "See "
-    assert stream.pending.startswith("![x](")
-    assert stream.feed("abc) and more") == "[image: x] and more"
-    assert stream.feed(" text [") == " text "
-    assert stream.feed("not a link] really.") == "[not a link] really."
-    assert stream.flush() == ""
-    long_bracket = LinkStreamFilter(allowed_hosts=[])
-    emitted = long_bracket.feed("[" + "word " * 600)
-    assert len(emitted) > 2000  # an open "[" far back is released, not held forever
-
-
 def test_inspect_output_removes_exfil_links_and_honours_the_department(world, analyzer):
     text = "Done. ![p](https://collector.example/p.png?d=Q3-numbers) [Wiki](https://wiki.corp.example/page?id=1)"
     verdict = inspect_output(
@@ -124,8 +94,6 @@ def test_inspect_output_removes_exfil_links_and_honours_the_department(world, an
         tenant=world.other_tenant, scope_key="conversation:9", text=text, user_text="", canary="", sources=[]
     )
     assert "wiki.corp.example" not in other.text  # another department's allowance does not apply
-    stream = output_link_filter(tenant=world.tenant)
-    assert stream.feed(text) + stream.flush() == ("Done. [image: p] [Wiki](https://wiki.corp.example/page?id=1)")
 
 
 def test_link_hosts_are_validated(world):

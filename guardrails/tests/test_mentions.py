@@ -186,3 +186,104 @@ def test_name_signals_and_stream_redaction_stay_linear_on_hostile_input(analyzer
         assert redactor.text + redactor.finish() == text
     # A guard against super-linear blow-up, not a speed target: the first list rule took 10 s on the first text.
     assert time.monotonic() - started < 20
+
+
+# --- issue 17, second round: lower-case text, surname endings, what people do, address blocks -----------------
+def _people(analyzer, text):
+    return [text[s:e] for s, e, t in _found(analyzer, text, ["PERSON"])]
+
+
+@pytest.mark.parametrize(
+    ("text", "values"),
+    [
+        pytest.param("hi lukas, can you ask agnieszka about the invoice? thx", ["lukas", "agnieszka"], id="chat"),
+        pytest.param("my name is wojtek zieliński, call me back", ["wojtek", "zieliński"], id="introduced"),
+        pytest.param("please follow up with ingrid solvang next week", ["ingrid", "solvang"], id="follow-up"),
+        pytest.param("[09:14] freja: ok\n[09:15] sören: will do", ["freja", "sören"], id="handles"),
+    ],
+)
+def test_names_in_text_typed_in_lower_case(analyzer, text, values):
+    assert leaked_parts(text, _gold(text, values), _found(analyzer, text)) == []
+
+
+def test_lower_case_text_without_names_keeps_its_everyday_words(analyzer):
+    text = "will you mark the date? grant the access tomorrow and ping the team"
+    assert _people(analyzer, text) == []
+    assert names.true_case("The Report is ready. Lukas will send it.") is None  # ordinary text is read as it is
+
+
+def test_the_lower_case_copy_keeps_offsets_addresses_and_tenant_patterns(analyzer):
+    from guardrails.policy import CustomPattern, ResolvedPolicy
+
+    text = "hi lukas, mail lukas.berg@example.com about project falcon"
+    cased = names.true_case(text)
+    assert cased is not None and len(cased) == len(text) and "Lukas," in cased and "lukas.berg@example.com" in cased
+    policy = ResolvedPolicy(
+        tenant_id=7, version="lower", custom_patterns=(CustomPattern("PROJECT", r"project falcon"),)
+    )
+    found = {
+        text[f.start : f.end]: f.entity_type
+        for f in analyzer.analyze(text, entities=[*MASKED, "PROJECT"], policy=policy)
+    }
+    assert found == {"lukas": "PERSON", "lukas.berg@example.com": "EMAIL_ADDRESS", "project falcon": "PROJECT"}
+
+
+@pytest.mark.parametrize(
+    ("text", "values"),
+    [
+        pytest.param(
+            "The contract was signed by Dobrosław Tomaszewski and Elínborg Guðmundsdóttir on Monday.",
+            ["Dobrosław Tomaszewski", "Elínborg Guðmundsdóttir"],
+            id="polish-icelandic",
+        ),
+        pytest.param("Approval is pending with Ásgeirsdóttir since May.", ["Ásgeirsdóttir"], id="alone"),
+        pytest.param("Please invite Zlatko Vitorović to the review.", ["Zlatko Vitorović"], id="serbian"),
+    ],
+)
+def test_surnames_known_by_their_endings(analyzer, text, values):
+    assert leaked_parts(text, _gold(text, values), _found(analyzer, text)) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("The Czech Republic and the Russian market grew; Google Public Sector said so.", id="places"),
+        pytest.param("Our Swedish office moved to the Czech Border region.", id="adjectives"),
+    ],
+)
+def test_place_and_company_words_with_surname_endings_are_not_names(analyzer, text):
+    assert _people(analyzer, text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "values"),
+    [
+        pytest.param("Thordis, can you send me the slides?", ["Thordis"], id="vocative"),
+        pytest.param("Radomir shouted at the printer again.", ["Radomir"], id="speech-verb"),
+        pytest.param("Our 3 founders: Kowalczyk, Brandt and Ibarra.", ["Kowalczyk", "Brandt", "Ibarra"], id="founders"),
+        pytest.param("Why is Rebecca so late today?", ["Rebecca"], id="known-name-the-ner-calls-a-place"),
+    ],
+)
+def test_names_announced_by_what_people_do(analyzer, text, values):
+    assert leaked_parts(text, _gold(text, values), _found(analyzer, text)) == []
+
+
+def test_towns_and_streets_of_an_address_block_are_not_names(analyzer):
+    text = "Ingrid Solvang\n12 Storgata\nSuite 4\nTromsø\nNorway 9008\n\nor the corner of Kirkegata 3 and Anders Lane"
+    assert _people(analyzer, text) == ["Ingrid Solvang"]
+
+
+def test_greetings_and_titles_are_not_part_of_the_name(analyzer):
+    text = "Hej Søren, tack för igår! /Ingrid\nSehr geehrter Herr Müller,\nMit freundlichen Grüßen\nKatharina Schröder"
+    assert _people(analyzer, text) == ["Søren", "Ingrid", "Müller", "Katharina Schröder"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("My driver's licence number is 5130634.", id="licence"),
+        pytest.param("Our zip code is 90010-170, postcode 3610-114.", id="postcodes"),
+    ],
+)
+def test_licence_numbers_and_postcodes_are_not_phones(analyzer, text):
+    assert [t for *_, t in _found(analyzer, text) if t == "PHONE_NUMBER"] == []

@@ -45,9 +45,17 @@ def test_repeated_occurrences_of_a_found_name_and_of_its_words():
     text = "I am Anneliese Vortmann, but friends say Anneliese; anneliese in lowercase and Annelieses are left."
     start = text.index("Anneliese Vortmann")
     spans = set(names.repeated_spans(text, [(start, start + len("Anneliese Vortmann"))]))
-    second = text.index("Anneliese;")
+    second, lower = text.index("Anneliese;"), text.index("anneliese in")
     outside = {(s, e) for s, e in spans if not start <= s < start + len("Anneliese Vortmann")}
-    assert outside == {(second, second + len("Anneliese"))}  # not the lowercase one, not inside "Annelieses"
+    # in any case (issue 17: a name found anywhere masks all its parts everywhere), never inside "Annelieses"
+    assert outside == {(second, second + len("Anneliese")), (lower, lower + len("anneliese"))}
+
+
+def test_a_found_name_that_is_an_everyday_word_is_repeated_only_as_written():
+    text = "Mark Vortmann wrote: mark the date, and Mark will sign."
+    spans = {text[s:e] for s, e in names.repeated_spans(text, [(0, len("Mark Vortmann"))])}
+    assert spans == {"Mark Vortmann", "Mark", "Vortmann"}
+    assert all(text[s:e] != "mark" for s, e in names.repeated_spans(text, [(0, len("Mark Vortmann"))]))
 
 
 def test_repetition_ignores_run_on_spans():

@@ -167,6 +167,16 @@ def test_output_stream_redacts_pii_before_any_part_leaves_and_sends_the_final_te
     assert dict(guard.stream.redacted) == {"PHONE_NUMBER": 1, "EMAIL_ADDRESS": 1, "PERSON": 2}
 
 
+def test_a_redacted_name_is_redacted_in_any_case_later_but_everyday_words_stay():
+    """Issue 17: a name found anywhere masks all its parts everywhere, "freja" and "NILSSON" too."""
+    final = (
+        Guard()
+        .feed("Ask", " Freja", " Nilsson", " today", ".", " freja", " said", " NILSSON", " will", " sign")
+        .finish()
+    )
+    assert final == "Ask [REDACTED:PERSON] today. [REDACTED:PERSON] said [REDACTED:PERSON] will sign"
+
+
 def test_plain_prose_never_waits_for_the_analyzer():
     guard = Guard()
     prose = "the answer is that you book trips in the travel tool and keep the receipts ."
