@@ -161,3 +161,16 @@ def test_citations_used_prefers_markers_and_drops_everything_on_abstention():
     assert citations_used("Nothing relevant here at all.", citations, sources) == []
     assert is_abstention("Sorry, the documents don\u2019t contain that.")
     assert not is_abstention("The per diem is 75 EUR.")
+
+
+def test_a_marker_on_the_wrong_passage_cites_the_passage_that_says_it():
+    """A 1.5B model often writes [2] after a fact from passage 1: the passage that holds the sentence is cited."""
+    citations = [{"n": 1}, {"n": 2}, {"n": 3}]
+    sources = ["The per diem in London is 75 EUR.", "Passwords have at least 14 characters.", "Cars: 0.32 EUR per km."]
+    assert citations_used("The per diem in London is 75 EUR [2].", citations, sources) == [{"n": 1}]
+    assert citations_used("The per diem in London is 75 EUR [1].", citations, sources) == [{"n": 1}]
+    # two facts, two markers, one of them wrong: the right passages of both
+    answer = "London pays 75 EUR a day [1]. A password needs 14 characters [3]."
+    assert citations_used(answer, citations, sources) == [{"n": 1}, {"n": 2}]
+    # a marked sentence that no passage supports cites nothing
+    assert citations_used("Dogs are welcome on Fridays [2].", citations, sources) == []
