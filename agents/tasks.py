@@ -99,38 +99,28 @@ def resume_stalled(include_live: bool = False) -> int:
     return agent_run_resume_stalled(include_live=include_live)
 
 
-@shared_task(
-    name="agents.deliver_webhook",
-    queue=QUEUE,
-    ignore_result=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(DeliveryFailed,),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=8,
-    time_limit=60,
-)
+# Webhook deliveries (an event's, a budget alert's): retried with backoff for about an hour, a lost worker's redone.
+_DELIVERY: dict[str, Any] = {
+    "queue": QUEUE,
+    "ignore_result": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (DeliveryFailed,),
+    "retry_backoff": 5,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "max_retries": 8,
+    "time_limit": 60,
+}
+
+
+@shared_task(name="agents.deliver_webhook", **_DELIVERY)
 def deliver_webhook(endpoint_id: int, event_id: int) -> int:
     close_old_connections()
     return webhook_deliver(endpoint_id=int(endpoint_id), event_id=int(event_id))
 
 
-@shared_task(
-    name="agents.deliver_budget_webhook",
-    bind=True,
-    queue=QUEUE,
-    ignore_result=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(DeliveryFailed,),
-    retry_backoff=5,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=8,
-    time_limit=60,
-)
+@shared_task(name="agents.deliver_budget_webhook", bind=True, **_DELIVERY)
 def deliver_budget_webhook(self: Task, endpoint_id: int, alert_id: int) -> int:
     close_old_connections()
     return webhooks.budget_webhook_deliver(

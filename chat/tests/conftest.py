@@ -74,6 +74,26 @@ async def collect(comm: WebsocketCommunicator, *, wait_s: float = 90) -> list[di
             return frames
 
 
+async def ask_together(
+    user: Any, tenant: Any, conversations: list[Any], *, text: str, max_tokens: int
+) -> list[dict[str, Any]]:
+    """One socket per conversation, every one asks ``text`` at the same moment: the last frame of each answer."""
+    sockets = []
+    for conv in conversations:
+        comm, connected = await ws_open(user, conv.pk, tenant=tenant)
+        assert connected
+        sockets.append(comm)
+
+    async def ask(comm: WebsocketCommunicator) -> dict[str, Any]:
+        await comm.send_json_to({"type": "send", "text": text, "max_tokens": max_tokens})
+        return (await collect(comm, wait_s=180))[-1]
+
+    finals = await asyncio.gather(*(ask(c) for c in sockets))
+    for comm in sockets:
+        await comm.disconnect()
+    return list(finals)
+
+
 async def receive_until_tokens(comm: WebsocketCommunicator, n: int, *, wait_s: float = 90) -> list[dict[str, Any]]:
     frames: list[dict[str, Any]] = []
     while sum(1 for f in frames if f["type"] == "token") < n:

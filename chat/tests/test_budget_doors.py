@@ -14,7 +14,7 @@ from django.conf import settings
 from django.test import AsyncClient
 
 from chat.models import Conversation
-from chat.tests.conftest import collect, ws_open
+from chat.tests.conftest import ask_together
 from tenants.models import AuditEvent, BudgetAlert, ModelPrice, QuotaReservation, UsageRecord
 from tenants.services import api_key_create
 
@@ -37,20 +37,9 @@ def _setup(world: Any, *, enforcement: str) -> tuple[list[Conversation], str]:
 
 
 async def _ask_sockets(world: Any, conversations: list[Conversation]) -> list[dict[str, Any]]:
-    sockets = []
-    for conv in conversations:
-        comm, connected = await ws_open(world.member, conv.pk, tenant=world.tenant)
-        assert connected
-        sockets.append(comm)
-
-    async def ask(comm: Any) -> dict[str, Any]:
-        await comm.send_json_to({"type": "send", "text": "Say hello to the team.", "max_tokens": MAX_TOKENS})
-        return (await collect(comm, wait_s=180))[-1]
-
-    finals = await asyncio.gather(*(ask(c) for c in sockets))
-    for comm in sockets:
-        await comm.disconnect()
-    return list(finals)
+    return await ask_together(
+        world.member, world.tenant, conversations, text="Say hello to the team.", max_tokens=MAX_TOKENS
+    )
 
 
 async def _ask_v1(key: str, n: int) -> list[Any]:

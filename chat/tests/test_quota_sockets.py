@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import pytest
 from channels.db import database_sync_to_async
 
 from chat.models import Conversation, Message
-from chat.tests.conftest import collect, ws_open
+from chat.tests.conftest import ask_together
 from tenants.models import QuotaCounter, QuotaReservation, UsageRecord
 
 pytestmark = [pytest.mark.engine, pytest.mark.django_db(transaction=True)]
@@ -28,19 +25,9 @@ async def test_fifty_parallel_sends_never_overspend_a_small_budget(engine_backen
         return [Conversation.objects.create(tenant=world.tenant, user=world.member) for _ in range(PARALLEL)]
 
     conversations = await database_sync_to_async(setup)()
-    sockets = []
-    for conv in conversations:
-        comm, connected = await ws_open(world.member, conv.pk, tenant=world.tenant)
-        assert connected
-        sockets.append(comm)
-
-    async def ask(comm: Any) -> dict[str, Any]:
-        await comm.send_json_to({"type": "send", "text": "Say hello to the team.", "max_tokens": MAX_TOKENS})
-        return (await collect(comm, wait_s=180))[-1]
-
-    finals = await asyncio.gather(*(ask(c) for c in sockets))
-    for comm in sockets:
-        await comm.disconnect()
+    finals = await ask_together(
+        world.member, world.tenant, conversations, text="Say hello to the team.", max_tokens=MAX_TOKENS
+    )
 
     answered = [f for f in finals if f["type"] == "done"]
     refused = [f for f in finals if f["type"] == "error"]
