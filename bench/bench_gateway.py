@@ -9,6 +9,8 @@ process), all streaming ``/v1/chat/completions`` with an API key:
   Redis as cache when one answers on 127.0.0.1:6379, and a throw-away embedded PostgreSQL in a temporary directory
   (with ``pg_stat_statements`` loaded, to count the queries). The full path runs: key, rate, quota, input guard and
   PII masking, pool, output guard, persistence, settlement;
+- ``floor``: a bare pass-through ASGI proxy under the same uvicorn (``bench/floor_proxy.py``, benchmark only): what
+  one HTTP hop through a Python ASGI server adds, the least any Python gateway can add (printed, not in the last line);
 - ``litellm``: LiteLLM's proxy (``litellm[proxy]==1.108.7``, installed by ``make bench-gateway`` into
   ``var/litellm-venv``) with a master key and no database, ``LITELLM_LOCAL_MODEL_COST_MAP=True`` (fetches nothing).
 
@@ -345,6 +347,25 @@ def top_statements(uri: str, limit: int = 40) -> list[tuple[int, str]]:
     return [(int(c), " ".join(q.split())[:160]) for c, q in rows]
 
 
+def stage_seconds(url: str, token: str) -> dict[str, tuple[float, float]]:
+    """The portal's ``portal_pipeline_stage_seconds`` histogram from its /metrics: stage → (sum, count)."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        url + "/metrics", headers={"Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        for suffix, i in (("_sum", 0), ("_count", 1)):
+            head = "portal_pipeline_stage_seconds" + suffix + '{stage="'
+            if line.startswith(head):
+                stage = line[len(head) : line.index('"', len(head))]
+                out.setdefault(stage, [0.0, 0.0])[i] = float(line.rsplit(" ", 1)[1])
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
 def db_reset(uri: str) -> None:
     import psycopg
 
@@ -488,7 +509,29 @@ def main() -> None:
             stderr=subprocess.STDOUT,
         )
         procs.append(litellm)
+        floor_port = free_port()
+        floor = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.floor_proxy:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(floor_port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env={**lenv, "FLOOR_ENGINE_URL": engine_url},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(floor)
         wait_http(f"http://127.0.0.1:{portal_port}/healthz", proc=portal)
+        wait_http(f"http://127.0.0.1:{floor_port}/healthz", proc=floor)
         wait_http(f"http://127.0.0.1:{litellm_port}/health/liveliness", proc=litellm)
 
         paths = [
@@ -508,6 +551,7 @@ def main() -> None:
                 MODEL,
                 [litellm.pid],
             ),
+            Path_("floor", f"http://127.0.0.1:{floor_port}", {}, MODEL, [floor.pid]),
         ]
         load_before = os.getloadavg()
         print(
@@ -518,10 +562,13 @@ def main() -> None:
             flush=True,
         )
         counters: dict[str, tuple[int, int]] = {}
+        stages_start: dict[str, tuple[float, float]] = {}
+        portal_url = f"http://127.0.0.1:{portal_port}"
 
         def measure_start() -> None:
             db_reset(uri)
             counters["start"] = db_counters(uri)
+            stages_start.update(stage_seconds(portal_url, env["METRICS_TOKEN"]))
             if args.py_spy:
                 spy = shutil.which("py-spy") or "py-spy"
                 procs.append(
@@ -537,6 +584,7 @@ def main() -> None:
         results = uvloop.run(run_rounds(paths, args, measure_start))
         counters["end"] = db_counters(uri)
         top = top_statements(uri) if args.show_queries else []
+        stages_end = stage_seconds(portal_url, env["METRICS_TOKEN"])
         load_after = os.getloadavg()
         portal_log.flush()
         access_lines = sum(1 for _ in (tmp / "portal.log").open())
@@ -578,7 +626,7 @@ def main() -> None:
     added: dict[tuple[str, str], tuple[float, float]] = {}
     for name, _, _ in SCENARIOS:
         d = results[name]["direct"]
-        for pname in ("direct", "portal", "litellm"):
+        for pname in ("direct", "portal", "litellm", "floor"):
             s = results[name][pname]
             a50 = pct(s.ttft, 50) - pct(d.ttft, 50)
             a99 = pct(s.ttft, 99) - pct(d.ttft, 99)
@@ -606,6 +654,18 @@ def main() -> None:
     )
     for calls_, query in top:
         print(f"  {calls_:>6}  {query}")
+    zero = (0.0, 0.0)
+    means = {
+        k: (total - stages_start.get(k, zero)[0]) / (n - stages_start.get(k, zero)[1])
+        for k, (total, n) in stages_end.items()
+        if n > stages_start.get(k, zero)[1]
+    }
+    if means:
+        ranked = sorted(means.items(), key=lambda kv: -kv[1])
+        print(
+            "portal pipeline stages, mean ms per request (portal_pipeline_stage_seconds, every scenario): "
+            + ", ".join(f"{k.removeprefix('chat.')} {v * 1000:.2f}" for k, v in ranked)
+        )
     print(
         f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
         f"after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}"
