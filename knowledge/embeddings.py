@@ -111,7 +111,10 @@ class LocalEmbedder:
         if not texts:
             return []
         model = self.model
-        outputs = model.encode(texts, output_value="token_embeddings", convert_to_numpy=False, show_progress_bar=False)
+        # one text a batch: a short question padded to a passage's length would cost as much as the passage
+        outputs = model.encode(
+            texts, batch_size=1, output_value="token_embeddings", convert_to_numpy=False, show_progress_bar=False
+        )
         # the same tokenization as ``encode`` (same tokenizer and length), for the offsets it does not return
         offsets = model.tokenizer(texts, truncation=True, max_length=model.max_seq_length, return_offsets_mapping=True)[
             "offset_mapping"
