@@ -10,8 +10,9 @@ Retrieval (see ARCHITECTURE.md, "Retrieval"):
 - the two lists fused by Reciprocal Rank Fusion.
 
 ``chunk_search_result`` also measures how well the knowledge bases support the query (``SearchSupport``): the best
-dense similarity, the best BM25 score, how much of the query's IDF weight the passages hold, and whether the dense
-and lexical lists agree on their best passages. ``knowledge.support`` turns these into one support score.
+dense similarity, the best BM25 score, how much of the query's IDF weight the passages hold (as words, and with the
+words a passage lacks credited by their closest token in meaning), and whether the dense and lexical lists agree on
+their best passages. ``knowledge.support`` turns these into one support score.
 """
 
 from __future__ import annotations
