@@ -232,6 +232,8 @@ async def run_rounds(
         on_measure_start()
         for r in range(args.rounds):
             for name, conc, which in SCENARIOS:
+                if args.scenarios and name not in args.scenarios.split(","):
+                    continue
                 prompt = SHORT_PROMPT if which == "short" else LONG_PROMPT
                 n = args.batch if conc == 1 else args.batch16
                 order = paths[r % len(paths) :] + paths[: r % len(paths)]
@@ -388,6 +390,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=12, help="requests per concurrency-1 batch")
     parser.add_argument("--batch16", type=int, default=48, help="requests per concurrency-16 batch")
     parser.add_argument("--tokens", type=int, default=64, help="tokens per answer")
+    parser.add_argument("--scenarios", default="", help="only these scenarios (c1,c1_2k,c16), for a profile")
     parser.add_argument("--show-queries", action="store_true", help="list the portal's most frequent statements")
     parser.add_argument(
         "--py-spy", metavar="OUT", help="profile the portal's process with this py-spy binary's output (raw)"

@@ -404,7 +404,7 @@ _COMMON_LOWER = _words(
     man woman guy girl boy kid kids baby family friend friends lives lived works worked flew went came left met
     wrote sang spent began told called moved shouted arrived says said has had was is will would can could"""
 )
-_AMBIGUOUS_LOWER = _words("grant jack chad buck rusty hunter mason carter taylor parker dean wade will mark nan")
+AMBIGUOUS_GIVEN_NAMES = _words("grant jack chad buck rusty hunter mason carter taylor parker dean wade will mark nan")
 _LOWER_WORD = regex.compile(rf"(?<![\w\-.@/#])([{_LOWER}][{_LOWER}'\u2019\-]+)(?![\w\-@]|\.\w)")
 _LOWER_INITIAL = regex.compile(rf"[ \t]+([{_LOWER}])\.?[ \t]+")
 _ENGLISH_ENDINGS = ("ing", "ed", "ly", "tion", "ness", "ment", "able", "ful", "less", "ous", "ive", "est")
@@ -437,7 +437,7 @@ def _common_lower(word: str) -> bool:
 def any_case(word: str) -> bool:
     """Whether a found name word is matched in any case elsewhere ("lukas", "LUKAS"): three letters or more and not
     an everyday word ("Will", "Mark", "Grant" are matched only as written)."""
-    return " " not in word and len(word) >= 3 and word.lower() not in _AMBIGUOUS_LOWER and not _common_lower(word)
+    return " " not in word and len(word) >= 3 and word.lower() not in AMBIGUOUS_GIVEN_NAMES and not _common_lower(word)
 
 
 def lower_case_text(text: str) -> bool:
@@ -464,7 +464,7 @@ def true_case(text: str) -> str | None:
     for m in _LOWER_WORD.finditer(text):
         word, start, end = m.group(1), m.start(1), m.end(1)
         w = word.lower()
-        if len(w) >= 3 and w in known and w not in _AMBIGUOUS_LOWER and not _common_lower(w):
+        if len(w) >= 3 and w in known and w not in AMBIGUOUS_GIVEN_NAMES and not _common_lower(w):
             chars[start] = chars[start].upper()
             name_end = end
             continue
