@@ -106,11 +106,14 @@ class LocalEmbedder:
     def embed(self, texts: list[str]) -> list[list[float]]:
         return self.embed_array(texts).tolist()  # type: ignore[no-any-return]
 
-    def token_vectors(self, texts: list[str]) -> list[TokenVectors]:
-        """Each text's contextual token vectors, the ones the sentence vector is the mean of (one forward pass)."""
+    def token_vectors(self, texts: list[str]) -> list[TokenVectors] | None:
+        """Each text's contextual token vectors, the ones the sentence vector is the mean of (one forward pass); None
+        for a model whose tokenizer cannot tell where its tokens are in the text (a slow, Python one)."""
+        model = self.model
+        if not getattr(model.tokenizer, "is_fast", False):
+            return None
         if not texts:
             return []
-        model = self.model
         # one text a batch: a short question padded to a passage's length would cost as much as the passage
         outputs = model.encode(
             texts, batch_size=1, output_value="token_embeddings", convert_to_numpy=False, show_progress_bar=False
