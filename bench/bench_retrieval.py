@@ -459,6 +459,9 @@ def latency(target: Any, kb: Any, queries: list[str]) -> dict[str, Any]:
         def embed(self, texts: list[str]) -> list[list[float]]:
             return [self.vec.tolist()]
 
+        def token_vectors(self, texts: list[str]) -> None:
+            return None
+
     def run(label: str, fn: Any) -> list[float]:
         for q in queries[:10]:  # warm caches
             fn(q, 0)

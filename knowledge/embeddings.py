@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from django.conf import settings
@@ -27,6 +27,15 @@ from knowledge.models import EMBEDDING_DIM
 DEFAULT_BATCH = 32
 
 
+class TokenVectors(NamedTuple):
+    """A text's tokens as the model read them in context: ``spans`` (n, 2) are each token's character offsets in the
+    text, ``vectors`` (n, dimension) their normalized contextual vectors (special tokens dropped; a text longer than
+    the model reads is cut where the model cuts it)."""
+
+    spans: np.ndarray
+    vectors: np.ndarray
+
+
 class Embedder(Protocol):
     model_id: str
     dimension: int
@@ -34,6 +43,8 @@ class Embedder(Protocol):
     def embed(self, texts: list[str]) -> list[list[float]]: ...
 
     def embed_array(self, texts: list[str], *, batch_size: int = DEFAULT_BATCH) -> np.ndarray: ...
+
+    def token_vectors(self, texts: list[str]) -> list[TokenVectors] | None: ...
 
 
 def default_model_path() -> Path:
@@ -95,6 +106,30 @@ class LocalEmbedder:
     def embed(self, texts: list[str]) -> list[list[float]]:
         return self.embed_array(texts).tolist()  # type: ignore[no-any-return]
 
+    def token_vectors(self, texts: list[str]) -> list[TokenVectors] | None:
+        """Each text's contextual token vectors, the ones the sentence vector is the mean of (one forward pass); None
+        for a model whose tokenizer cannot tell where its tokens are in the text (a slow, Python one)."""
+        model = self.model
+        if not getattr(model.tokenizer, "is_fast", False):
+            return None
+        if not texts:
+            return []
+        # one text a batch: a short question padded to a passage's length would cost as much as the passage
+        outputs = model.encode(
+            texts, batch_size=1, output_value="token_embeddings", convert_to_numpy=False, show_progress_bar=False
+        )
+        # the same tokenization as ``encode`` (same tokenizer and length), for the offsets it does not return
+        offsets = model.tokenizer(texts, truncation=True, max_length=model.max_seq_length, return_offsets_mapping=True)[
+            "offset_mapping"
+        ]
+        result = []
+        for tokens, spans in zip(outputs, offsets, strict=True):
+            matrix = _normalize(tokens.float().numpy())
+            span_array = np.asarray(spans[: len(matrix)], dtype=np.int64).reshape(-1, 2)
+            real = span_array[:, 1] > span_array[:, 0]  # special tokens have empty spans
+            result.append(TokenVectors(spans=span_array[real], vectors=matrix[real]))
+        return result
+
 
 class TEIEmbedder:
     """Text Embeddings Inference over HTTP (``feature_extraction``), batched, normalized."""
@@ -127,6 +162,10 @@ class TEIEmbedder:
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         return self.embed_array(texts).tolist()  # type: ignore[no-any-return]
+
+    def token_vectors(self, texts: list[str]) -> None:
+        """None: ``feature_extraction`` returns pooled vectors only (support then counts words present as such)."""
+        return None
 
 
 def embedding_models() -> dict[str, dict[str, Any]]:

@@ -10,8 +10,9 @@ Retrieval (see ARCHITECTURE.md, "Retrieval"):
 - the two lists fused by Reciprocal Rank Fusion.
 
 ``chunk_search_result`` also measures how well the knowledge bases support the query (``SearchSupport``): the best
-dense similarity, the best BM25 score, how much of the query's IDF weight the passages hold, and whether the dense
-and lexical lists agree on their best passages. ``knowledge.support`` turns these into one support score.
+dense similarity, the best BM25 score, how much of the query's IDF weight the passages hold (as words, and with the
+words a passage lacks credited by their closest token in meaning), and whether the dense and lexical lists agree on
+their best passages. ``knowledge.support`` turns these into one support score.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet
 
 from core.errors import InvalidInput, NotFound
 from knowledge.drift import query_sample_record
-from knowledge.embeddings import get_embedder
+from knowledge.embeddings import Embedder, get_embedder
 from knowledge.models import Access, Chunk, Document, DriftReport, KnowledgeBase
 from tenants.models import Role, Tenant
 
@@ -65,7 +67,10 @@ class SearchSupport:
     term, each weighing as in ``coverage``, at saturation), so that it reads alike in a small and a large knowledge
     base; ``top_coverage``: the same for the first
     passage; ``agreement``: the share of the dense list's best 3 passages that are also among the lexical list's
-    best 3; ``terms``: the number of distinct query terms after stemming and stop words."""
+    best 3; ``soft_coverage``: ``coverage`` over the best 3 passages in which a query term that a passage lacks
+    counts for as much as the passage's closest token in meaning (the model's contextual vectors: "memory stick"
+    finds "USB storage", "dogs" finds nothing in office rules); ``terms``: the number of distinct query terms after
+    stemming and stop words."""
 
     dense: float = 0.0
     bm25: float = 0.0
@@ -73,6 +78,7 @@ class SearchSupport:
     coverage: float = 0.0
     top_coverage: float = 0.0
     agreement: float = 0.0
+    soft_coverage: float = 0.0
     terms: int = 0
 
     def as_dict(self) -> dict[str, float]:
@@ -83,6 +89,7 @@ class SearchSupport:
             "coverage": round(self.coverage, 4),
             "top_coverage": round(self.top_coverage, 4),
             "agreement": round(self.agreement, 4),
+            "soft_coverage": round(self.soft_coverage, 4),
             "terms": self.terms,
         }
 
@@ -411,10 +418,14 @@ def chunk_search(
     ).hits
 
 
-def _coverage(terms: dict[str, int], total: int, held: Iterable[str]) -> float:
-    """The share of the query's IDF weight among ``held`` terms. A term no chunk holds weighs as much as the rarest
-    term that one chunk holds (its own IDF would grow with the corpus and swamp the others in a small one)."""
-    weights = {t: _idf(max(total, 1), max(df, 1)) for t, df in terms.items()}
+def _term_weights(terms: dict[str, int], total: int) -> dict[str, float]:
+    """Each query term's IDF weight. A term no chunk holds weighs as much as the rarest term that one chunk holds (its
+    own IDF would grow with the corpus and swamp the others in a small one)."""
+    return {t: _idf(max(total, 1), max(df, 1)) for t, df in terms.items()}
+
+
+def _coverage(weights: dict[str, float], held: Iterable[str]) -> float:
+    """The share of the query's IDF weight among ``held`` terms."""
     whole = sum(weights.values())
     if whole <= 0:
         return 0.0
@@ -422,8 +433,71 @@ def _coverage(terms: dict[str, int], total: int, held: Iterable[str]) -> float:
     return sum(w for t, w in weights.items() if t in present) / whole
 
 
+SOFT_COVERAGE_PASSAGES = 3  # the passages a grounded answer reads first (``CHAT_CONTEXT_CHUNKS`` is 3 or 4)
+_QUERY_WORD = re.compile(r"[\w'-]+", re.UNICODE)
+
+
+def _term_spans(query: str) -> dict[str, list[tuple[int, int]]]:
+    """Where in the query each of its lexemes comes from: the character spans of the words that yield it."""
+    words = [(m.group(), m.start(), m.end()) for m in _QUERY_WORD.finditer(query)]
+    if not words:
+        return {}
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT w.i, tsvector_to_array(to_tsvector(%s::regconfig, w.word)) "
+            "FROM unnest(%s::text[]) WITH ORDINALITY AS w(word, i)",
+            [TS_CONFIG, [word for word, _, _ in words]],
+        )
+        spans: dict[str, list[tuple[int, int]]] = {}
+        for index, lexemes in cur.fetchall():
+            _, start, end = words[int(index) - 1]
+            for lexeme in lexemes:
+                spans.setdefault(str(lexeme), []).append((start, end))
+        return spans
+
+
+def _soft_coverage(
+    *, query: str, weights: dict[str, float], passages: list[tuple[str, set[str]]], embedder: Embedder | None
+) -> float:
+    """The best of ``passages`` (text, lexemes) by the share of the query's IDF weight it supports: a term it holds
+    counts in full, a term it lacks by the cosine between the term's words in the query and the passage's closest
+    token, both as the model reads them in context (0 without an embedder that gives token vectors)."""
+    whole = sum(weights.values())
+    if whole <= 0 or not passages:
+        return 0.0
+    missing = [[t for t in weights if t not in held] for _, held in passages]
+    if not all(missing):
+        return 1.0  # a passage holds every term: nothing to embed
+    tokens = embedder.token_vectors([query] + [text for text, _ in passages]) if embedder is not None else None
+    spans = _term_spans(query) if tokens is not None else {}
+    best = 0.0
+    for index, lacking in enumerate(missing):
+        score = whole - sum(weights[t] for t in lacking)
+        if tokens is not None:
+            asked, passage = tokens[0], tokens[index + 1]
+            for term in lacking:
+                closest = 0.0
+                for start, end in spans.get(term, []):
+                    inside = (asked.spans[:, 0] >= start) & (asked.spans[:, 1] <= end)
+                    if not inside.any() or not len(passage.vectors):
+                        continue
+                    word = asked.vectors[inside].mean(axis=0)
+                    norm = float(np.linalg.norm(word))
+                    if norm > 0:
+                        closest = max(closest, float((passage.vectors @ (word / norm)).max()))
+                score += weights[term] * closest
+        best = max(best, score / whole)
+    return best
+
+
 def _support(
-    *, lists: dict[str, list[tuple[int, float]]], terms: dict[str, int], total: int, fused_ids: list[int]
+    *,
+    lists: dict[str, list[tuple[int, float]]],
+    terms: dict[str, int],
+    total: int,
+    fused_ids: list[int],
+    query: str,
+    embedder: Embedder | None,
 ) -> SearchSupport:
     dense_lists = [ranked for src, ranked in lists.items() if src != "lex"]
     lexical = lists.get("lex", [])
@@ -432,15 +506,18 @@ def _support(
     dense_best = sorted((dist, cid) for ranked in dense_lists for cid, dist in ranked[:3])[:3]
     lexical_best = {cid for cid, _ in lexical[:3]}
     agreement = sum(1 for _, cid in dense_best if cid in lexical_best) / 3.0 if dense_best else 0.0
-    held: dict[int, list[str]] = {}
+    held: dict[int, tuple[str, set[str]]] = {}
     if fused_ids and terms:
         with connection.cursor() as cur:
             cur.execute(
-                "SELECT id, tsvector_to_array(search) FROM knowledge_chunk WHERE id = ANY(%s)", [list(fused_ids)]
+                "SELECT id, text, tsvector_to_array(search) FROM knowledge_chunk WHERE id = ANY(%s)",
+                [list(fused_ids)],
             )
-            held = {int(cid): list(lexemes) for cid, lexemes in cur.fetchall()}
-    coverages = [_coverage(terms, total, held.get(cid, [])) for cid in fused_ids]
-    ceiling = sum(_idf(max(total, 1), max(df, 1)) for df in terms.values()) * (BM25_K1 + 1.0)
+            held = {int(cid): (str(text), set(lexemes)) for cid, text, lexemes in cur.fetchall()}
+    weights = _term_weights(terms, total)
+    coverages = [_coverage(weights, held[cid][1] if cid in held else ()) for cid in fused_ids]
+    ceiling = sum(weights.values()) * (BM25_K1 + 1.0)
+    first = [held[cid] for cid in fused_ids[:SOFT_COVERAGE_PASSAGES] if cid in held]
     return SearchSupport(
         dense=float(dense),
         bm25=float(bm25),
@@ -448,6 +525,7 @@ def _support(
         coverage=max(coverages, default=0.0),
         top_coverage=coverages[0] if coverages else 0.0,
         agreement=agreement,
+        soft_coverage=_soft_coverage(query=query, weights=weights, passages=first, embedder=embedder),
         terms=len(terms),
     )
 
@@ -482,6 +560,7 @@ def chunk_search_result(
     n = candidates or max(2 * k, settings.KNOWLEDGE_SEARCH_CANDIDATES)
     dense_parts: list[Part] = []
     queried: dict[str, tuple[str, list[int], list[float]]] = {}  # label → (model, knowledge bases, query vector)
+    embedder: Embedder | None = None  # the first model's, for the support's token vectors
     hnsw_ef: int | None = None
     if mode in ("hybrid", "dense"):
         by_model: dict[str, list[KnowledgeBase]] = {}
@@ -492,7 +571,9 @@ def chunk_search_result(
             exact = sum(kb.bm25_chunk_count for kb in group) <= exact_max
             if not exact:
                 hnsw_ef = min(max(n, settings.KNOWLEDGE_HNSW_EF_SEARCH), 1000)
-            vector = get_embedder(model_id).embed([query])[0]
+            model_embedder = get_embedder(model_id)
+            embedder = embedder or model_embedder
+            vector = model_embedder.embed([query])[0]
             queried[f"d{index}"] = (model_id, [kb.pk for kb in group], vector)
             dense_parts.append(
                 _dense_part(
@@ -532,7 +613,14 @@ def chunk_search_result(
     if not fused:
         return nothing
     ids = [cid for cid, _ in fused]
-    support = _support(lists=lists, terms=terms, total=sum(kb.bm25_chunk_count for kb in kbs), fused_ids=ids)
+    support = _support(
+        lists=lists,
+        terms=terms,
+        total=sum(kb.bm25_chunk_count for kb in kbs),
+        fused_ids=ids,
+        query=query,
+        embedder=embedder,
+    )
     chunks = {
         c.pk: c
         for c in Chunk.objects.for_tenant(tenant)

@@ -398,7 +398,7 @@ AGENT_STALL_GRACE = env.float("AGENT_STALL_GRACE", default=300.0)
 CHAT_DEFAULT_MODEL = env.str("CHAT_DEFAULT_MODEL", default=LLAMA_MODEL_NAME)
 CHAT_MAX_TOKENS = env.int("CHAT_MAX_TOKENS", default=512)
 CHAT_CONTEXT_CHUNKS = env.int("CHAT_CONTEXT_CHUNKS", default=int(str(LLAMA_MODEL_INFO.get("passages", 4))))
-CHAT_ABSTAIN_BELOW = env.float("CHAT_ABSTAIN_BELOW", default=0.2)  # knowledge.support; 0: never abstain
+CHAT_ABSTAIN_BELOW = env.float("CHAT_ABSTAIN_BELOW", default=0.35)  # knowledge.support; 0: never abstain
 CHAT_LOW_GROUNDEDNESS = env.float("CHAT_LOW_GROUNDEDNESS", default=0.5)
 # Threads per web process for the pipeline's blocking stages (guards, ORM); few, so that the event loop relaying
 # tokens keeps the GIL (docs/benchmarks.md, chat).

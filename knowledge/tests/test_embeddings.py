@@ -33,6 +33,34 @@ def test_local_embedder_is_offline_normalized_and_a_singleton():
     assert query @ vectors[0] > query @ vectors[2]
 
 
+def test_local_token_vectors_are_each_token_in_context_with_its_place_in_the_text():
+    embedder = get_embedder()
+    text = "May I plug my own memory stick into my laptop?"
+    [tokens] = embedder.token_vectors([text])
+    assert tokens.vectors.shape == (len(tokens.spans), 384)
+    assert np.allclose(np.linalg.norm(tokens.vectors, axis=1), 1.0, atol=1e-5)
+    pieces = [text[start:end] for start, end in tokens.spans]
+    assert "".join(pieces) == text.replace(" ", "")  # every character once, no [CLS] or [SEP]
+    words = "Private USB storage devices may not be connected to company laptops."
+    [passage] = embedder.token_vectors([words])
+
+    def closest(piece: str) -> str:
+        start, end = passage.spans[int(np.argmax(passage.vectors @ tokens.vectors[pieces.index(piece)]))]
+        return words[start:end]
+
+    # in context, the question's words find their paraphrases in the passage
+    assert closest("memory") == "storage"
+    assert closest("plug") in {"USB", "connected"}
+    assert closest("stick") in {"USB", "storage", "devices"}
+
+
+def test_local_token_vectors_stop_where_the_model_stops_reading():
+    embedder = get_embedder()
+    long = " ".join(["allowance"] * 600)
+    [tokens] = embedder.token_vectors([long])
+    assert len(tokens.spans) == embedder.model.max_seq_length - 2  # [CLS] and [SEP] dropped
+
+
 @pytest.fixture
 def tei_server():
     """A TEI-compatible endpoint (POST {"inputs": [...], "normalize": ..., "truncate": ...} → list of vectors)
@@ -75,6 +103,7 @@ def test_tei_client_batches_and_normalizes(tei_server, settings):
         assert isinstance(embedder, TEIEmbedder)
         embedder.batch_size = 2
         remote = np.asarray(embedder.embed(TEXTS))
+        assert embedder.token_vectors(TEXTS) is None  # TEI pools on the server: no token vectors, no request
     finally:
         reset_embedders()
     local = np.asarray(LocalEmbedder(model_id="local", path=default_model_path(), dimension=384).embed(TEXTS))

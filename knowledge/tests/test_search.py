@@ -167,6 +167,9 @@ def test_filtered_search_returns_k_when_other_tenants_have_far_more(world, kb, s
         def embed(self, texts):
             return [list(query_vec)]
 
+        def token_vectors(self, texts):
+            return None
+
     selectors.get_embedder = lambda model=None: Fixed()  # the query vector is the random one above
     try:
         hits = chunk_search(
