@@ -454,6 +454,11 @@ def main() -> None:
         )
         if use_redis:
             env["REDIS_URL"] = "redis://127.0.0.1:6379/13"
+            # the bench's own database, emptied: a run right after another would find the same key's rate history
+            # (the fresh database numbers its key alike) and its cache generations
+            import redis
+
+            redis.Redis.from_url(env["REDIS_URL"]).flushdb()
         out = subprocess.run(
             [sys.executable, __file__, "--setup-portal-database", engine_url],
             env=env,
