@@ -275,6 +275,9 @@ EMBEDDED_MODELS: dict[str, dict[str, object]] = {
         "slots": 2,
         "context": 8192,
         "passages": 3,
+        # the numbered passages' tokens at most: the engine reads about 90 prompt tokens a second on 2 idle cores,
+        # so a grounded prompt of at most about 850 tokens has its first token within 10 s (docs/benchmarks.md)
+        "passage_tokens": 650,
     },
     "smollm2": {
         "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -404,6 +407,8 @@ AGENT_STALL_GRACE = env.float("AGENT_STALL_GRACE", default=300.0)
 CHAT_DEFAULT_MODEL = env.str("CHAT_DEFAULT_MODEL", default=LLAMA_MODEL_NAME)
 CHAT_MAX_TOKENS = env.int("CHAT_MAX_TOKENS", default=512)
 CHAT_CONTEXT_CHUNKS = env.int("CHAT_CONTEXT_CHUNKS", default=int(str(LLAMA_MODEL_INFO.get("passages", 4))))
+# The passages' tokens at most (lowest-ranked dropped first, the best one always kept); 0: only the window limits.
+CHAT_CONTEXT_TOKENS = env.int("CHAT_CONTEXT_TOKENS", default=int(str(LLAMA_MODEL_INFO.get("passage_tokens", 0))))
 CHAT_ABSTAIN_BELOW = env.float("CHAT_ABSTAIN_BELOW", default=0.35)  # knowledge.support; 0: never abstain
 CHAT_LOW_GROUNDEDNESS = env.float("CHAT_LOW_GROUNDEDNESS", default=0.5)
 # Threads per web process for the pipeline's blocking stages (guards, ORM); few, so that the event loop relaying

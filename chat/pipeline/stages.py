@@ -380,8 +380,9 @@ def conversation_history(conversation: Conversation, *, before_message_id: int |
 def prompt_build(
     inp: ChatInput, plan: Plan, masked: Masked, passages: list[tuple[dict[str, Any], str]], *, canary: str
 ) -> Prompt:
-    """System prompt + canary, the question with its numbered context (lowest-ranked passages dropped until it
-    fits), then as much recent history as the window still holds."""
+    """System prompt + canary, the question with its numbered context (lowest-ranked passages dropped until they
+    fit ``CHAT_CONTEXT_TOKENS`` and the whole fits the window), then as much recent history as the window still
+    holds."""
 
     def system_text(grounded: bool) -> str:
         text = (inp.tenant.system_prompt or "").strip()
@@ -398,6 +399,9 @@ def prompt_build(
     def user_turn(chosen: list[tuple[dict[str, Any], str]]) -> str:
         return f"{build_context_block(chosen)}\n\nQuestion: {masked.user}" if chosen else masked.user
 
+    cap = settings.CHAT_CONTEXT_TOKENS  # time to the first token grows with the prompt: a slow engine sets one
+    while len(passages) > 1 and cap > 0 and token_estimate(build_context_block(passages)) > cap:
+        passages = passages[:-1]
     current = user_turn(passages)
     while passages and token_estimate(current) > budget:
         passages = passages[:-1]

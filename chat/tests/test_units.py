@@ -110,6 +110,23 @@ def test_passages_are_dropped_lowest_first_when_the_question_does_not_fit(world)
 
 
 @pytest.mark.django_db
+def test_passages_beyond_the_token_cap_are_dropped_lowest_first_and_the_best_is_always_kept(world, settings):
+    inp = ChatInput(tenant=world.tenant, role="member", text="q")
+    plan = Plan(target=TurnTarget(model="m", adapter="", context_length=8192), max_tokens=100, kb_ids=(1,),
+                conversation=None, user_text="q")  # fmt: skip
+    passages: list[tuple[dict[str, Any], str]] = [
+        ({"n": n, "document_name": f"d{n}", "page": None}, "word " * 100) for n in (1, 2, 3)
+    ]
+    settings.CHAT_CONTEXT_TOKENS = 0  # no cap: the window holds all three
+    assert [c["n"] for c in prompt_build(inp, plan, Masked(user="q"), passages, canary="c").citations] == [1, 2, 3]
+    settings.CHAT_CONTEXT_TOKENS = 400  # room for two passages of about 175 tokens each, not three
+    assert [c["n"] for c in prompt_build(inp, plan, Masked(user="q"), passages, canary="c").citations] == [1, 2]
+    settings.CHAT_CONTEXT_TOKENS = 10  # smaller than any passage: the best one stays
+    prompt = prompt_build(inp, plan, Masked(user="q"), passages, canary="c")
+    assert [c["n"] for c in prompt.citations] == [1] and "[1]" in prompt.messages[-1]["content"]
+
+
+@pytest.mark.django_db
 def test_sweep_releases_abandoned_reservations_answers_and_leases(world):
     conv = Conversation.objects.create(
         tenant=world.tenant, user=world.member, generating_since=timezone.now() - timedelta(hours=1)
