@@ -433,6 +433,26 @@ def _coverage(weights: dict[str, float], held: Iterable[str]) -> float:
     return sum(w for t, w in weights.items() if t in present) / whole
 
 
+# Words that ask for the form of an answer, not for a fact ("Write a long story about the meal allowance" asks about
+# the meal allowance): no evidence of support either way, so support is measured over the other terms.
+REQUEST_WORDS = (
+    "write tell explain describe summarise summarize summary list give show provide detail detailed long short brief "
+    "story essay poem paragraph sentence sentences words example examples overview steps"
+)
+_request_lexemes: frozenset[str] | None = None
+
+
+def request_lexemes() -> frozenset[str]:
+    """REQUEST_WORDS as the text search configuration stems them (computed once per process)."""
+    global _request_lexemes
+    if _request_lexemes is None:
+        with connection.cursor() as cur:
+            cur.execute("SELECT tsvector_to_array(to_tsvector(%s::regconfig, %s))", [TS_CONFIG, REQUEST_WORDS])
+            row = cur.fetchone()
+        _request_lexemes = frozenset(str(t) for t in (row[0] if row else ()))
+    return _request_lexemes
+
+
 SOFT_COVERAGE_PASSAGES = 3  # the passages a grounded answer reads first (``CHAT_CONTEXT_CHUNKS`` is 3 or 4)
 _QUERY_WORD = re.compile(r"[\w'-]+", re.UNICODE)
 
@@ -506,6 +526,8 @@ def _support(
     dense_best = sorted((dist, cid) for ranked in dense_lists for cid, dist in ranked[:3])[:3]
     lexical_best = {cid for cid, _ in lexical[:3]}
     agreement = sum(1 for _, cid in dense_best if cid in lexical_best) / 3.0 if dense_best else 0.0
+    asked = request_lexemes()
+    terms = {t: df for t, df in terms.items() if t not in asked}
     held: dict[int, tuple[str, set[str]]] = {}
     if fused_ids and terms:
         with connection.cursor() as cur:

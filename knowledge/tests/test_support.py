@@ -75,6 +75,13 @@ def test_a_query_term_no_chunk_holds_lowers_coverage(world, indexed):
     assert known.coverage == 1.0 and unknown.coverage < 0.6 and unknown.terms == known.terms
 
 
+def test_a_request_for_a_form_of_answer_is_supported_as_its_topic(world, indexed):
+    topic = _search(world, indexed, "the per diem in London").support
+    request = _search(world, indexed, "Write a long story about the per diem in London").support
+    assert request.terms == topic.terms and request.coverage == topic.coverage == 1.0
+    assert support_score(request) >= settings.CHAT_ABSTAIN_BELOW
+
+
 def test_no_passages_means_no_support(world, kb):
     result = _search(world, kb, "anything at all")
     assert result.hits == [] and result.support == SearchSupport()
