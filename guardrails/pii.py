@@ -573,11 +573,13 @@ class SentenceStarters:
         w = word.lower()
         if w in self.words:
             return True
-        for ending in _INFLECTIONS:
+        if w in names.given_names():
+            return False
+        for ending in _INFLECTIONS:  # "Discussed", "Using", "Agrees": the base form is in the index
             if len(w) > len(ending) + 2 and w.endswith(ending):
                 base = w[: -len(ending)]
                 if base in self.words or base + "e" in self.words or (base[-1] == base[-2] and base[:-1] in self.words):
-                    return base + "e" not in names.given_names() and base not in names.given_names()
+                    return True
         return False
 
 

@@ -258,16 +258,21 @@ def logged_view(request: HttpRequest) -> HttpResponse:
 urlpatterns = [path("logged/", logged_view)]
 
 
+def _captured(console: Any) -> Any:
+    """Point a stream handler at a buffer while the test runs; yields a reader of the JSON lines written."""
+    buffer = io.StringIO()
+    previous = console.setStream(buffer)
+    try:
+        yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+    finally:
+        console.setStream(previous)
+
+
 @pytest.fixture
 def json_lines(settings) -> Any:
     """The configured console handler (settings.LOGGING), writing into a buffer for the test."""
     console = next(h for h in logging.getLogger().handlers if isinstance(getattr(h, "formatter", None), JsonFormatter))
-    buffer = io.StringIO()
-    previous = console.setStream(buffer)  # type: ignore[attr-defined]
-    try:
-        yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
-    finally:
-        console.setStream(previous)  # type: ignore[attr-defined]
+    yield from _captured(console)
 
 
 def test_logging_settings_wire_context_and_redaction(settings):
@@ -285,12 +290,7 @@ def project_logging(settings) -> Any:
 
     logging.config.dictConfig(settings.LOGGING)
     console = next(h for h in logging.getLogger("uvicorn").handlers if isinstance(h.formatter, JsonFormatter))
-    buffer = io.StringIO()
-    previous = console.setStream(buffer)  # type: ignore[attr-defined]
-    try:
-        yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
-    finally:
-        console.setStream(previous)  # type: ignore[attr-defined]
+    yield from _captured(console)
 
 
 def test_socket_handshakes_are_not_logged_while_access_logging_is_off(project_logging):
